@@ -1,0 +1,1 @@
+"""Harness for bhyve live migration: build, deploy, migrate, measure, verify."""

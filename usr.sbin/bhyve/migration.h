@@ -1,0 +1,182 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * Live migration engine: public interface.
+ *
+ * The engine moves a running guest from a source to a destination over
+ * one connected stream socket.  It is plain C with no FreeBSD-only or
+ * Linux-only calls: bhyve links it with a backend built on libvmmapi, the
+ * Linux test bed links it with a backend built on userfaultfd.
+ */
+
+#ifndef _MIGRATION_H_
+#define	_MIGRATION_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct mig_backend;
+struct mig_conn;
+
+#define	MIG_KEY_LEN		32	/* per-migration key, bytes */
+#define	MIG_ERRMSG_MAX		256
+#define	MIG_MAX_ROUNDS_LIMIT	1000	/* upper bound of max_rounds */
+#define	MIG_DEFAULT_PORT	24981
+
+/* Where a migration was when it stopped; also reported in progress. */
+enum mig_phase {
+	MIG_PHASE_CONNECT = 0,	/* socket set-up */
+	MIG_PHASE_HANDSHAKE,	/* version and capability negotiation */
+	MIG_PHASE_AUTH,		/* proof of the per-migration key */
+	MIG_PHASE_COMPAT,	/* memory layout, vCPUs, devices */
+	MIG_PHASE_PRECOPY,	/* live memory rounds */
+	MIG_PHASE_STOPCOPY,	/* guest paused, last dirty pages */
+	MIG_PHASE_STATE,	/* vCPU and device state */
+	MIG_PHASE_SWITCHOVER,	/* ready/go */
+	MIG_PHASE_DONE,
+	MIG_PHASE_COUNT
+};
+
+/* Which side a failure belongs to. */
+enum mig_side {
+	MIG_SIDE_SOURCE = 0,
+	MIG_SIDE_DEST,
+	MIG_SIDE_LINK		/* the connection itself: reset, timeout */
+};
+
+enum mig_role {
+	MIG_ROLE_SOURCE = 0,
+	MIG_ROLE_DEST
+};
+
+/*
+ * Fault injection for the test suite only.  Every consumer but the test
+ * bed leaves this at MIG_FAULT_NONE.
+ */
+enum mig_fault {
+	MIG_FAULT_NONE = 0,
+	MIG_FAULT_DROP_DIRTY_PAGE,	/* sender skips one dirty page */
+	MIG_FAULT_STALE_DEVICE_STATE,	/* device state saved before pause */
+};
+
+/* Round policy. */
+enum mig_policy_mode {
+	MIG_POLICY_CONVERGE = 0,	/* iterate while it pays */
+	MIG_POLICY_FIXED		/* the seed's fixed round count */
+};
+
+struct mig_params {
+	uint8_t		key[MIG_KEY_LEN];
+	bool		encrypt;		/* AES-256-GCM on page data */
+	enum mig_policy_mode policy;
+	uint32_t	fixed_rounds;		/* MIG_POLICY_FIXED only */
+	uint32_t	max_rounds;		/* live rounds, >= 1 */
+	uint64_t	downtime_limit_us;	/* target final downtime */
+	uint64_t	max_time_ms;		/* live phase bound; 0: none */
+	uint64_t	bandwidth_limit;	/* bytes/s; 0: unlimited */
+	bool		auto_throttle;		/* slow vCPUs to converge */
+	uint32_t	io_timeout_ms;		/* per socket operation */
+	enum mig_fault	fault;
+};
+
+/* Fill in the defaults (300 ms downtime, 30 rounds, 30 s timeouts). */
+void	mig_params_init(struct mig_params *);
+/* Check a parameter set; on error fill msg and return EINVAL. */
+int	mig_params_check(const struct mig_params *, char *msg, size_t msglen);
+
+struct mig_round_stats {
+	uint32_t	index;		/* 1-based; the last one is stop-copy */
+	bool		final;		/* taken with the guest paused */
+	uint64_t	dirty_pages;	/* pages to send in this round */
+	uint64_t	pages_sent;	/* non-zero pages with data */
+	uint64_t	zero_pages;	/* pages sent as a zero marker */
+	uint64_t	bytes;		/* bytes on the wire */
+	uint64_t	duration_us;
+	uint32_t	throttle_pct;	/* vCPU throttle in force */
+	uint64_t	est_downtime_us; /* policy's estimate after round */
+};
+
+#define	MIG_STATS_MAX_ROUNDS	(MIG_MAX_ROUNDS_LIMIT + 1)
+
+struct mig_stats {
+	uint32_t	nrounds;
+	struct mig_round_stats *rounds;	/* MIG_STATS_MAX_ROUNDS entries */
+	uint64_t	total_time_us;
+	uint64_t	downtime_us;	/* source pause to destination run */
+	uint64_t	state_bytes;	/* vCPU + device state */
+	uint64_t	bytes_sent;	/* everything on the wire, both ways */
+	uint64_t	memory_bytes;	/* guest memory size */
+	uint64_t	rtt_us;		/* measured in the handshake */
+	uint32_t	protocol_version;
+	bool		encrypted;
+};
+
+int	mig_stats_init(struct mig_stats *);
+void	mig_stats_free(struct mig_stats *);
+
+struct mig_error {
+	enum mig_side	side;
+	enum mig_phase	phase;
+	int		code;		/* errno value */
+	bool		guest_running_on_source;
+	char		msg[MIG_ERRMSG_MAX];
+};
+
+/*
+ * Outcome of mig_send().  MIG_INDETERMINATE means "go" was sent but the
+ * destination never confirmed that it runs the guest: the source keeps it
+ * paused so that two copies never run, and an operator decides.
+ */
+enum mig_result {
+	MIG_OK = 0,
+	MIG_FAILED,		/* the guest runs on the source */
+	MIG_INDETERMINATE
+};
+
+/* Progress events, delivered to the backend's progress hook. */
+struct mig_progress {
+	enum mig_phase	phase;
+	uint32_t	round;
+	uint64_t	remaining_pages;
+	const struct mig_round_stats *last_round; /* on a round's end */
+};
+
+const char *mig_phase_name(enum mig_phase);
+const char *mig_side_name(enum mig_side);
+
+/*
+ * Socket set-up shared by both ends: timeouts, keepalive, no delay.
+ * Returns 0 or an errno value.
+ */
+int	mig_socket_setup(int fd, uint32_t io_timeout_ms);
+
+/*
+ * Source: migrate the guest over the connected socket fd.  On MIG_OK
+ * the guest now runs on the destination and must not be resumed here.
+ * On MIG_FAILED it runs here again, its dirty log restored.
+ */
+enum mig_result	mig_send(int fd, struct mig_backend *,
+	    const struct mig_params *, struct mig_stats *, struct mig_error *);
+
+/*
+ * Destination, in two steps so that bhyve can take the guest's shape
+ * from the stream before it sets up memory and enters capability mode:
+ * mig_recv_accept() authenticates the peer and reads its description of
+ * the guest; mig_recv_run() checks it against the local backend, receives
+ * memory and state, and returns 0 once "go" arrived; the caller then
+ * starts the guest and calls mig_recv_finish().  mig_conn_free() closes.
+ */
+struct mig_vminfo;
+int	mig_recv_accept(int fd, const struct mig_params *,
+	    struct mig_conn **, struct mig_vminfo *, struct mig_error *);
+int	mig_recv_run(struct mig_conn *, struct mig_backend *,
+	    struct mig_stats *, struct mig_error *);
+int	mig_recv_finish(struct mig_conn *, struct mig_error *);
+void	mig_conn_free(struct mig_conn *);
+
+#endif /* _MIGRATION_H_ */

@@ -1,0 +1,102 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * The narrow interface between the migration engine and the hypervisor
+ * it runs in.  bhyve implements it with libvmmapi and the snapshot code;
+ * the Linux test bed with an anonymous mapping and userfaultfd.
+ *
+ * Every operation returns 0 or an errno value.  A backend may leave a
+ * sentence for the user in its errmsg buffer; the engine quotes it.
+ */
+
+#ifndef _MIGRATION_BACKEND_H_
+#define	_MIGRATION_BACKEND_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "migration.h"
+
+#define	MIG_MAX_SEGS		16	/* guest memory segments */
+#define	MIG_MAX_SECTIONS	64	/* vCPU and device state sections */
+#define	MIG_NAME_MAX		32	/* section name, with its NUL */
+#define	MIG_FEATURES_MAX	128	/* CPU feature summary, with NUL */
+#define	MIG_SECTION_MAX		(64u << 20) /* one section's state, bytes */
+
+/* One contiguous range of guest-physical memory. */
+struct mig_memseg {
+	uint64_t	gpa;
+	uint64_t	len;		/* a multiple of the page size */
+	uint8_t		*host;		/* the process's mapping of it */
+};
+
+/* One piece of vCPU or device state, moved as an opaque blob. */
+struct mig_section {
+	char		name[MIG_NAME_MAX];
+	uint32_t	version;
+};
+
+/* What both sides must agree on before any memory moves. */
+struct mig_vminfo {
+	uint32_t	ncpus;
+	uint32_t	page_size;
+	uint32_t	nsegs;
+	struct mig_memseg segs[MIG_MAX_SEGS];
+	uint32_t	nsections;
+	struct mig_section sections[MIG_MAX_SECTIONS];
+	char		cpu_features[MIG_FEATURES_MAX];
+};
+
+struct mig_backend_ops {
+	/* Describe the guest; host pointers are valid until the end. */
+	int	(*vminfo)(void *arg, struct mig_vminfo *);
+
+	/*
+	 * Dirty tracking.  dirty_start() arms it: from then on every write
+	 * to guest memory marks its page.  dirty_collect() atomically
+	 * fetches and clears the marks of npages pages starting at page
+	 * first of segment seg into bitmap (bit i: page first + i), without
+	 * stopping the vCPUs.  dirty_putback() marks pages dirty again (a
+	 * failed migration returns what it had cleared).  npages never
+	 * exceeds MIG_DIRTY_CHUNK_PAGES.
+	 */
+	int	(*dirty_start)(void *arg);
+	int	(*dirty_collect)(void *arg, uint32_t seg, uint64_t first,
+		    uint64_t npages, uint64_t *bitmap);
+	int	(*dirty_putback)(void *arg, uint32_t seg, uint64_t first,
+		    uint64_t npages, const uint64_t *bitmap);
+	void	(*dirty_stop)(void *arg);
+
+	/* Stop and restart vCPUs and device emulation together. */
+	int	(*pause)(void *arg);
+	int	(*resume)(void *arg);
+
+	/* Run vCPUs for (100 - percent)% of the time; 0 lifts it. */
+	int	(*throttle)(void *arg, uint32_t percent);
+
+	/*
+	 * State of section idx (of vminfo's list).  state_save() returns a
+	 * malloc'd buffer the engine frees.  Called with the guest paused.
+	 */
+	int	(*state_save)(void *arg, uint32_t idx, void **buf,
+		    size_t *len);
+	int	(*state_restore)(void *arg, uint32_t idx, const void *buf,
+		    size_t len);
+
+	/* Optional: progress for an operator; must not block long. */
+	void	(*progress)(void *arg, const struct mig_progress *);
+};
+
+struct mig_backend {
+	const struct mig_backend_ops *ops;
+	void		*arg;
+	char		errmsg[MIG_ERRMSG_MAX];
+};
+
+#define	MIG_DIRTY_CHUNK_PAGES	(256u * 1024)	/* 1 GiB of 4 KiB pages */
+
+#endif /* _MIGRATION_BACKEND_H_ */
