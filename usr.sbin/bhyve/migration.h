@@ -89,6 +89,16 @@ void	mig_params_init(struct mig_params *);
 /* Check a parameter set; on error fill msg and return EINVAL. */
 int	mig_params_check(const struct mig_params *, char *msg, size_t msglen);
 
+/* Why the live phase ended. */
+enum mig_stop_reason {
+	MIG_STOP_NONE = 0,
+	MIG_STOP_CONVERGED,	/* estimated downtime fits the limit */
+	MIG_STOP_FIXED_ROUNDS,	/* MIG_POLICY_FIXED count reached */
+	MIG_STOP_MAX_ROUNDS,
+	MIG_STOP_MAX_TIME,
+	MIG_STOP_NO_PROGRESS	/* dirty set no longer shrinks */
+};
+
 struct mig_round_stats {
 	uint32_t	index;		/* 1-based; the last one is stop-copy */
 	bool		final;		/* taken with the guest paused */
@@ -114,6 +124,7 @@ struct mig_stats {
 	uint64_t	rtt_us;		/* measured in the handshake */
 	uint32_t	protocol_version;
 	bool		encrypted;
+	enum mig_stop_reason stop_reason;
 };
 
 int	mig_stats_init(struct mig_stats *);
@@ -147,6 +158,7 @@ struct mig_progress {
 };
 
 const char *mig_phase_name(enum mig_phase);
+const char *mig_stop_reason_name(enum mig_stop_reason);
 const char *mig_side_name(enum mig_side);
 
 /*

@@ -1,0 +1,67 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * A framed, authenticated migration channel over one stream socket.
+ * Frames before the handshake completes carry no tag; mig_chan_key()
+ * switches both directions to AES-256-GCM.  Receiving is split into
+ * header, body and end so that page data can land straight in guest
+ * memory; nothing received counts until mig_chan_recv_end() verified
+ * the tag.
+ */
+
+#ifndef _MIGRATION_CHAN_H_
+#define	_MIGRATION_CHAN_H_
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "migration.h"
+#include "migration_crypto.h"
+#include "migration_net.h"
+#include "migration_wire.h"
+
+struct mig_chan {
+	int		fd;
+	enum mig_role	role;
+	bool		keyed;
+	bool		encrypt;
+	bool		peer_gave_up;	/* it sent ERROR */
+	struct mig_aead	tx;
+	struct mig_aead	rx;
+	struct mig_ratelimit rl;
+	uint64_t	bytes_tx;
+	uint64_t	bytes_rx;
+	uint8_t		*txbuf;		/* ciphertext when encrypting */
+	uint8_t		*rxbuf;		/* whole small messages */
+	struct mig_hdr	cur;		/* the frame being received */
+	uint32_t	cur_left;	/* its payload bytes not yet read */
+	char		why[MIG_ERRMSG_MAX]; /* detail of the last error */
+};
+
+int	mig_chan_init(struct mig_chan *, int fd, enum mig_role,
+	    uint64_t rate_limit);
+void	mig_chan_destroy(struct mig_chan *);
+int	mig_chan_key(struct mig_chan *, const struct mig_session_keys *,
+	    bool encrypt);
+
+/* Send one frame whose payload is the concatenation of parts. */
+int	mig_chan_sendv(struct mig_chan *, uint16_t type,
+	    const struct iovec *parts, int nparts);
+int	mig_chan_send(struct mig_chan *, uint16_t type, const void *,
+	    size_t);
+
+int	mig_chan_recv_hdr(struct mig_chan *, struct mig_hdr *);
+int	mig_chan_recv_body(struct mig_chan *, void *, size_t);
+int	mig_chan_recv_bodyv(struct mig_chan *, struct iovec *, int);
+int	mig_chan_recv_end(struct mig_chan *);
+/* A whole frame into the channel's buffer: *payload, hdr->len bytes. */
+int	mig_chan_recv(struct mig_chan *, struct mig_hdr *, void **payload);
+
+#endif /* _MIGRATION_CHAN_H_ */

@@ -1,0 +1,39 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/* Shared between the engine's sender and receiver; not for backends. */
+
+#ifndef _MIGRATION_INTERNAL_H_
+#define	_MIGRATION_INTERNAL_H_
+
+#include "migration.h"
+#include "migration_chan.h"
+
+/* Record the first failure; later ones are consequences of it. */
+void	mig_fail(struct mig_error *, enum mig_side, enum mig_phase, int code,
+	    const char *fmt, ...) __attribute__((__format__(__printf__, 5, 6)));
+/* Add a consequence to the recorded failure's message. */
+void	mig_error_append(struct mig_error *, const char *);
+/* Record a failure of the channel: peer gone, timeout, bad frame. */
+void	mig_fail_chan(struct mig_error *, const struct mig_chan *,
+	    enum mig_phase, int error, const char *doing);
+/* Record the peer's own ERROR message. */
+void	mig_fail_peer(struct mig_error *, struct mig_chan *,
+	    const void *payload, size_t len);
+/* Tell the peer why this side gives up; best effort. */
+void	mig_tell_peer(struct mig_chan *, const struct mig_error *);
+/* The side a role stands for, and its name in messages. */
+enum mig_side mig_role_side(enum mig_role);
+const char *mig_role_name(enum mig_role);
+
+/*
+ * Version and capability negotiation and proof of the key.  On success
+ * the channel is keyed and *version holds the agreed protocol version.
+ */
+int	mig_handshake(struct mig_chan *, const struct mig_params *,
+	    bool require_encrypt, uint32_t *version, struct mig_error *);
+
+#endif /* _MIGRATION_INTERNAL_H_ */

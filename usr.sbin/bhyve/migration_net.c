@@ -1,0 +1,191 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <time.h>
+
+#include "migration.h"
+#include "migration_net.h"
+
+/* A black-holed link is noticed after about idle + intvl * cnt seconds. */
+#define	MIG_KEEPIDLE_S	5
+#define	MIG_KEEPINTVL_S	2
+#define	MIG_KEEPCNT	3
+#define	MIG_IOV_BATCH	64
+#define	MIG_RATE_SLACK_US	50000
+
+uint64_t
+mig_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000);
+}
+
+static int
+set_int_opt(int fd, int level, int name, int value)
+{
+	return (setsockopt(fd, level, name, &value, sizeof(value)) == 0 ?
+	    0 : errno);
+}
+
+int
+mig_socket_setup(int fd, uint32_t io_timeout_ms)
+{
+	struct sockaddr_storage ss;
+	struct timeval tv;
+	socklen_t sslen;
+	int error;
+
+	tv.tv_sec = io_timeout_ms / 1000;
+	tv.tv_usec = (io_timeout_ms % 1000) * 1000;
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+		return (errno);
+	sslen = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) != 0)
+		return (errno);
+	if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+		return (0);	/* a socketpair in tests: no TCP options */
+	if ((error = set_int_opt(fd, SOL_SOCKET, SO_KEEPALIVE, 1)) != 0 ||
+	    (error = set_int_opt(fd, IPPROTO_TCP, TCP_KEEPIDLE,
+	    MIG_KEEPIDLE_S)) != 0 ||
+	    (error = set_int_opt(fd, IPPROTO_TCP, TCP_KEEPINTVL,
+	    MIG_KEEPINTVL_S)) != 0 ||
+	    (error = set_int_opt(fd, IPPROTO_TCP, TCP_KEEPCNT,
+	    MIG_KEEPCNT)) != 0 ||
+	    (error = set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1)) != 0)
+		return (error);
+	return (0);
+}
+
+static int
+io_errno(int error)
+{
+	if (error == EAGAIN || error == EWOULDBLOCK)
+		return (ETIMEDOUT);
+	if (error == EPIPE)
+		return (ECONNRESET);
+	return (error);
+}
+
+/* Advance an iovec array past n bytes already transferred. */
+static void
+iov_advance(struct iovec **iovp, int *iovcnt, size_t n)
+{
+	struct iovec *iov = *iovp;
+
+	while (*iovcnt > 0 && n >= iov->iov_len) {
+		n -= iov->iov_len;
+		iov++;
+		(*iovcnt)--;
+	}
+	if (*iovcnt > 0) {
+		iov->iov_base = (char *)iov->iov_base + n;
+		iov->iov_len -= n;
+	}
+	*iovp = iov;
+}
+
+int
+mig_writev_full(int fd, struct iovec *iov, int iovcnt)
+{
+	struct msghdr mh;
+	ssize_t n;
+
+	while (iovcnt > 0) {
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = iov;
+		mh.msg_iovlen = iovcnt < MIG_IOV_BATCH ? iovcnt : MIG_IOV_BATCH;
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return (io_errno(errno));
+		}
+		iov_advance(&iov, &iovcnt, (size_t)n);
+	}
+	return (0);
+}
+
+int
+mig_readv_full(int fd, struct iovec *iov, int iovcnt)
+{
+	struct msghdr mh;
+	ssize_t n;
+
+	iov_advance(&iov, &iovcnt, 0);
+	while (iovcnt > 0) {
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = iov;
+		mh.msg_iovlen = iovcnt < MIG_IOV_BATCH ? iovcnt : MIG_IOV_BATCH;
+		n = recvmsg(fd, &mh, MSG_WAITALL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return (io_errno(errno));
+		}
+		if (n == 0)
+			return (ECONNRESET);
+		iov_advance(&iov, &iovcnt, (size_t)n);
+	}
+	return (0);
+}
+
+int
+mig_read_full(int fd, void *buf, size_t len)
+{
+	struct iovec iov;
+
+	if (len == 0)
+		return (0);
+	iov.iov_base = buf;
+	iov.iov_len = len;
+	return (mig_readv_full(fd, &iov, 1));
+}
+
+void
+mig_ratelimit_init(struct mig_ratelimit *rl, uint64_t rate)
+{
+	rl->rate = rate;
+	rl->start_us = mig_now_us();
+	rl->bytes = 0;
+}
+
+void
+mig_ratelimit_charge(struct mig_ratelimit *rl, size_t bytes)
+{
+	struct timespec ts;
+	uint64_t due_us, now;
+
+	if (rl->rate == 0)
+		return;
+	now = mig_now_us();
+	due_us = rl->start_us + rl->bytes * 1000000 / rl->rate;
+	if (now > due_us + MIG_RATE_SLACK_US) {
+		/* Idle time earns no burst beyond the slack. */
+		rl->start_us = now - MIG_RATE_SLACK_US;
+		rl->bytes = 0;
+	}
+	rl->bytes += bytes;
+	due_us = rl->start_us + rl->bytes * 1000000 / rl->rate;
+	if (due_us > now) {
+		ts.tv_sec = (due_us - now) / 1000000;
+		ts.tv_nsec = ((due_us - now) % 1000000) * 1000;
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
+}

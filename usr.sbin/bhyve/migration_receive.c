@@ -1,0 +1,418 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * Destination side of a live migration.  bhyve listens and accepts the
+ * source's connection before it sets up guest memory and long before it
+ * enters capability mode: after that it could neither bind nor open the
+ * key file.  The configuration keys are
+ *
+ *	migration.listen	[host:]port, [v6addr]:port or port (-R)
+ *	migration.keyfile	file holding the per-migration key: 32 raw
+ *				bytes or 64 hexadecimal digits; it must not
+ *				be readable by group or others
+ *
+ * The vCPU count and memory size are taken from the source, as -r takes
+ * them from a checkpoint; the devices must be configured as on the
+ * source, and the engine refuses the migration, on both sides, if they
+ * are not.
+ */
+
+#include <sys/param.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <netinet/in.h>
+
+#include <ctype.h>
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "bhyverun.h"
+#include "config.h"
+#include "debug.h"
+#include "migration.h"
+#include "migration_backend.h"
+#include "migration_bhyve.h"
+#include "migration_receive.h"
+
+#define	MIG_RECV_EXIT		4	/* bhyve's "exited due to an error" */
+#define	MIG_RECV_MAXLISTEN	8
+
+static struct mig_conn *recv_conn;
+static struct mig_backend *recv_backend;
+static struct mig_stats recv_stats;
+static char recv_peer[NI_MAXHOST + NI_MAXSERV + 4];
+
+bool
+migration_receiving(void)
+{
+
+	return (get_config_value("migration.listen") != NULL);
+}
+
+/*
+ * Split "[v6addr]:port", "host:port", ":port", "port" or "host" into
+ * host (empty for any address) and port (MIG_DEFAULT_PORT if absent).
+ */
+static int
+recv_parse_listen(const char *spec, char *host, size_t hostlen, char *port,
+    size_t portlen)
+{
+	const char *colon, *end, *p;
+	size_t n;
+
+	host[0] = '\0';
+	snprintf(port, portlen, "%d", MIG_DEFAULT_PORT);
+	if (spec[0] == '[') {
+		end = strchr(spec, ']');
+		if (end == NULL)
+			return (-1);
+		n = end - spec - 1;
+		if (n == 0 || n >= hostlen)
+			return (-1);
+		memcpy(host, spec + 1, n);
+		host[n] = '\0';
+		if (end[1] == '\0')
+			return (0);
+		if (end[1] != ':' || end[2] == '\0')
+			return (-1);
+		p = end + 2;
+	} else {
+		for (p = spec; *p != '\0' && isdigit((unsigned char)*p); p++)
+			;
+		if (*p == '\0' && p != spec) {
+			p = spec;	/* a port alone */
+		} else {
+			colon = strrchr(spec, ':');
+			if (colon != NULL && strchr(spec, ':') != colon)
+				colon = NULL;	/* bare IPv6 address */
+			n = colon != NULL ? (size_t)(colon - spec) :
+			    strlen(spec);
+			if (n >= hostlen)
+				return (-1);
+			memcpy(host, spec, n);
+			host[n] = '\0';
+			if (colon == NULL)
+				return (0);
+			p = colon + 1;
+		}
+	}
+	if (*p == '\0' || strlen(p) >= portlen)
+		return (-1);
+	strlcpy(port, p, portlen);
+	return (0);
+}
+
+static int
+recv_hexval(int c)
+{
+
+	if (c >= '0' && c <= '9')
+		return (c - '0');
+	c = tolower(c);
+	if (c >= 'a' && c <= 'f')
+		return (c - 'a' + 10);
+	return (-1);
+}
+
+/* Read the per-migration key: 32 raw bytes or 64 hex digits. */
+static void
+recv_read_key(const char *path, uint8_t *key)
+{
+	uint8_t buf[2 * MIG_KEY_LEN + 2];
+	struct stat sb;
+	ssize_t n;
+	size_t len, i;
+	int fd, hi, lo;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		err(EX_NOINPUT, "cannot open migration key file %s", path);
+	if (fstat(fd, &sb) != 0)
+		err(EX_NOINPUT, "cannot stat migration key file %s", path);
+	if (!S_ISREG(sb.st_mode))
+		errx(EX_USAGE, "migration key file %s is not a regular file",
+		    path);
+	if ((sb.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		errx(EX_USAGE, "migration key file %s is accessible by other "
+		    "users; make it mode 0600", path);
+	n = read(fd, buf, sizeof(buf));
+	if (n < 0)
+		err(EX_NOINPUT, "cannot read migration key file %s", path);
+	close(fd);
+	len = n;
+	if (len == MIG_KEY_LEN) {
+		memcpy(key, buf, MIG_KEY_LEN);
+		explicit_bzero(buf, sizeof(buf));
+		return;
+	}
+	if (len > 0 && buf[len - 1] == '\n')
+		len--;
+	if (len != 2 * MIG_KEY_LEN)
+		errx(EX_DATAERR, "migration key file %s must hold %d bytes or "
+		    "%d hexadecimal digits", path, MIG_KEY_LEN,
+		    2 * MIG_KEY_LEN);
+	for (i = 0; i < MIG_KEY_LEN; i++) {
+		hi = recv_hexval(buf[2 * i]);
+		lo = recv_hexval(buf[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			errx(EX_DATAERR, "migration key file %s holds a "
+			    "character that is not a hexadecimal digit", path);
+		key[i] = (uint8_t)(hi << 4 | lo);
+	}
+	explicit_bzero(buf, sizeof(buf));
+}
+
+static int
+recv_listen(const char *host, const char *port, int *fds)
+{
+	struct addrinfo hints, *ai, *res;
+	int error, fd, nfds, on;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	error = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
+	if (error != 0)
+		errx(EX_USAGE, "cannot listen for a migration on %s port %s: "
+		    "%s", host[0] != '\0' ? host : "any address", port,
+		    gai_strerror(error));
+	nfds = 0;
+	error = 0;
+	for (ai = res; ai != NULL && nfds < MIG_RECV_MAXLISTEN;
+	    ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+		    ai->ai_protocol);
+		if (fd < 0) {
+			error = errno;
+			continue;
+		}
+		on = 1;
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on,
+		    sizeof(on));
+		if (ai->ai_family == AF_INET6)
+			(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on,
+			    sizeof(on));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+		    listen(fd, 1) != 0) {
+			error = errno;
+			close(fd);
+			continue;
+		}
+		fds[nfds++] = fd;
+	}
+	freeaddrinfo(res);
+	if (nfds == 0)
+		errc(EX_OSERR, error, "cannot listen for a migration on %s "
+		    "port %s", host[0] != '\0' ? host : "any address", port);
+	return (nfds);
+}
+
+static int
+recv_wait(const int *fds, int nfds)
+{
+	struct pollfd pfd[MIG_RECV_MAXLISTEN];
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	char h[NI_MAXHOST], s[NI_MAXSERV];
+	int conn, i;
+
+	for (i = 0; i < nfds; i++) {
+		pfd[i].fd = fds[i];
+		pfd[i].events = POLLIN;
+		pfd[i].revents = 0;
+	}
+	for (;;) {
+		if (poll(pfd, nfds, INFTIM) < 0) {
+			if (errno == EINTR)
+				continue;
+			err(EX_OSERR, "waiting for the migration source");
+		}
+		for (i = 0; i < nfds; i++) {
+			if ((pfd[i].revents & POLLIN) == 0)
+				continue;
+			sslen = sizeof(ss);
+			conn = accept(fds[i], (struct sockaddr *)&ss, &sslen);
+			if (conn < 0) {
+				if (errno == EINTR || errno == ECONNABORTED)
+					continue;
+				err(EX_OSERR, "accepting the migration "
+				    "source's connection");
+			}
+			if (getnameinfo((struct sockaddr *)&ss, sslen, h,
+			    sizeof(h), s, sizeof(s),
+			    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+				snprintf(recv_peer, sizeof(recv_peer),
+				    ss.ss_family == AF_INET6 ? "[%s]:%s" :
+				    "%s:%s", h, s);
+			else
+				strlcpy(recv_peer, "the source",
+				    sizeof(recv_peer));
+			return (conn);
+		}
+	}
+}
+
+/* Take the vCPU count and memory size from the source, as -r does. */
+static void
+recv_adopt_shape(const struct mig_vminfo *vi)
+{
+	const char *value;
+	char buf[32];
+	uint64_t total;
+	uint32_t i;
+
+	total = 0;
+	for (i = 0; i < vi->nsegs && i < MIG_MAX_SEGS; i++)
+		total += vi->segs[i].len;
+
+	value = get_config_value("cpus");
+	if (value == NULL && get_config_value("sockets") == NULL &&
+	    get_config_value("cores") == NULL &&
+	    get_config_value("threads") == NULL) {
+		snprintf(buf, sizeof(buf), "%u", vi->ncpus);
+		set_config_value("cpus", buf);
+	} else if (value != NULL && strtoul(value, NULL, 0) != vi->ncpus) {
+		EPRINTLN("Warning: the source's guest has %u vCPUs but %s "
+		    "are configured here; the migration will be refused",
+		    vi->ncpus, value);
+	}
+	snprintf(buf, sizeof(buf), "%juK", (uintmax_t)(total / 1024));
+	set_config_value("memory.size", buf);
+	EPRINTLN("Receiving guest from %s: %u vCPUs, %ju MiB of memory",
+	    recv_peer, vi->ncpus, (uintmax_t)(total >> 20));
+}
+
+void
+migration_receive_accept(void)
+{
+	char host[MAXHOSTNAMELEN], port[NI_MAXSERV];
+	struct mig_params params;
+	struct mig_error merr;
+	struct mig_vminfo *vi;
+	const char *keyfile, *spec;
+	int fds[MIG_RECV_MAXLISTEN];
+	int error, fd, i, nfds;
+
+	spec = get_config_value("migration.listen");
+	if (spec == NULL)
+		return;
+	if (restore_file != NULL)
+		errx(EX_USAGE, "-r (restore from a checkpoint) and -R "
+		    "(receive a migration) are mutually exclusive");
+	if (recv_parse_listen(spec, host, sizeof(host), port,
+	    sizeof(port)) != 0)
+		errx(EX_USAGE, "invalid migration listen address '%s': use "
+		    "[host:]port or [IPv6-address]:port", spec);
+	keyfile = get_config_value("migration.keyfile");
+	if (keyfile == NULL)
+		errx(EX_USAGE, "receiving a migration needs the key file: "
+		    "set migration.keyfile (-o migration.keyfile=path)");
+
+	mig_params_init(&params);
+	recv_read_key(keyfile, params.key);
+
+	nfds = recv_listen(host, port, fds);
+	EPRINTLN("Waiting for the migration source on %s port %s",
+	    host[0] != '\0' ? host : "any address", port);
+	fd = recv_wait(fds, nfds);
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+
+	error = mig_socket_setup(fd, params.io_timeout_ms);
+	if (error != 0)
+		errc(MIG_RECV_EXIT, error, "cannot set up the migration "
+		    "connection from %s", recv_peer);
+
+	vi = calloc(1, sizeof(*vi));
+	if (vi == NULL)
+		err(MIG_RECV_EXIT, "out of memory");
+	memset(&merr, 0, sizeof(merr));
+	error = mig_recv_accept(fd, &params, &recv_conn, vi, &merr);
+	explicit_bzero(params.key, sizeof(params.key));
+	if (error != 0)
+		errx(MIG_RECV_EXIT, "migration from %s failed on the %s side "
+		    "during %s: %s", recv_peer, mig_side_name(merr.side),
+		    mig_phase_name(merr.phase),
+		    merr.msg[0] != '\0' ? merr.msg : strerror(error));
+	recv_adopt_shape(vi);
+	free(vi);
+}
+
+void
+migration_receive_run(struct vmctx *ctx)
+{
+	struct mig_error merr;
+	int error;
+
+	if (recv_conn == NULL)
+		return;
+	recv_backend = mig_bhyve_backend_create(ctx, NULL, NULL);
+	if (recv_backend == NULL)
+		err(MIG_RECV_EXIT, "out of memory");
+	error = mig_stats_init(&recv_stats);
+	if (error != 0)
+		errc(MIG_RECV_EXIT, error, "out of memory");
+
+	/* The restore path -r takes: devices quiet while state loads. */
+	if (bhyve_restore_begin() != 0)
+		errx(MIG_RECV_EXIT, "migration from %s failed on the "
+		    "destination: the devices could not be paused; the guest "
+		    "keeps running on the source", recv_peer);
+	memset(&merr, 0, sizeof(merr));
+	error = mig_recv_run(recv_conn, recv_backend, &recv_stats, &merr);
+	if (error != 0)
+		errx(MIG_RECV_EXIT, "migration from %s failed on the %s side "
+		    "during %s: %s; the guest keeps running on the source and "
+		    "this bhyve discards what it received", recv_peer,
+		    mig_side_name(merr.side), mig_phase_name(merr.phase),
+		    merr.msg[0] != '\0' ? merr.msg : strerror(error));
+	if (bhyve_restore_end() != 0)
+		errx(MIG_RECV_EXIT, "migration from %s failed on the "
+		    "destination: the devices could not be restarted; the "
+		    "source keeps its paused copy of the guest", recv_peer);
+}
+
+void
+migration_receive_finish(void)
+{
+	struct mig_error merr;
+	int error;
+
+	if (recv_conn == NULL)
+		return;
+	memset(&merr, 0, sizeof(merr));
+	error = mig_recv_finish(recv_conn, &merr);
+	if (error != 0)
+		EPRINTLN("Warning: the guest runs here, but the source did not "
+		    "get the confirmation (%s); it keeps its copy paused: "
+		    "power that copy off", merr.msg[0] != '\0' ? merr.msg :
+		    strerror(error));
+	else
+		EPRINTLN("Migration from %s complete: %ju MiB in %ju ms, "
+		    "downtime %ju ms", recv_peer,
+		    (uintmax_t)(recv_stats.memory_bytes >> 20),
+		    (uintmax_t)(recv_stats.total_time_us / 1000),
+		    (uintmax_t)(recv_stats.downtime_us / 1000));
+	mig_conn_free(recv_conn);
+	recv_conn = NULL;
+	mig_bhyve_backend_destroy(recv_backend);
+	recv_backend = NULL;
+	mig_stats_free(&recv_stats);
+}

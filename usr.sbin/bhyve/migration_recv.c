@@ -1,0 +1,501 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * The destination side.  It trusts nothing the source sends: frames are
+ * authenticated, every index and length is checked before it is used,
+ * and messages must come in the protocol's order (rounds numbered in
+ * sequence, pages only inside a round, state sections in order and
+ * whole, READY only when everything arrived).  Page data is read straight
+ * into guest memory; a frame that then fails its tag check ends the
+ * migration and the caller discards the guest, so unverified bytes never
+ * run.
+ */
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migration.h"
+#include "migration_backend.h"
+#include "migration_internal.h"
+#include "migration_wire.h"
+
+struct mig_conn {
+	struct mig_chan	ch;
+	struct mig_params p;
+	struct mig_vminfo peer;		/* the source's description */
+	struct mig_vminfo local;	/* ours, with host pointers */
+	struct mig_error *err;
+	struct mig_stats *st;
+	struct mig_backend *be;
+	enum mig_phase	phase;
+	uint32_t	version;
+	uint64_t	t0;
+	uint64_t	final_us;	/* final round began */
+	uint64_t	pages_total;
+	/* The round being received. */
+	struct mig_round_stats *round;
+	uint64_t	round_pages;
+	uint64_t	round_t0;
+	bool		final_done;
+	/* The state section being received. */
+	uint32_t	next_section;
+	uint8_t		*section;
+	uint64_t	section_len;
+	uint64_t	section_got;
+	bool		go;
+};
+
+static int
+chan_fail(struct mig_conn *c, int error, const char *doing)
+{
+	mig_fail_chan(c->err, &c->ch, c->phase, error, doing);
+	return (error);
+}
+
+/* The source broke the protocol: say how and give up. */
+static int __attribute__((__format__(__printf__, 2, 3)))
+proto_fail(struct mig_conn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->ch.why, sizeof(c->ch.why), fmt, ap);
+	va_end(ap);
+	mig_fail(c->err, MIG_SIDE_SOURCE, c->phase, EPROTO,
+	    "the source sent an invalid stream: %s", c->ch.why);
+	return (EPROTO);
+}
+
+static int
+local_fail(struct mig_conn *c, int error, const char *what)
+{
+	mig_fail(c->err, MIG_SIDE_DEST, c->phase, error, "%s: %s", what,
+	    c->be != NULL && c->be->errmsg[0] != '\0' ? c->be->errmsg :
+	    strerror(error));
+	return (error);
+}
+
+static bool
+page_is_zero(const uint8_t *page)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)page;
+	size_t i;
+
+	for (i = 0; i < MIG_PAGE_SIZE / 8; i++)
+		if (w[i] != 0)
+			return (false);
+	return (true);
+}
+
+int
+mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
+    struct mig_vminfo *vi, struct mig_error *err)
+{
+	struct mig_conn *c;
+	struct mig_hdr hdr;
+	void *payload;
+	int error;
+
+	memset(err, 0, sizeof(*err));
+	*cp = NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		mig_fail(err, MIG_SIDE_DEST, MIG_PHASE_CONNECT, ENOMEM,
+		    "out of memory");
+		return (ENOMEM);
+	}
+	c->p = *p;
+	c->err = err;
+	c->t0 = mig_now_us();
+	c->phase = MIG_PHASE_CONNECT;
+	if ((error = mig_chan_init(&c->ch, fd, MIG_ROLE_DEST, 0)) != 0 ||
+	    (error = mig_socket_setup(fd, p->io_timeout_ms)) != 0) {
+		mig_fail(err, MIG_SIDE_DEST, c->phase, error,
+		    "could not set up the migration socket: %s",
+		    strerror(error));
+		goto fail;
+	}
+	c->phase = MIG_PHASE_HANDSHAKE;
+	if ((error = mig_handshake(&c->ch, p, p->encrypt, &c->version,
+	    err)) != 0)
+		goto fail;
+	c->phase = MIG_PHASE_COMPAT;
+	if ((error = mig_chan_recv(&c->ch, &hdr, &payload)) != 0) {
+		chan_fail(c, error, "waiting for the guest's description");
+		goto fail;
+	}
+	if (hdr.type == MIG_MSG_ERROR) {
+		mig_fail_peer(err, &c->ch, payload, hdr.len);
+		error = err->code;
+		goto fail;
+	}
+	if (hdr.type != MIG_MSG_VMINFO) {
+		error = proto_fail(c, "expected VMINFO, got %s",
+		    mig_msg_name(hdr.type));
+		goto fail;
+	}
+	if ((error = mig_vminfo_decode(payload, hdr.len, &c->peer,
+	    c->ch.why, sizeof(c->ch.why))) != 0) {
+		chan_fail(c, error, "reading the guest's description");
+		goto fail;
+	}
+	*vi = c->peer;
+	c->err = NULL;
+	*cp = c;
+	return (0);
+fail:
+	mig_conn_free(c);
+	return (error != 0 ? error : EIO);
+}
+
+void
+mig_conn_free(struct mig_conn *c)
+{
+	if (c == NULL)
+		return;
+	mig_chan_destroy(&c->ch);
+	free(c->section);
+	free(c);
+}
+
+static int
+check_compat(struct mig_conn *c)
+{
+	char why[MIG_ERRMSG_MAX];
+	uint32_t i;
+	int error;
+
+	if ((error = c->be->ops->vminfo(c->be->arg, &c->local)) != 0)
+		return (local_fail(c, error, "could not describe the local "
+		    "guest"));
+	if (mig_vminfo_compare(&c->peer, &c->local, why, sizeof(why)) != 0) {
+		mig_fail(c->err, MIG_SIDE_DEST, MIG_PHASE_COMPAT, EINVAL,
+		    "the destination refuses this guest: %s", why);
+		return (EINVAL);
+	}
+	for (i = 0; i < c->local.nsegs; i++)
+		c->st->memory_bytes += c->local.segs[i].len;
+	if ((error = mig_chan_send(&c->ch, MIG_MSG_ACCEPT, NULL, 0)) != 0)
+		return (chan_fail(c, error, "accepting the guest"));
+	return (0);
+}
+
+static int
+on_round_begin(struct mig_conn *c, void *payload, uint32_t len)
+{
+	struct mig_round_begin rb;
+	int error;
+
+	if ((error = mig_round_begin_decode(payload, len, &rb, c->ch.why,
+	    sizeof(c->ch.why))) != 0)
+		return (chan_fail(c, error, "starting a round"));
+	if (c->round != NULL)
+		return (proto_fail(c, "a round began inside a round"));
+	if (c->final_done)
+		return (proto_fail(c, "a round began after the final "
+		    "one"));
+	if (rb.index != c->st->nrounds + 1)
+		return (proto_fail(c, "rounds are out of sequence"));
+	c->round = &c->st->rounds[c->st->nrounds++];
+	memset(c->round, 0, sizeof(*c->round));
+	c->round->index = rb.index;
+	c->round->final = rb.final != 0;
+	c->round->dirty_pages = rb.pages;
+	c->round_pages = 0;
+	c->round_t0 = mig_now_us();
+	if (rb.final) {
+		c->phase = MIG_PHASE_STOPCOPY;
+		c->final_us = c->round_t0;
+	}
+	return (0);
+}
+
+static int
+on_pages(struct mig_conn *c, uint32_t len)
+{
+	struct iovec iov[MIG_PAGES_PER_MSG];
+	struct mig_pages_hdr ph;
+	uint8_t *meta, *host, *page;
+	uint64_t *idx, v;
+	uint32_t i, n, ndata;
+	int error;
+
+	if (c->round == NULL)
+		return (proto_fail(c, "pages arrived outside a round"));
+	meta = c->ch.rxbuf;
+	if (len < MIG_PAGES_HDR_LEN)
+		return (proto_fail(c, "PAGES message is truncated"));
+	if ((error = mig_chan_recv_body(&c->ch, meta,
+	    MIG_PAGES_HDR_LEN)) != 0)
+		return (chan_fail(c, error, "receiving memory"));
+	if ((error = mig_pages_hdr_decode(meta, MIG_PAGES_HDR_LEN, len, &ph,
+	    c->ch.why, sizeof(c->ch.why))) != 0)
+		return (chan_fail(c, error, "receiving memory"));
+	if (ph.seg >= c->local.nsegs)
+		return (proto_fail(c, "PAGES names a memory segment "
+		    "that does not exist"));
+	idx = (uint64_t *)(void *)(meta + MIG_PAGES_HDR_LEN);
+	if ((error = mig_chan_recv_body(&c->ch, idx, 8 * (size_t)ph.count))
+	    != 0)
+		return (chan_fail(c, error, "receiving memory"));
+	for (i = 0; i < ph.count; i++)
+		idx[i] = mig_le64dec(&idx[i]);
+	if ((error = mig_pages_index_check(idx, ph.count,
+	    c->local.segs[ph.seg].len / MIG_PAGE_SIZE, len, &ndata,
+	    c->ch.why, sizeof(c->ch.why))) != 0)
+		return (chan_fail(c, error, "receiving memory"));
+	host = c->local.segs[ph.seg].host;
+	n = 0;
+	for (i = 0; i < ph.count; i++) {
+		v = idx[i];
+		page = host + (v & ~MIG_PAGE_ZERO) * MIG_PAGE_SIZE;
+		if ((v & MIG_PAGE_ZERO) != 0) {
+			/* Reading an untouched page faults in no memory. */
+			if (!page_is_zero(page))
+				memset(page, 0, MIG_PAGE_SIZE);
+			c->round->zero_pages++;
+		} else {
+			iov[n].iov_base = page;
+			iov[n++].iov_len = MIG_PAGE_SIZE;
+		}
+	}
+	if (n > 0 && (error = mig_chan_recv_bodyv(&c->ch, iov, (int)n)) != 0)
+		return (chan_fail(c, error, "receiving memory"));
+	if ((error = mig_chan_recv_end(&c->ch)) != 0)
+		return (chan_fail(c, error, "receiving memory"));
+	c->round->pages_sent += n;
+	c->round_pages += ph.count;
+	c->round->bytes += MIG_HDR_LEN + len + MIG_TAG_LEN;
+	return (0);
+}
+
+static int
+on_round_end(struct mig_conn *c, void *payload, uint32_t len)
+{
+	struct mig_round_end re;
+	struct mig_progress ev;
+	int error;
+
+	if ((error = mig_round_end_decode(payload, len, &re, c->ch.why,
+	    sizeof(c->ch.why))) != 0)
+		return (chan_fail(c, error, "ending a round"));
+	if (c->round == NULL || re.index != c->round->index)
+		return (proto_fail(c, "a round ended that had not "
+		    "begun"));
+	if (re.pages != c->round_pages)
+		return (proto_fail(c, "a round's page count does not "
+		    "match the pages received"));
+	c->round->duration_us = mig_now_us() - c->round_t0;
+	c->pages_total += c->round_pages;
+	if (c->round->final) {
+		c->final_done = true;
+		c->phase = MIG_PHASE_STATE;
+	}
+	if (c->be->ops->progress != NULL) {
+		ev.phase = c->phase;
+		ev.round = c->round->index;
+		ev.remaining_pages = 0;
+		ev.last_round = c->round;
+		c->be->ops->progress(c->be->arg, &ev);
+	}
+	c->round = NULL;
+	return (0);
+}
+
+static int
+on_state(struct mig_conn *c, uint32_t len)
+{
+	struct mig_state_hdr sh;
+	uint8_t hbuf[MIG_STATE_HDR_LEN];
+	uint32_t n;
+	int error;
+
+	if (!c->final_done || c->round != NULL)
+		return (proto_fail(c, "device state arrived before the "
+		    "final round ended"));
+	if (len < MIG_STATE_HDR_LEN)
+		return (proto_fail(c, "STATE message is truncated"));
+	if ((error = mig_chan_recv_body(&c->ch, hbuf, sizeof(hbuf))) != 0)
+		return (chan_fail(c, error, "receiving device state"));
+	/* The decoder reads only the header but checks the data length. */
+	if ((error = mig_state_hdr_decode(hbuf, len, &sh, c->ch.why,
+	    sizeof(c->ch.why))) != 0)
+		return (chan_fail(c, error, "receiving device state"));
+	n = len - MIG_STATE_HDR_LEN;
+	if (sh.section != c->next_section || sh.section >= c->local.nsections)
+		return (proto_fail(c, "state sections are out of order"));
+	if (sh.offset != c->section_got ||
+	    (c->section != NULL && sh.total != c->section_len))
+		return (proto_fail(c, "a state chunk does not continue "
+		    "its section"));
+	if (c->section == NULL) {
+		c->section_len = sh.total;
+		c->section_got = 0;
+		if ((c->section = malloc(sh.total > 0 ? sh.total : 1)) == NULL)
+			return (local_fail(c, ENOMEM, "no memory for device "
+			    "state"));
+	}
+	if ((error = mig_chan_recv_body(&c->ch, c->section + sh.offset, n))
+	    != 0 || (error = mig_chan_recv_end(&c->ch)) != 0)
+		return (chan_fail(c, error, "receiving device state"));
+	c->section_got += n;
+	c->st->state_bytes += n;
+	if (c->section_got < c->section_len)
+		return (0);
+	error = c->be->ops->state_restore(c->be->arg, c->next_section,
+	    c->section, c->section_len);
+	free(c->section);
+	c->section = NULL;
+	c->section_got = 0;
+	if (error != 0) {
+		mig_fail(c->err, MIG_SIDE_DEST, c->phase, error,
+		    "could not restore the state of '%s': %s",
+		    c->local.sections[c->next_section].name,
+		    c->be->errmsg[0] != '\0' ? c->be->errmsg :
+		    strerror(error));
+		return (error);
+	}
+	c->next_section++;
+	return (0);
+}
+
+static int
+on_ready(struct mig_conn *c, void *payload, uint32_t len)
+{
+	struct mig_ready ready;
+	struct mig_hdr hdr;
+	uint8_t buf[32];
+	int error;
+
+	if ((error = mig_ready_decode(payload, len, &ready, c->ch.why,
+	    sizeof(c->ch.why))) != 0)
+		return (chan_fail(c, error, "switching over"));
+	if (!c->final_done || c->section != NULL ||
+	    c->next_section != c->local.nsections ||
+	    ready.nsections != c->local.nsections)
+		return (proto_fail(c, "READY arrived before all memory "
+		    "and state"));
+	if (ready.pages != c->pages_total)
+		return (proto_fail(c, "READY counts other pages than "
+		    "were received"));
+	c->phase = MIG_PHASE_SWITCHOVER;
+	ready.pages = c->pages_total;
+	if ((error = mig_chan_send(&c->ch, MIG_MSG_READY, buf,
+	    mig_ready_encode(buf, sizeof(buf), &ready))) != 0)
+		return (chan_fail(c, error, "reporting ready"));
+	if ((error = mig_chan_recv(&c->ch, &hdr, &payload)) != 0)
+		return (chan_fail(c, error, "waiting for GO"));
+	if (hdr.type == MIG_MSG_ERROR) {
+		mig_fail_peer(c->err, &c->ch, payload, hdr.len);
+		return (c->err->code);
+	}
+	if (hdr.type != MIG_MSG_GO || hdr.len != 0)
+		return (proto_fail(c, "expected GO, got %s",
+		    mig_msg_name(hdr.type)));
+	c->go = true;
+	return (0);
+}
+
+int
+mig_recv_run(struct mig_conn *c, struct mig_backend *be,
+    struct mig_stats *st, struct mig_error *err)
+{
+	struct mig_hdr hdr;
+	void *payload;
+	int error;
+
+	memset(err, 0, sizeof(*err));
+	c->be = be;
+	c->err = err;
+	c->st = st;
+	c->phase = MIG_PHASE_COMPAT;
+	be->errmsg[0] = '\0';
+	st->nrounds = 0;
+	st->protocol_version = c->version;
+	st->encrypted = c->ch.encrypt;
+	if ((error = check_compat(c)) != 0)
+		goto out;
+	c->phase = MIG_PHASE_PRECOPY;
+	while (!c->go) {
+		if ((error = mig_chan_recv_hdr(&c->ch, &hdr)) != 0) {
+			chan_fail(c, error, "receiving the migration stream");
+			break;
+		}
+		payload = NULL;
+		/* Small control messages are read whole and verified. */
+		if (hdr.type != MIG_MSG_PAGES && hdr.type != MIG_MSG_STATE) {
+			if ((error = mig_chan_recv_body(&c->ch, c->ch.rxbuf,
+			    hdr.len)) != 0 ||
+			    (error = mig_chan_recv_end(&c->ch)) != 0) {
+				chan_fail(c, error, "receiving the migration "
+				    "stream");
+				break;
+			}
+			payload = c->ch.rxbuf;
+		}
+		switch (hdr.type) {
+		case MIG_MSG_ROUND_BEGIN:
+			error = on_round_begin(c, payload, hdr.len);
+			break;
+		case MIG_MSG_PAGES:
+			error = on_pages(c, hdr.len);
+			break;
+		case MIG_MSG_ROUND_END:
+			error = on_round_end(c, payload, hdr.len);
+			break;
+		case MIG_MSG_STATE:
+			error = on_state(c, hdr.len);
+			break;
+		case MIG_MSG_READY:
+			error = on_ready(c, payload, hdr.len);
+			break;
+		case MIG_MSG_ERROR:
+			mig_fail_peer(err, &c->ch, payload, hdr.len);
+			error = err->code;
+			break;
+		default:
+			error = proto_fail(c, "unexpected %s message",
+			    mig_msg_name(hdr.type));
+			break;
+		}
+		if (error != 0)
+			break;
+	}
+out:
+	if (error != 0)
+		mig_tell_peer(&c->ch, err);
+	st->bytes_sent = c->ch.bytes_tx + c->ch.bytes_rx;
+	st->total_time_us = mig_now_us() - c->t0;
+	return (error);
+}
+
+int
+mig_recv_finish(struct mig_conn *c, struct mig_error *err)
+{
+	int error;
+
+	memset(err, 0, sizeof(*err));
+	c->err = err;
+	if (!c->go) {
+		mig_fail(err, MIG_SIDE_DEST, c->phase, EINVAL,
+		    "the guest may not run here: no GO was received");
+		return (EINVAL);
+	}
+	if (c->st != NULL) {
+		c->st->downtime_us = mig_now_us() - c->final_us;
+		c->st->total_time_us = mig_now_us() - c->t0;
+	}
+	if ((error = mig_chan_send(&c->ch, MIG_MSG_RUNNING, NULL, 0)) != 0)
+		return (chan_fail(c, error, "confirming that the guest runs"));
+	c->phase = MIG_PHASE_DONE;
+	return (0);
+}

@@ -1,0 +1,698 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * The source side.  Phases in order: handshake and authentication, the
+ * guest's description (the destination checks compatibility), pre-copy
+ * rounds while the guest runs (round 1 sends all memory, later rounds
+ * what was written since the previous collection), stop-and-copy with
+ * the guest paused, vCPU and device state, then READY/GO: the guest runs
+ * on exactly one side.  Until GO is sent every failure resumes the guest
+ * here and returns the dirty bits this attempt had cleared.
+ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migration.h"
+#include "migration_backend.h"
+#include "migration_internal.h"
+#include "migration_policy.h"
+#include "migration_wire.h"
+
+#define	BITS_PER_WORD	64
+
+struct sender {
+	struct mig_chan	ch;
+	struct mig_backend *be;
+	const struct mig_params *p;
+	struct mig_stats *st;
+	struct mig_error *err;
+	struct mig_vminfo vi;
+	struct mig_policy pol;
+	enum mig_phase	phase;
+	uint64_t	npages[MIG_MAX_SEGS];
+	uint64_t	*todo[MIG_MAX_SEGS];	/* pages this round sends */
+	uint64_t	*cleared[MIG_MAX_SEGS]; /* all bits this attempt took */
+	uint64_t	*chunk;			/* one collection's bitmap */
+	uint8_t		*pagebuf;		/* frozen copies of pages */
+	uint8_t		meta[MIG_PAGES_HDR_LEN + 8 * MIG_PAGES_PER_MSG];
+	uint64_t	pages_total;		/* sent in all rounds */
+	uint64_t	pause_us;
+	bool		tracking;
+	bool		paused;
+	bool		throttled;
+	bool		fault_done;
+};
+
+static size_t
+bitmap_words(uint64_t nbits)
+{
+	return ((nbits + BITS_PER_WORD - 1) / BITS_PER_WORD);
+}
+
+static uint64_t
+popcount_words(const uint64_t *w, size_t n)
+{
+	uint64_t c;
+	size_t i;
+
+	c = 0;
+	for (i = 0; i < n; i++)
+		c += (uint64_t)__builtin_popcountll(w[i]);
+	return (c);
+}
+
+static bool
+page_is_zero(const uint8_t *page)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)page;
+	size_t i;
+
+	for (i = 0; i < MIG_PAGE_SIZE / 8; i += 8)
+		if ((w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] |
+		    w[i + 5] | w[i + 6] | w[i + 7]) != 0)
+			return (false);
+	return (true);
+}
+
+static void
+progress(struct sender *s, uint32_t round, uint64_t remaining,
+    const struct mig_round_stats *last)
+{
+	struct mig_progress ev;
+
+	if (s->be->ops->progress == NULL)
+		return;
+	ev.phase = s->phase;
+	ev.round = round;
+	ev.remaining_pages = remaining;
+	ev.last_round = last;
+	s->be->ops->progress(s->be->arg, &ev);
+}
+
+/* A backend operation failed: this is the source's own failure. */
+static int
+backend_fail(struct sender *s, int error, const char *what)
+{
+	mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, error, "%s: %s", what,
+	    s->be->errmsg[0] != '\0' ? s->be->errmsg : strerror(error));
+	return (error);
+}
+
+static int
+chan_fail(struct sender *s, int error, const char *doing)
+{
+	mig_fail_chan(s->err, &s->ch, s->phase, error, doing);
+	return (error);
+}
+
+static int
+alloc_bitmaps(struct sender *s)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->vi.nsegs; i++) {
+		s->npages[i] = s->vi.segs[i].len / MIG_PAGE_SIZE;
+		s->todo[i] = calloc(bitmap_words(s->npages[i]),
+		    sizeof(uint64_t));
+		s->cleared[i] = calloc(bitmap_words(s->npages[i]),
+		    sizeof(uint64_t));
+		if (s->todo[i] == NULL || s->cleared[i] == NULL)
+			return (ENOMEM);
+	}
+	s->chunk = calloc(bitmap_words(MIG_DIRTY_CHUNK_PAGES),
+	    sizeof(uint64_t));
+	s->pagebuf = malloc((size_t)MIG_PAGES_PER_MSG * MIG_PAGE_SIZE);
+	if (s->chunk == NULL || s->pagebuf == NULL)
+		return (ENOMEM);
+	return (0);
+}
+
+static void
+free_bitmaps(struct sender *s)
+{
+	uint32_t i;
+
+	for (i = 0; i < MIG_MAX_SEGS; i++) {
+		free(s->todo[i]);
+		free(s->cleared[i]);
+	}
+	free(s->chunk);
+	free(s->pagebuf);
+}
+
+/*
+ * Collect the dirty log of all memory, chunk by chunk, into todo (to send)
+ * and cleared (to put back should this attempt fail).
+ */
+static int
+collect(struct sender *s, uint64_t *count)
+{
+	uint64_t first, n, w, nw;
+	uint32_t seg;
+	int error;
+
+	*count = 0;
+	for (seg = 0; seg < s->vi.nsegs; seg++) {
+		for (first = 0; first < s->npages[seg]; first += n) {
+			n = s->npages[seg] - first;
+			if (n > MIG_DIRTY_CHUNK_PAGES)
+				n = MIG_DIRTY_CHUNK_PAGES;
+			nw = bitmap_words(n);
+			memset(s->chunk, 0, nw * sizeof(uint64_t));
+			error = s->be->ops->dirty_collect(s->be->arg, seg,
+			    first, n, s->chunk);
+			if (error != 0)
+				return (backend_fail(s, error,
+				    "could not read the dirty page log"));
+			/* Chunks are a multiple of 64 pages but the last. */
+			if (n % BITS_PER_WORD != 0)
+				s->chunk[nw - 1] &=
+				    (1ull << (n % BITS_PER_WORD)) - 1;
+			for (w = 0; w < nw; w++) {
+				s->todo[seg][first / BITS_PER_WORD + w] |=
+				    s->chunk[w];
+				s->cleared[seg][first / BITS_PER_WORD + w] |=
+				    s->chunk[w];
+			}
+			*count += popcount_words(s->chunk, nw);
+		}
+	}
+	return (0);
+}
+
+/* Return every bit this attempt took from the dirty log. */
+static void
+put_back(struct sender *s)
+{
+	uint64_t first, n;
+	uint32_t seg;
+	int error;
+
+	for (seg = 0; seg < s->vi.nsegs; seg++) {
+		if (s->cleared[seg] == NULL)
+			continue;
+		for (first = 0; first < s->npages[seg]; first += n) {
+			n = s->npages[seg] - first;
+			if (n > MIG_DIRTY_CHUNK_PAGES)
+				n = MIG_DIRTY_CHUNK_PAGES;
+			if (popcount_words(&s->cleared[seg][first /
+			    BITS_PER_WORD], bitmap_words(n)) == 0)
+				continue;
+			error = s->be->ops->dirty_putback(s->be->arg, seg,
+			    first, n, &s->cleared[seg][first / BITS_PER_WORD]);
+			if (error != 0)
+				(void)backend_fail(s, error,
+				    "could not restore the dirty page log");
+		}
+	}
+}
+
+static int
+flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
+    const uint8_t **datapages, struct mig_round_stats *r)
+{
+	struct iovec parts[1 + MIG_PAGES_PER_MSG];
+	struct mig_pages_hdr ph;
+	uint64_t before;
+	uint32_t i;
+	int error, n;
+
+	ph.seg = seg;
+	ph.count = count;
+	(void)mig_pages_hdr_encode(s->meta, MIG_PAGES_HDR_LEN, &ph);
+	n = 0;
+	parts[n].iov_base = s->meta;
+	parts[n++].iov_len = MIG_PAGES_HDR_LEN + 8 * (size_t)count;
+	if (s->ch.encrypt) {
+		/* Encryption reads each page once: no copy needed. */
+		for (i = 0; i < ndata; i++) {
+			parts[n].iov_base = (void *)(uintptr_t)datapages[i];
+			parts[n++].iov_len = MIG_PAGE_SIZE;
+		}
+	} else if (ndata > 0) {
+		parts[n].iov_base = s->pagebuf;
+		parts[n++].iov_len = (size_t)ndata * MIG_PAGE_SIZE;
+	}
+	before = s->ch.bytes_tx;
+	if ((error = mig_chan_sendv(&s->ch, MIG_MSG_PAGES, parts, n)) != 0)
+		return (chan_fail(s, error, "sending memory"));
+	r->bytes += s->ch.bytes_tx - before;
+	return (0);
+}
+
+/* Send every page marked in todo, clearing todo as it goes. */
+static int
+send_round(struct sender *s, struct mig_round_stats *r)
+{
+	const uint8_t *datapages[MIG_PAGES_PER_MSG];
+	struct mig_round_begin rb;
+	struct mig_round_end re;
+	uint8_t buf[32];
+	const uint8_t *page;
+	uint64_t bits, idx, w, nw, sent;
+	uint32_t seg, count, ndata;
+	uint64_t t0, before;
+	int error, b;
+
+	t0 = mig_now_us();
+	rb.index = r->index;
+	rb.final = r->final ? 1 : 0;
+	rb.pages = r->dirty_pages;
+	before = s->ch.bytes_tx;
+	if ((error = mig_chan_send(&s->ch, MIG_MSG_ROUND_BEGIN, buf,
+	    mig_round_begin_encode(buf, sizeof(buf), &rb))) != 0)
+		return (chan_fail(s, error, "starting a round"));
+	r->bytes += s->ch.bytes_tx - before;
+	sent = 0;
+	for (seg = 0; seg < s->vi.nsegs; seg++) {
+		count = ndata = 0;
+		nw = bitmap_words(s->npages[seg]);
+		for (w = 0; w < nw; w++) {
+			bits = s->todo[seg][w];
+			s->todo[seg][w] = 0;
+			while (bits != 0) {
+				b = __builtin_ctzll(bits);
+				bits &= bits - 1;
+				idx = w * BITS_PER_WORD + (uint64_t)b;
+				if (s->p->fault == MIG_FAULT_DROP_DIRTY_PAGE &&
+				    r->final && !s->fault_done) {
+					s->fault_done = true;
+					continue;
+				}
+				page = s->vi.segs[seg].host +
+				    idx * MIG_PAGE_SIZE;
+				if (page_is_zero(page)) {
+					idx |= MIG_PAGE_ZERO;
+					r->zero_pages++;
+				} else {
+					if (!s->ch.encrypt)
+						memcpy(s->pagebuf +
+						    (size_t)ndata *
+						    MIG_PAGE_SIZE, page,
+						    MIG_PAGE_SIZE);
+					datapages[ndata++] = page;
+					r->pages_sent++;
+				}
+				mig_le64enc(s->meta + MIG_PAGES_HDR_LEN +
+				    8 * (size_t)count, idx);
+				sent++;
+				if (++count == MIG_PAGES_PER_MSG) {
+					if ((error = flush_pages(s, seg, count,
+					    ndata, datapages, r)) != 0)
+						return (error);
+					count = ndata = 0;
+				}
+			}
+		}
+		if (count > 0 && (error = flush_pages(s, seg, count, ndata,
+		    datapages, r)) != 0)
+			return (error);
+	}
+	re.index = r->index;
+	re.pages = sent;
+	before = s->ch.bytes_tx;
+	if ((error = mig_chan_send(&s->ch, MIG_MSG_ROUND_END, buf,
+	    mig_round_end_encode(buf, sizeof(buf), &re))) != 0)
+		return (chan_fail(s, error, "ending a round"));
+	r->bytes += s->ch.bytes_tx - before;
+	s->pages_total += sent;
+	r->duration_us = mig_now_us() - t0;
+	return (0);
+}
+
+static struct mig_round_stats *
+next_round(struct sender *s, uint64_t dirty, bool final)
+{
+	struct mig_round_stats *r;
+
+	r = &s->st->rounds[s->st->nrounds];
+	memset(r, 0, sizeof(*r));
+	r->index = ++s->st->nrounds;
+	r->final = final;
+	r->dirty_pages = dirty;
+	r->throttle_pct = s->pol.throttle_pct;
+	return (r);
+}
+
+static int
+describe_and_check(struct sender *s)
+{
+	struct mig_hdr hdr;
+	uint8_t buf[8192];
+	void *payload;
+	size_t len;
+	uint64_t t0;
+	uint32_t i;
+	int error;
+
+	s->phase = MIG_PHASE_COMPAT;
+	if ((error = s->be->ops->vminfo(s->be->arg, &s->vi)) != 0)
+		return (backend_fail(s, error, "could not describe the guest"));
+	if ((len = mig_vminfo_encode(buf, sizeof(buf), &s->vi)) == 0)
+		return (backend_fail(s, EINVAL,
+		    "the guest's description does not fit a message"));
+	t0 = mig_now_us();
+	if ((error = mig_chan_send(&s->ch, MIG_MSG_VMINFO, buf, len)) != 0)
+		return (chan_fail(s, error, "describing the guest"));
+	if ((error = mig_chan_recv(&s->ch, &hdr, &payload)) != 0)
+		return (chan_fail(s, error, "waiting for the compatibility "
+		    "verdict"));
+	s->st->rtt_us = mig_now_us() - t0;
+	if (hdr.type == MIG_MSG_ERROR) {
+		mig_fail_peer(s->err, &s->ch, payload, hdr.len);
+		return (s->err->code);
+	}
+	if (hdr.type != MIG_MSG_ACCEPT || hdr.len != 0) {
+		snprintf(s->ch.why, sizeof(s->ch.why), "expected ACCEPT, "
+		    "got %s", mig_msg_name(hdr.type));
+		return (chan_fail(s, EPROTO, "waiting for the compatibility "
+		    "verdict"));
+	}
+	s->st->memory_bytes = 0;
+	for (i = 0; i < s->vi.nsegs; i++)
+		s->st->memory_bytes += s->vi.segs[i].len;
+	return (0);
+}
+
+static int
+send_section(struct sender *s, uint32_t idx, const uint8_t *data, size_t len)
+{
+	struct mig_state_hdr sh;
+	struct iovec parts[2];
+	uint8_t hbuf[MIG_STATE_HDR_LEN];
+	size_t off, n;
+	int error;
+
+	if (len > MIG_SECTION_MAX)
+		return (backend_fail(s, EFBIG, "a device's state is too large"));
+	off = 0;
+	do {
+		n = len - off < MIG_STATE_CHUNK ? len - off : MIG_STATE_CHUNK;
+		sh.section = idx;
+		sh.total = len;
+		sh.offset = off;
+		(void)mig_state_hdr_encode(hbuf, sizeof(hbuf), &sh);
+		parts[0].iov_base = hbuf;
+		parts[0].iov_len = sizeof(hbuf);
+		parts[1].iov_base = (void *)(uintptr_t)(data + off);
+		parts[1].iov_len = n;
+		if ((error = mig_chan_sendv(&s->ch, MIG_MSG_STATE, parts,
+		    n > 0 ? 2 : 1)) != 0)
+			return (chan_fail(s, error, "sending device state"));
+		off += n;
+	} while (off < len);
+	s->st->state_bytes += len;
+	return (0);
+}
+
+struct saved_state {
+	void	*buf[MIG_MAX_SECTIONS];
+	size_t	len[MIG_MAX_SECTIONS];
+};
+
+static int
+save_state(struct sender *s, struct saved_state *ss)
+{
+	uint32_t i;
+	int error;
+
+	for (i = 0; i < s->vi.nsections; i++) {
+		error = s->be->ops->state_save(s->be->arg, i, &ss->buf[i],
+		    &ss->len[i]);
+		if (error != 0) {
+			mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, error,
+			    "could not save the state of '%s': %s",
+			    s->vi.sections[i].name, s->be->errmsg[0] != '\0' ?
+			    s->be->errmsg : strerror(error));
+			return (error);
+		}
+	}
+	return (0);
+}
+
+static void
+free_state(struct saved_state *ss)
+{
+	uint32_t i;
+
+	for (i = 0; i < MIG_MAX_SECTIONS; i++) {
+		free(ss->buf[i]);
+		ss->buf[i] = NULL;
+	}
+}
+
+static int
+live_rounds(struct sender *s)
+{
+	struct mig_round_stats *r;
+	struct mig_decision d;
+	uint64_t dirty, total;
+	uint32_t seg;
+	int error;
+
+	s->phase = MIG_PHASE_PRECOPY;
+	if ((error = s->be->ops->dirty_start(s->be->arg)) != 0)
+		return (backend_fail(s, error, "could not start dirty page "
+		    "tracking"));
+	s->tracking = true;
+	mig_policy_init(&s->pol, s->p, mig_now_us(), 0, s->st->rtt_us);
+
+	/* Round 1: all of memory.  Writes from now on are logged. */
+	total = 0;
+	for (seg = 0; seg < s->vi.nsegs; seg++) {
+		memset(s->todo[seg], 0xff, bitmap_words(s->npages[seg]) *
+		    sizeof(uint64_t));
+		if (s->npages[seg] % BITS_PER_WORD != 0)
+			s->todo[seg][bitmap_words(s->npages[seg]) - 1] =
+			    (1ull << (s->npages[seg] % BITS_PER_WORD)) - 1;
+		total += s->npages[seg];
+	}
+	dirty = total;
+	for (;;) {
+		r = next_round(s, dirty, false);
+		progress(s, r->index, dirty, NULL);
+		if ((error = send_round(s, r)) != 0)
+			return (error);
+		mig_policy_round(&s->pol, r);
+		if ((error = collect(s, &dirty)) != 0)
+			return (error);
+		mig_policy_decide(&s->pol, dirty, mig_now_us(), &d);
+		r->est_downtime_us = d.est_downtime_us;
+		progress(s, r->index, dirty, r);
+		if (d.stop) {
+			s->st->stop_reason = d.reason;
+			return (0);
+		}
+		if (d.throttle_pct != r->throttle_pct &&
+		    s->be->ops->throttle != NULL) {
+			if ((error = s->be->ops->throttle(s->be->arg,
+			    d.throttle_pct)) != 0)
+				return (backend_fail(s, error,
+				    "could not throttle the vCPUs"));
+			s->throttled = true;
+		}
+	}
+}
+
+static int
+stop_and_copy(struct sender *s)
+{
+	struct saved_state ss;
+	struct mig_round_stats *r;
+	struct mig_ready ready;
+	struct mig_hdr hdr;
+	uint8_t buf[32];
+	void *payload;
+	uint64_t dirty, t0;
+	uint32_t i;
+	int error;
+
+	memset(&ss, 0, sizeof(ss));
+	/* Test-only: state taken while the guest still runs is stale. */
+	if (s->p->fault == MIG_FAULT_STALE_DEVICE_STATE &&
+	    (error = save_state(s, &ss)) != 0)
+		goto out;
+
+	s->phase = MIG_PHASE_STOPCOPY;
+	if ((error = s->be->ops->pause(s->be->arg)) != 0) {
+		error = backend_fail(s, error, "could not pause the guest");
+		goto out;
+	}
+	s->paused = true;
+	s->pause_us = mig_now_us();
+	if ((error = collect(s, &dirty)) != 0)
+		goto out;
+	r = next_round(s, dirty, true);
+	progress(s, r->index, dirty, NULL);
+	if ((error = send_round(s, r)) != 0)
+		goto out;
+
+	s->phase = MIG_PHASE_STATE;
+	t0 = mig_now_us();
+	if (s->p->fault != MIG_FAULT_STALE_DEVICE_STATE &&
+	    (error = save_state(s, &ss)) != 0)
+		goto out;
+	for (i = 0; i < s->vi.nsections; i++) {
+		if ((error = send_section(s, i, ss.buf[i], ss.len[i])) != 0)
+			goto out;
+	}
+	r->duration_us += mig_now_us() - t0;
+	progress(s, r->index, 0, r);
+
+	s->phase = MIG_PHASE_SWITCHOVER;
+	ready.pages = s->pages_total;
+	ready.nsections = s->vi.nsections;
+	if ((error = mig_chan_send(&s->ch, MIG_MSG_READY, buf,
+	    mig_ready_encode(buf, sizeof(buf), &ready))) != 0) {
+		error = chan_fail(s, error, "announcing the end of the stream");
+		goto out;
+	}
+	if ((error = mig_chan_recv(&s->ch, &hdr, &payload)) != 0) {
+		error = chan_fail(s, error, "waiting for the destination to "
+		    "be ready");
+		goto out;
+	}
+	if (hdr.type == MIG_MSG_ERROR) {
+		mig_fail_peer(s->err, &s->ch, payload, hdr.len);
+		error = s->err->code;
+		goto out;
+	}
+	if (hdr.type != MIG_MSG_READY) {
+		snprintf(s->ch.why, sizeof(s->ch.why), "expected READY, got %s",
+		    mig_msg_name(hdr.type));
+		error = chan_fail(s, EPROTO, "waiting for the destination to "
+		    "be ready");
+	}
+out:
+	free_state(&ss);
+	return (error);
+}
+
+/* After GO: the guest must not run here again, whatever happens. */
+static enum mig_result
+go(struct sender *s)
+{
+	struct mig_hdr hdr;
+	void *payload;
+	uint64_t now;
+	int error;
+
+	if ((error = mig_chan_send(&s->ch, MIG_MSG_GO, NULL, 0)) != 0) {
+		/* GO may or may not have left: nobody can tell. */
+		(void)chan_fail(s, error, "sending GO");
+		return (MIG_INDETERMINATE);
+	}
+	error = mig_chan_recv(&s->ch, &hdr, &payload);
+	now = mig_now_us();
+	if (error == 0 && hdr.type != MIG_MSG_RUNNING) {
+		snprintf(s->ch.why, sizeof(s->ch.why),
+		    "expected RUNNING, got %s", mig_msg_name(hdr.type));
+		error = EPROTO;
+	}
+	if (error != 0) {
+		(void)chan_fail(s, error, "waiting for the destination to "
+		    "confirm that the guest runs");
+		return (MIG_INDETERMINATE);
+	}
+	/* RUNNING took half a round trip to arrive. */
+	s->st->downtime_us = now - s->pause_us;
+	if (s->st->downtime_us > s->st->rtt_us / 2)
+		s->st->downtime_us -= s->st->rtt_us / 2;
+	s->phase = MIG_PHASE_DONE;
+	return (MIG_OK);
+}
+
+/* Before GO: leave the guest running here with its dirty log whole. */
+static void
+roll_back(struct sender *s)
+{
+	int error;
+
+	/* The guest first: telling the peer may wait for a timeout. */
+	if (s->tracking)
+		put_back(s);
+	if (s->throttled)
+		(void)s->be->ops->throttle(s->be->arg, 0);
+	s->err->guest_running_on_source = true;
+	if (s->paused) {
+		if ((error = s->be->ops->resume(s->be->arg)) != 0) {
+			s->err->guest_running_on_source = false;
+			mig_error_append(s->err, "; resuming the guest on "
+			    "the source failed too");
+		}
+		s->paused = false;
+	}
+	mig_tell_peer(&s->ch, s->err);
+}
+
+enum mig_result
+mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
+    struct mig_stats *st, struct mig_error *err)
+{
+	struct sender s;
+	enum mig_result result;
+	uint64_t t0;
+	uint32_t version;
+	int error;
+
+	memset(err, 0, sizeof(*err));
+	memset(&s, 0, sizeof(s));
+	s.be = be;
+	s.p = p;
+	s.st = st;
+	s.err = err;
+	be->errmsg[0] = '\0';
+	t0 = mig_now_us();
+	result = MIG_FAILED;
+	st->nrounds = 0;
+
+	if ((error = mig_params_check(p, err->msg, sizeof(err->msg))) != 0) {
+		err->code = error;
+		err->side = MIG_SIDE_SOURCE;
+		err->guest_running_on_source = true;
+		return (MIG_FAILED);
+	}
+	if ((error = mig_chan_init(&s.ch, fd, MIG_ROLE_SOURCE,
+	    p->bandwidth_limit)) != 0 ||
+	    (error = mig_socket_setup(fd, p->io_timeout_ms)) != 0) {
+		mig_fail(err, MIG_SIDE_SOURCE, MIG_PHASE_CONNECT, error,
+		    "could not set up the migration socket: %s",
+		    strerror(error));
+		goto done;
+	}
+	s.phase = MIG_PHASE_HANDSHAKE;
+	if (mig_handshake(&s.ch, p, false, &version, err) != 0)
+		goto done;
+	st->protocol_version = version;
+	st->encrypted = s.ch.encrypt;
+	if (describe_and_check(&s) != 0 ||
+	    (error = alloc_bitmaps(&s)) != 0) {
+		if (err->code == 0)
+			mig_fail(err, MIG_SIDE_SOURCE, s.phase, error,
+			    "out of memory for dirty page bitmaps");
+		goto done;
+	}
+	if (live_rounds(&s) != 0 || stop_and_copy(&s) != 0)
+		goto done;
+	result = go(&s);
+	if (result == MIG_INDETERMINATE)
+		mig_error_append(err, "; the guest stays paused on the "
+		    "source so that it cannot run twice");
+done:
+	if (result == MIG_FAILED)
+		roll_back(&s);
+	if (s.tracking)
+		be->ops->dirty_stop(be->arg);
+	st->bytes_sent = s.ch.bytes_tx + s.ch.bytes_rx;
+	st->total_time_us = mig_now_us() - t0;
+	free_bitmaps(&s);
+	mig_chan_destroy(&s.ch);
+	return (result);
+}

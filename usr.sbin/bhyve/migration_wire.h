@@ -1,0 +1,205 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * Migration wire format.  Every integer is little-endian and encoded field
+ * by field; no structure is ever sent raw.  A frame is
+ *
+ *	u16 type | u16 flags | u32 length | payload[length] | tag[16]
+ *
+ * where the tag (AES-256-GCM) is present on every frame after the
+ * handshake.  See PROTOCOL in the series' cover letter for each type.
+ */
+
+#ifndef _MIGRATION_WIRE_H_
+#define	_MIGRATION_WIRE_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "migration_backend.h"
+
+#define	MIG_MAGIC		"BHYVEMIG"
+#define	MIG_MAGIC_LEN		8
+#define	MIG_VERSION_MIN		1
+#define	MIG_VERSION_MAX		1
+
+#define	MIG_HDR_LEN		8
+#define	MIG_TAG_LEN		16
+#define	MIG_NONCE_LEN		32
+#define	MIG_AUTH_LEN		32
+#define	MIG_PAGE_SIZE		4096u
+#define	MIG_PAGES_PER_MSG	256u
+#define	MIG_STATE_CHUNK		(1u << 20)
+/* Largest payload a peer may announce: one full PAGES frame. */
+#define	MIG_PAYLOAD_MAX		(8u + 8u * MIG_PAGES_PER_MSG + \
+				    MIG_PAGE_SIZE * MIG_PAGES_PER_MSG)
+
+/* Capability bits in HELLO. */
+#define	MIG_CAP_AEAD		0x00000001u	/* AES-256-GCM frames */
+#define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
+#define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
+#define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES)
+
+/* In a PAGES index entry: the page is all zero and carries no data. */
+#define	MIG_PAGE_ZERO		(1ull << 63)
+
+enum mig_msg_type {
+	MIG_MSG_HELLO = 1,	/* both: magic, versions, caps, nonce */
+	MIG_MSG_AUTH,		/* both: proof of the key */
+	MIG_MSG_ERROR,		/* either: why this side gives up */
+	MIG_MSG_VMINFO,		/* source: the guest's shape */
+	MIG_MSG_ACCEPT,		/* destination: compatible, go ahead */
+	MIG_MSG_ROUND_BEGIN,	/* source: round index, final, pages */
+	MIG_MSG_PAGES,		/* source: a batch of pages */
+	MIG_MSG_ROUND_END,	/* source: round index, pages sent */
+	MIG_MSG_STATE,		/* source: a chunk of one state section */
+	MIG_MSG_READY,		/* both: all sent / all restored */
+	MIG_MSG_GO,		/* source: run the guest now */
+	MIG_MSG_RUNNING,	/* destination: the guest runs here */
+	MIG_MSG_TYPE_MAX
+};
+
+struct mig_hdr {
+	uint16_t	type;
+	uint16_t	flags;
+	uint32_t	len;
+};
+
+struct mig_hello {
+	uint16_t	role;
+	uint16_t	version_min;
+	uint16_t	version_max;
+	uint32_t	caps;
+	uint8_t		nonce[MIG_NONCE_LEN];
+};
+#define	MIG_HELLO_LEN	(MIG_MAGIC_LEN + 2 + 2 + 2 + 2 + 4 + MIG_NONCE_LEN)
+
+struct mig_errmsg {
+	uint16_t	phase;
+	uint16_t	side;
+	uint32_t	code;
+	char		msg[MIG_ERRMSG_MAX];
+};
+
+struct mig_round_begin {
+	uint32_t	index;
+	uint8_t		final;
+	uint64_t	pages;
+};
+#define	MIG_ROUND_BEGIN_LEN	13
+
+struct mig_round_end {
+	uint32_t	index;
+	uint64_t	pages;
+};
+#define	MIG_ROUND_END_LEN	12
+
+struct mig_state_hdr {
+	uint32_t	section;
+	uint64_t	total;
+	uint64_t	offset;
+};
+#define	MIG_STATE_HDR_LEN	20
+
+struct mig_ready {
+	uint64_t	pages;		/* pages sent in all rounds */
+	uint32_t	nsections;
+};
+#define	MIG_READY_LEN		12
+
+struct mig_pages_hdr {
+	uint32_t	seg;
+	uint32_t	count;
+};
+#define	MIG_PAGES_HDR_LEN	8
+
+/*
+ * A bounded cursor over a byte buffer.  Getters past the end set the
+ * overflow flag and return zeros, so a decoder checks once at its end.
+ */
+struct mig_cursor {
+	uint8_t		*p;
+	size_t		len;
+	size_t		off;
+	bool		overflow;
+};
+
+void	mig_cursor_init(struct mig_cursor *, void *, size_t);
+void	mig_put8(struct mig_cursor *, uint8_t);
+void	mig_put16(struct mig_cursor *, uint16_t);
+void	mig_put32(struct mig_cursor *, uint32_t);
+void	mig_put64(struct mig_cursor *, uint64_t);
+void	mig_putbytes(struct mig_cursor *, const void *, size_t);
+uint8_t	mig_get8(struct mig_cursor *);
+uint16_t mig_get16(struct mig_cursor *);
+uint32_t mig_get32(struct mig_cursor *);
+uint64_t mig_get64(struct mig_cursor *);
+void	mig_getbytes(struct mig_cursor *, void *, size_t);
+
+/* Little-endian helpers for fixed-size fields outside a cursor. */
+void	mig_le16enc(void *, uint16_t);
+void	mig_le32enc(void *, uint32_t);
+void	mig_le64enc(void *, uint64_t);
+uint16_t mig_le16dec(const void *);
+uint32_t mig_le32dec(const void *);
+uint64_t mig_le64dec(const void *);
+
+/*
+ * Encoders return the encoded length or 0 if the buffer is too small.
+ * Decoders return 0 or EINVAL/EPROTO with a reason in msg.
+ */
+void	mig_hdr_encode(uint8_t out[MIG_HDR_LEN], const struct mig_hdr *);
+int	mig_hdr_decode(const uint8_t in[MIG_HDR_LEN], struct mig_hdr *,
+	    char *msg, size_t msglen);
+
+size_t	mig_hello_encode(void *, size_t, const struct mig_hello *);
+int	mig_hello_decode(void *, size_t, struct mig_hello *, char *, size_t);
+
+size_t	mig_error_encode(void *, size_t, const struct mig_errmsg *);
+int	mig_error_decode(void *, size_t, struct mig_errmsg *, char *, size_t);
+
+size_t	mig_vminfo_encode(void *, size_t, const struct mig_vminfo *);
+int	mig_vminfo_decode(void *, size_t, struct mig_vminfo *, char *,
+	    size_t);
+
+size_t	mig_round_begin_encode(void *, size_t, const struct mig_round_begin *);
+int	mig_round_begin_decode(void *, size_t, struct mig_round_begin *,
+	    char *, size_t);
+size_t	mig_round_end_encode(void *, size_t, const struct mig_round_end *);
+int	mig_round_end_decode(void *, size_t, struct mig_round_end *, char *,
+	    size_t);
+size_t	mig_state_hdr_encode(void *, size_t, const struct mig_state_hdr *);
+int	mig_state_hdr_decode(void *, size_t, struct mig_state_hdr *, char *,
+	    size_t);
+size_t	mig_ready_encode(void *, size_t, const struct mig_ready *);
+int	mig_ready_decode(void *, size_t, struct mig_ready *, char *, size_t);
+
+size_t	mig_pages_hdr_encode(void *, size_t, const struct mig_pages_hdr *);
+/* Checks the header against the payload length it arrived in. */
+int	mig_pages_hdr_decode(void *, size_t, uint32_t payload_len,
+	    struct mig_pages_hdr *, char *, size_t);
+
+/*
+ * Validate a PAGES index list for a segment of seg_pages pages: every
+ * index in range, the payload length equal to what the zero flags imply.
+ * Returns the number of pages carrying data through *ndata.
+ */
+int	mig_pages_index_check(const uint64_t *idx, uint32_t count,
+	    uint64_t seg_pages, uint32_t payload_len, uint32_t *ndata,
+	    char *msg, size_t msglen);
+
+const char *mig_msg_name(uint16_t type);
+
+/*
+ * Compare the source's description with the destination's own; fill msg
+ * with the first difference, in words, and return EINVAL.
+ */
+int	mig_vminfo_compare(const struct mig_vminfo *src,
+	    const struct mig_vminfo *dst, char *msg, size_t msglen);
+
+#endif /* _MIGRATION_WIRE_H_ */
