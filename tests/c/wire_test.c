@@ -1,0 +1,433 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * Codec and channel tests for the migration engine: every message type
+ * round-trips, and every malformed kind is refused with a reason.  The
+ * channel cases run real frames through a socketpair.  Prints one line
+ * per case and a closing "N passed, M failed".
+ */
+
+#include <sys/socket.h>
+
+#include <stdbool.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "migration_chan.h"
+#include "migration_policy.h"
+#include "migration_wire.h"
+
+static int passed, failed;
+
+static void
+check(int ok, const char *name, const char *detail)
+{
+	printf("%s %s%s%s\n", ok ? "PASS" : "FAIL", name,
+	    detail != NULL && detail[0] != '\0' ? ": " : "",
+	    detail != NULL ? detail : "");
+	if (ok)
+		passed++;
+	else
+		failed++;
+}
+
+static void
+test_hdr(void)
+{
+	struct mig_hdr h, out;
+	uint8_t buf[MIG_HDR_LEN];
+	char why[MIG_ERRMSG_MAX];
+
+	h.type = MIG_MSG_PAGES;
+	h.flags = 0;
+	h.len = 1234;
+	mig_hdr_encode(buf, &h);
+	check(buf[0] == MIG_MSG_PAGES && buf[1] == 0 && buf[4] == 0xd2 &&
+	    buf[5] == 0x04, "header is little-endian", NULL);
+	check(mig_hdr_decode(buf, &out, why, sizeof(why)) == 0 &&
+	    out.type == h.type && out.len == h.len, "header round trip", NULL);
+
+	h.len = MIG_PAYLOAD_MAX + 1;
+	mig_hdr_encode(buf, &h);
+	check(mig_hdr_decode(buf, &out, why, sizeof(why)) == EMSGSIZE &&
+	    strstr(why, "limit") != NULL, "oversized length refused", why);
+	h.len = 0;
+	h.type = 999;
+	mig_hdr_encode(buf, &h);
+	check(mig_hdr_decode(buf, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "unknown message type") != NULL,
+	    "unknown type refused", why);
+	h.type = MIG_MSG_GO;
+	h.flags = 4;
+	mig_hdr_encode(buf, &h);
+	check(mig_hdr_decode(buf, &out, why, sizeof(why)) == EPROTO,
+	    "unknown flags refused", why);
+}
+
+static void
+test_hello(void)
+{
+	struct mig_hello h, out;
+	uint8_t buf[MIG_HELLO_LEN + 4];
+	char why[MIG_ERRMSG_MAX];
+	size_t n;
+
+	memset(&h, 0, sizeof(h));
+	h.role = MIG_ROLE_DEST;
+	h.version_min = 1;
+	h.version_max = 3;
+	h.caps = MIG_CAPS_SUPPORTED | MIG_CAP_WANT_ENCRYPT;
+	memset(h.nonce, 0xa5, sizeof(h.nonce));
+	n = mig_hello_encode(buf, sizeof(buf), &h);
+	check(n == MIG_HELLO_LEN && mig_hello_decode(buf, n, &out, why,
+	    sizeof(why)) == 0 && out.role == h.role && out.version_max == 3 &&
+	    out.caps == h.caps && memcmp(out.nonce, h.nonce,
+	    sizeof(h.nonce)) == 0, "HELLO round trip", NULL);
+	check(mig_hello_decode(buf, n - 1, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "truncated") != NULL, "truncated HELLO refused", why);
+	check(mig_hello_decode(buf, n + 1, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "trailing") != NULL, "HELLO with trailing bytes "
+	    "refused", why);
+	buf[0] = 'X';
+	check(mig_hello_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "not a bhyve migration") != NULL, "bad magic refused",
+	    why);
+	h.version_min = 4;
+	h.version_max = 2;
+	n = mig_hello_encode(buf, sizeof(buf), &h);
+	check(mig_hello_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "version range") != NULL, "bad version range refused",
+	    why);
+	check(mig_hello_encode(buf, MIG_HELLO_LEN - 1, &h) == 0,
+	    "HELLO encoder refuses a short buffer", NULL);
+}
+
+static void
+fill_vminfo(struct mig_vminfo *vi)
+{
+	memset(vi, 0, sizeof(*vi));
+	vi->ncpus = 2;
+	vi->page_size = MIG_PAGE_SIZE;
+	vi->nsegs = 2;
+	vi->segs[0].gpa = 0;
+	vi->segs[0].len = 256u << 20;
+	vi->segs[1].gpa = 4ull << 30;
+	vi->segs[1].len = 64u << 20;
+	vi->nsections = 3;
+	strcpy(vi->sections[0].name, "cpu0");
+	vi->sections[0].version = 1;
+	strcpy(vi->sections[1].name, "cpu1");
+	vi->sections[1].version = 1;
+	strcpy(vi->sections[2].name, "tb-counter");
+	vi->sections[2].version = 2;
+	strcpy(vi->cpu_features, "sse4.2 avx2");
+}
+
+static void
+test_vminfo(void)
+{
+	struct mig_vminfo vi, out, other;
+	uint8_t buf[8192];
+	char why[MIG_ERRMSG_MAX];
+	size_t n;
+
+	fill_vminfo(&vi);
+	n = mig_vminfo_encode(buf, sizeof(buf), &vi);
+	check(n > 0 && mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == 0 &&
+	    mig_vminfo_compare(&vi, &out, why, sizeof(why)) == 0,
+	    "VMINFO round trip", NULL);
+	check(mig_vminfo_decode(buf, n - 3, &out, why, sizeof(why)) != 0,
+	    "truncated VMINFO refused", why);
+	/* nsegs lives at offset 8. */
+	mig_le32enc(buf + 8, MIG_MAX_SEGS + 1);
+	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "memory segments") != NULL, "too many segments refused",
+	    why);
+	mig_le32enc(buf + 8, 2);
+	/* Segment 0's length at offset 20: not page aligned. */
+	mig_le64enc(buf + 20, 4097);
+	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "page-aligned") != NULL, "unaligned segment refused",
+	    why);
+
+	other = vi;
+	other.ncpus = 4;
+	check(mig_vminfo_compare(&vi, &other, why, sizeof(why)) == EINVAL &&
+	    strstr(why, "vCPUs") != NULL, "vCPU count mismatch named", why);
+	other = vi;
+	other.segs[1].len = 128u << 20;
+	check(mig_vminfo_compare(&vi, &other, why, sizeof(why)) == EINVAL &&
+	    strstr(why, "segment 1") != NULL, "memory layout mismatch named",
+	    why);
+	other = vi;
+	other.sections[2].version = 3;
+	check(mig_vminfo_compare(&vi, &other, why, sizeof(why)) == EINVAL &&
+	    strstr(why, "tb-counter") != NULL, "device version mismatch named",
+	    why);
+	other = vi;
+	strcpy(other.sections[1].name, "virtio-net");
+	check(mig_vminfo_compare(&vi, &other, why, sizeof(why)) == EINVAL &&
+	    strstr(why, "virtio-net") != NULL, "device list mismatch named",
+	    why);
+	other = vi;
+	strcpy(other.cpu_features, "sse4.2");
+	check(mig_vminfo_compare(&vi, &other, why, sizeof(why)) == EINVAL &&
+	    strstr(why, "CPU features") != NULL, "CPU feature mismatch named",
+	    why);
+}
+
+static void
+test_small_messages(void)
+{
+	struct mig_round_begin rb, rbo;
+	struct mig_round_end re, reo;
+	struct mig_state_hdr sh, sho;
+	struct mig_ready rd, rdo;
+	struct mig_errmsg em, emo;
+	uint8_t buf[512];
+	char why[MIG_ERRMSG_MAX];
+	size_t n;
+
+	rb.index = 3;
+	rb.final = 1;
+	rb.pages = 77;
+	n = mig_round_begin_encode(buf, sizeof(buf), &rb);
+	check(n == MIG_ROUND_BEGIN_LEN && mig_round_begin_decode(buf, n, &rbo,
+	    why, sizeof(why)) == 0 && rbo.index == 3 && rbo.final == 1 &&
+	    rbo.pages == 77, "ROUND_BEGIN round trip", NULL);
+	buf[4] = 2;
+	check(mig_round_begin_decode(buf, n, &rbo, why, sizeof(why)) == EPROTO,
+	    "ROUND_BEGIN with a bad final flag refused", why);
+	check(mig_round_begin_decode(buf, n - 1, &rbo, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "truncated") != NULL,
+	    "truncated ROUND_BEGIN refused", why);
+
+	re.index = 9;
+	re.pages = 1ull << 40;
+	n = mig_round_end_encode(buf, sizeof(buf), &re);
+	check(n == MIG_ROUND_END_LEN && mig_round_end_decode(buf, n, &reo, why,
+	    sizeof(why)) == 0 && reo.pages == re.pages, "ROUND_END round trip",
+	    NULL);
+
+	rd.pages = 5;
+	rd.nsections = 7;
+	n = mig_ready_encode(buf, sizeof(buf), &rd);
+	check(n == MIG_READY_LEN && mig_ready_decode(buf, n, &rdo, why,
+	    sizeof(why)) == 0 && rdo.nsections == 7, "READY round trip", NULL);
+
+	sh.section = 2;
+	sh.total = 100;
+	sh.offset = 40;
+	n = mig_state_hdr_encode(buf, sizeof(buf), &sh);
+	check(n == MIG_STATE_HDR_LEN && mig_state_hdr_decode(buf, n + 60, &sho,
+	    why, sizeof(why)) == 0 && sho.offset == 40 && sho.total == 100,
+	    "STATE header round trip", NULL);
+	check(mig_state_hdr_decode(buf, n + 61, &sho, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "overruns") != NULL,
+	    "STATE chunk overrunning its section refused", why);
+	sh.total = (uint64_t)MIG_SECTION_MAX + 1;
+	n = mig_state_hdr_encode(buf, sizeof(buf), &sh);
+	check(mig_state_hdr_decode(buf, n, &sho, why, sizeof(why)) == EMSGSIZE,
+	    "oversized STATE section refused", why);
+
+	memset(&em, 0, sizeof(em));
+	em.phase = MIG_PHASE_PRECOPY;
+	em.side = MIG_SIDE_DEST;
+	em.code = ENOSPC;
+	strcpy(em.msg, "disk full\x07");
+	n = mig_error_encode(buf, sizeof(buf), &em);
+	check(n > 0 && mig_error_decode(buf, n, &emo, why, sizeof(why)) == 0 &&
+	    emo.code == ENOSPC && strcmp(emo.msg, "disk full?") == 0,
+	    "ERROR round trip, control characters neutralised", emo.msg);
+	mig_le16enc(buf, MIG_PHASE_COUNT);
+	check(mig_error_decode(buf, n, &emo, why, sizeof(why)) == EPROTO,
+	    "ERROR with an unknown phase refused", why);
+}
+
+static void
+test_pages(void)
+{
+	struct mig_pages_hdr ph, pho;
+	uint64_t idx[3];
+	uint8_t buf[16];
+	char why[MIG_ERRMSG_MAX];
+	uint32_t ndata, len;
+
+	ph.seg = 1;
+	ph.count = 3;
+	len = MIG_PAGES_HDR_LEN + 3 * 8 + 2 * MIG_PAGE_SIZE;
+	(void)mig_pages_hdr_encode(buf, sizeof(buf), &ph);
+	check(mig_pages_hdr_decode(buf, MIG_PAGES_HDR_LEN, len, &pho, why,
+	    sizeof(why)) == 0 && pho.seg == 1 && pho.count == 3,
+	    "PAGES header round trip", NULL);
+	ph.count = MIG_PAGES_PER_MSG + 1;
+	(void)mig_pages_hdr_encode(buf, sizeof(buf), &ph);
+	check(mig_pages_hdr_decode(buf, MIG_PAGES_HDR_LEN, MIG_PAYLOAD_MAX,
+	    &pho, why, sizeof(why)) == EPROTO, "too many pages refused", why);
+	ph.count = 0;
+	(void)mig_pages_hdr_encode(buf, sizeof(buf), &ph);
+	check(mig_pages_hdr_decode(buf, MIG_PAGES_HDR_LEN, 8, &pho, why,
+	    sizeof(why)) == EPROTO, "empty PAGES refused", why);
+
+	idx[0] = 5;
+	idx[1] = 6 | MIG_PAGE_ZERO;
+	idx[2] = 99;
+	check(mig_pages_index_check(idx, 3, 100, len, &ndata, why,
+	    sizeof(why)) == 0 && ndata == 2, "PAGES index list accepted", NULL);
+	idx[2] = 100;
+	check(mig_pages_index_check(idx, 3, 100, len, &ndata, why,
+	    sizeof(why)) == EPROTO && strstr(why, "beyond") != NULL,
+	    "bad page index refused", why);
+	idx[2] = 99 | MIG_PAGE_ZERO;
+	check(mig_pages_index_check(idx, 3, 100, len, &ndata, why,
+	    sizeof(why)) == EPROTO && strstr(why, "need") != NULL,
+	    "PAGES length not matching zero flags refused", why);
+}
+
+static void
+test_policy(void)
+{
+	struct mig_params p;
+	struct mig_policy pol;
+	struct mig_round_stats r;
+	struct mig_decision d;
+
+	mig_params_init(&p);
+	mig_policy_init(&pol, &p, 0, 0, 0);
+	memset(&r, 0, sizeof(r));
+	/* Round 1: 1 GiB in 1 s, 1 GB/s. */
+	r.pages_sent = 262144;
+	r.bytes = 1000000000;
+	r.duration_us = 1000000;
+	mig_policy_round(&pol, &r);
+	mig_policy_decide(&pol, 1000, 1000000, &d);
+	check(d.stop && d.reason == MIG_STOP_CONVERGED &&
+	    d.est_downtime_us < 300000, "small dirty set converges", NULL);
+	mig_policy_decide(&pol, 200000, 1000000, &d);
+	check(!d.stop && d.est_downtime_us > 300000,
+	    "large dirty set asks for another round", NULL);
+
+	/* A guest dirtying as fast as rounds send gets throttled. */
+	mig_policy_init(&pol, &p, 0, 0, 0);
+	mig_policy_round(&pol, &r);
+	mig_policy_decide(&pol, 200000, 1, &d);
+	r.pages_sent = 200000;
+	r.bytes = 800000000;
+	r.duration_us = 800000;
+	mig_policy_round(&pol, &r);
+	mig_policy_decide(&pol, 200000, 2, &d);
+	mig_policy_round(&pol, &r);
+	mig_policy_decide(&pol, 200000, 3, &d);
+	check(!d.stop && d.throttle_pct == MIG_THROTTLE_FIRST,
+	    "outrun rounds throttle the vCPUs", NULL);
+
+	p.policy = MIG_POLICY_FIXED;
+	p.fixed_rounds = 4;
+	mig_policy_init(&pol, &p, 0, 0, 0);
+	for (int i = 0; i < 3; i++) {
+		mig_policy_round(&pol, &r);
+		mig_policy_decide(&pol, 1, 0, &d);
+		if (d.stop)
+			break;
+	}
+	check(!d.stop, "fixed rounds keep going below the count", NULL);
+	mig_policy_round(&pol, &r);
+	mig_policy_decide(&pol, 1, 0, &d);
+	check(d.stop && d.reason == MIG_STOP_FIXED_ROUNDS,
+	    "fixed rounds stop at the count", NULL);
+
+	mig_params_init(&p);
+	p.max_rounds = 2;
+	mig_policy_init(&pol, &p, 0, 0, 0);
+	mig_policy_round(&pol, &r);
+	mig_policy_decide(&pol, 200000, 0, &d);
+	mig_policy_round(&pol, &r);
+	mig_policy_decide(&pol, 200000, 0, &d);
+	check(d.stop && d.reason == MIG_STOP_MAX_ROUNDS,
+	    "max rounds bounds a guest that never converges", NULL);
+}
+
+/*
+ * Frames through a keyed socketpair, captured and re-injected: intact
+ * they pass, a flipped bit or a replayed frame fails the tag.
+ */
+static void
+test_channel(bool encrypt)
+{
+	struct mig_session_keys keys;
+	struct mig_chan a, b;
+	struct mig_hdr hdr;
+	uint8_t msg[100], raw1[MIG_HDR_LEN + sizeof(msg) + MIG_TAG_LEN];
+	uint8_t raw2[sizeof(raw1)];
+	const char *mode;
+	void *payload;
+	char name[80];
+	int sv[2], error;
+
+	mode = encrypt ? "encrypted" : "authenticated";
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+		check(0, "socketpair", strerror(errno));
+		return;
+	}
+	memset(&keys, 0x11, sizeof(keys));
+	memset(keys.dst_to_src, 0x22, sizeof(keys.dst_to_src));
+	(void)mig_chan_init(&a, sv[0], MIG_ROLE_SOURCE, 0);
+	(void)mig_chan_init(&b, sv[1], MIG_ROLE_DEST, 0);
+	(void)mig_chan_key(&a, &keys, encrypt);
+	(void)mig_chan_key(&b, &keys, encrypt);
+	memset(msg, 0x5a, sizeof(msg));
+
+	(void)mig_chan_send(&a, MIG_MSG_STATE, msg, sizeof(msg));
+	(void)recv(sv[1], raw1, sizeof(raw1), MSG_WAITALL);
+	check(encrypt == (memmem(raw1, sizeof(raw1), msg, 16) == NULL),
+	    encrypt ? "encrypted payload is not in clear" :
+	    "authenticated payload is in clear", NULL);
+	(void)write(sv[0], raw1, sizeof(raw1));
+	error = mig_chan_recv(&b, &hdr, &payload);
+	snprintf(name, sizeof(name), "%s frame round trip", mode);
+	check(error == 0 && hdr.len == sizeof(msg) &&
+	    memcmp(payload, msg, sizeof(msg)) == 0, name, b.why);
+
+	(void)mig_chan_send(&a, MIG_MSG_STATE, msg, sizeof(msg));
+	(void)recv(sv[1], raw2, sizeof(raw2), MSG_WAITALL);
+	raw2[MIG_HDR_LEN + 10] ^= 1;
+	(void)write(sv[0], raw2, sizeof(raw2));
+	error = mig_chan_recv(&b, &hdr, &payload);
+	snprintf(name, sizeof(name), "%s frame with a flipped bit refused",
+	    mode);
+	check(error == EBADMSG && strstr(b.why, "integrity") != NULL, name,
+	    b.why);
+
+	(void)write(sv[0], raw1, sizeof(raw1));
+	error = mig_chan_recv(&b, &hdr, &payload);
+	snprintf(name, sizeof(name), "replayed %s frame refused", mode);
+	check(error == EBADMSG, name, b.why);
+
+	mig_chan_destroy(&a);
+	mig_chan_destroy(&b);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+int
+main(void)
+{
+	test_hdr();
+	test_hello();
+	test_vminfo();
+	test_small_messages();
+	test_pages();
+	test_policy();
+	test_channel(false);
+	test_channel(true);
+	printf("%d passed, %d failed\n", passed, failed);
+	return (failed == 0 ? 0 : 1);
+}
