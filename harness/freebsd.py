@@ -490,3 +490,41 @@ def bhyvectl_migrate_argv(
 def destroy_vm_argv(vm: str) -> list[str]:
     """Remove a VM's kernel state (after a migration away, or a failed receive)."""
     return ["bhyvectl", f"--vm={vm}", "--destroy"]
+
+
+# --------------------------------------------------------------------------------------
+# Flows on one host (driven by `invoke build` / `invoke deploy`)
+
+
+def build_on_host(runner: Runner, host: Host, series: Series, upload) -> None:
+    """Upload the series and build files, then run build_steps().  `upload(local, remote)`
+    copies one file to the host (SSHRunner.put)."""
+    paths = build_paths(host)
+    fb = host.freebsd or FreeBSDHost()
+    run_steps(runner, [Step("prepare directories", [
+        "mkdir", "-p", paths["patches"], fb.log_dir,
+    ], timeout=60), Step("remove old patches", _sh(
+        f"rm -f {shlex.quote(paths['patches'])}/*.patch"
+    ), timeout=60)])
+    for patch in series.patches:
+        upload(patch, f"{paths['patches']}/{patch.name}")
+    for remote, text in build_files(host).items():
+        runner.put_text(remote, text, 0o644)
+    run_steps(runner, build_steps(host, series))
+
+
+def deploy_to_host(runner, host: Host, reboot_timeout: float) -> str:
+    """Install, reboot into the new kernel, verify.  `runner` is an SSHRunner (it needs
+    boot_id() and wait_until_back()).  Returns the running kernel's `uname -v`."""
+    fb = host.freebsd or FreeBSDHost()
+    bectl_ok = runner.run(["bectl", "check"], timeout=60, check=False).returncode == 0
+    method = boot_method(fb, bectl_ok)
+    run_steps(runner, install_steps(host, method))
+    expected = run_steps(runner, [expected_version_step(host)])[0].stdout
+    boot_id = runner.boot_id()
+    run_steps(runner, [reboot_step()])
+    runner.wait_until_back(reboot_timeout, previous_boot_id=boot_id)
+    results = run_steps(runner, verify_steps(host, method))
+    uname_v = results[0].stdout.strip()
+    check_kernel_version(host.name, fb.kernel_config, expected, uname_v)
+    return uname_v
