@@ -1,0 +1,50 @@
+"""The engine's codec, channel and policy, exercised by a C test program."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from harness.engine_build import build_testbed_programs
+
+
+@pytest.fixture(scope="module")
+def wire_test_output() -> list[str]:
+    out = build_testbed_programs(targets=("wire_test",), sanitize=True)
+    proc = subprocess.run([str(out / "wire_test")], capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return lines
+
+
+def test_every_case_passes(wire_test_output: list[str]) -> None:
+    failed = [line for line in wire_test_output if line.startswith("FAIL")]
+    assert not failed
+    assert wire_test_output[-1].endswith("0 failed")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "oversized length refused",
+        "truncated HELLO refused",
+        "bad magic refused",
+        "bad version range refused",
+        "bad page index refused",
+        "truncated ROUND_BEGIN refused",
+        "STATE chunk overrunning its section refused",
+        "authenticated frame with a flipped bit refused",
+        "encrypted frame with a flipped bit refused",
+        "replayed authenticated frame refused",
+        "VMINFO round trip",
+        "HELLO round trip",
+        "ERROR round trip, control characters neutralised",
+        "vCPU count mismatch named",
+        "device version mismatch named",
+        "outrun rounds throttle the vCPUs",
+        "fixed rounds stop at the count",
+    ],
+)
+def test_named_case_ran_and_passed(wire_test_output: list[str], case: str) -> None:
+    assert any(line.startswith(f"PASS {case}") for line in wire_test_output), case
