@@ -14,7 +14,8 @@ same way as a local one.  What it guarantees:
 - run_parallel() does the same work on several hosts at once.
 
 Remote commands are run by the login shell of the user (sh on Linux and on FreeBSD 14+),
-wrapped in `sh -c` that first reports the command's pid so that a timed-out or killed
+wrapped in `sh -c` that first prints the command's pid (a first stdout line the runner
+strips) so that a timed-out or killed
 command can be ended on the remote side too.
 """
 
@@ -41,7 +42,7 @@ from harness.errors import HarnessError
 from harness.runner import CommandFailed, CommandResult
 
 _PID_MARK = "@@bhyvemig-pid "
-_WRAPPER = f'echo "{_PID_MARK}$$" >&2; exec "$@"'
+_WRAPPER = f'echo "{_PID_MARK}$$"; exec "$@"'
 
 
 class SSHError(HarnessError):
@@ -192,7 +193,9 @@ class SSHProcess:
 
     def _on_line(self, line: str) -> None:
         if self.pid is None and line.startswith(_PID_MARK):
-            self.pid = int(line[len(_PID_MARK) :])
+            with self._cond:
+                self.pid = int(line[len(_PID_MARK) :])
+                self._cond.notify_all()
             return
         if self._stream:
             self.runner.sink.line(self.host, line)
@@ -255,6 +258,8 @@ class SSHProcess:
 
     def kill(self) -> None:
         """End the remote command (TERM, then KILL) and close its channel."""
+        with self._cond:  # the pid is the first line; it may not have arrived yet
+            self._cond.wait_for(lambda: self.pid is not None or self._closed, timeout=5.0)
         if self.alive() and self.pid is not None:
             self.runner._kill_remote(self.pid)
         self._chan.close()
@@ -427,14 +432,14 @@ class SSHRunner:
         err_lines: list[str] = []
 
         def on_out(line: str) -> None:
+            if not pid and line.startswith(_PID_MARK):
+                pid.append(int(line[len(_PID_MARK) :]))
+                return
             out_lines.append(line)
             if stream:
                 self.sink.line(self.name, line)
 
         def on_err(line: str) -> None:
-            if not pid and line.startswith(_PID_MARK):
-                pid.append(int(line[len(_PID_MARK) :]))
-                return
             err_lines.append(line)
             if stream:
                 self.sink.line(self.name, line)
