@@ -13,10 +13,9 @@ same way as a local one.  What it guarantees:
   a terminal and stay quiet otherwise;
 - run_parallel() does the same work on several hosts at once.
 
-Remote commands are run by the login shell of the user (sh on Linux and on FreeBSD 14+),
-wrapped in `sh -c` that first prints the command's pid (a first stdout line the runner
-strips) so that a timed-out or killed
-command can be ended on the remote side too.
+Remote commands go through the user's login shell (bash or sh on Linux; sh for root on
+FreeBSD 14+) as `sh -c` that first prints the command's pid, a first stdout line that the
+runner strips, so that a timed-out or killed command is ended on the remote side too.
 """
 
 from __future__ import annotations
