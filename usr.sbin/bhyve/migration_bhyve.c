@@ -772,30 +772,21 @@ mig_bhyve_prepause(struct mig_backend *be)
 /*
  * The restore path shared by "bhyve -r" and "bhyve -R".  The vCPUs
  * were started suspended by bhyve_start_vcpu(), so only the device
- * emulations need quiescing while state is loaded.
+ * emulations need quiescing while state is loaded.  The callers report
+ * failures in their own words.
  */
 int
 bhyve_restore_begin(void)
 {
-	int error;
 
-	error = vm_pause_devices();
-	if (error != 0)
-		EPRINTLN("Failed to pause device emulations: %s",
-		    strerror(error));
-	return (error);
+	return (vm_pause_devices());
 }
 
 int
 bhyve_restore_end(void)
 {
-	int error;
 
-	error = vm_resume_devices();
-	if (error != 0)
-		EPRINTLN("Failed to resume device emulations: %s",
-		    strerror(error));
-	return (error);
+	return (vm_resume_devices());
 }
 
 void

@@ -42,6 +42,8 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <vmmapi.h>
+
 #include "bhyverun.h"
 #include "config.h"
 #include "debug.h"
@@ -371,22 +373,29 @@ migration_receive_run(struct vmctx *ctx)
 		errc(MIG_RECV_EXIT, error, "out of memory");
 
 	/* The restore path -r takes: devices quiet while state loads. */
-	if (bhyve_restore_begin() != 0)
+	if (bhyve_restore_begin() != 0) {
+		vm_destroy(ctx);
 		errx(MIG_RECV_EXIT, "migration from %s failed on the "
 		    "destination: the devices could not be paused; the guest "
 		    "keeps running on the source", recv_peer);
+	}
 	memset(&merr, 0, sizeof(merr));
 	error = mig_recv_run(recv_conn, recv_backend, &recv_stats, &merr);
-	if (error != 0)
+	if (error != 0) {
+		/* Discard what was received. */
+		vm_destroy(ctx);
 		errx(MIG_RECV_EXIT, "migration from %s failed on the %s side "
 		    "during %s: %s; the guest keeps running on the source and "
 		    "this bhyve discards what it received", recv_peer,
 		    mig_side_name(merr.side), mig_phase_name(merr.phase),
 		    merr.msg[0] != '\0' ? merr.msg : strerror(error));
-	if (bhyve_restore_end() != 0)
+	}
+	if (bhyve_restore_end() != 0) {
+		vm_destroy(ctx);
 		errx(MIG_RECV_EXIT, "migration from %s failed on the "
 		    "destination: the devices could not be restarted; the "
 		    "source keeps its paused copy of the guest", recv_peer);
+	}
 }
 
 void
