@@ -769,6 +769,13 @@ mig_bhyve_prepause(struct mig_backend *be)
 	return (error);
 }
 
+int
+mig_bhyve_unpause(struct mig_backend *be)
+{
+
+	return (mig_bhyve_resume(be->arg));
+}
+
 /*
  * The restore path shared by "bhyve -r" and "bhyve -R".  The vCPUs
  * were started suspended by bhyve_start_vcpu(), so only the device

@@ -36,6 +36,8 @@ void	mig_bhyve_backend_destroy(struct mig_backend *);
  * failure restarts it.
  */
 int	mig_bhyve_prepause(struct mig_backend *);
+/* After a failed mig_send(): restart the guest if it is still paused. */
+int	mig_bhyve_unpause(struct mig_backend *);
 
 /*
  * The shared restore path.  bhyve_restore_begin() quiesces the device

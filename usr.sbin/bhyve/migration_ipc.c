@@ -202,6 +202,13 @@ migrate_thread(void *arg)
 		}
 	}
 	res = mig_send(job->sock, be, &job->params, &stats, &merr);
+	if (res == MIG_FAILED) {
+		/*
+		 * A failure before the engine's own pause leaves a guest
+		 * paused by --migrate (not live) to us.
+		 */
+		(void)mig_bhyve_unpause(be);
+	}
 
 report:
 	if (res == MIG_OK || stats.nrounds > 0)
