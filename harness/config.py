@@ -30,7 +30,7 @@ DEFAULT_MIGRATION_PORT = 24981
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(bit|bps|b/s|b|/s)?\s*$", re.IGNORECASE)
 _RATE_SCALE = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
-_WORKLOAD_RE = re.compile(r"^([a-z][a-z0-9_-]*)(?::(.+))?$")
+_WORKLOAD_RE = re.compile(r"^(idle|full|hotset)(?::([^@]+))?(?:@(\d+))?$")
 
 
 def parse_rate(text: str | int, what: str = "rate") -> int:
@@ -118,10 +118,14 @@ class FreeBSDGuest:
 
 @dataclass
 class TestbedGuest:
-    """A test-bed guest: the workload its vCPU threads run."""
+    """A test-bed guest: the workload its vCPU threads run.
+
+    workload: `idle`, `full` or `hotset:SIZE`, optionally `@RATE` (pages/s per vCPU);
+    fill: initial memory, `pattern` (every page non-zero) or `zero`; rate: pages/s per vCPU
+    (the same as `@RATE`)."""
 
     workload: str = "hotset:64M"
-    fill: str = "random"
+    fill: str = "pattern"
     segments: int = 1
     rate: int | None = None
 
@@ -364,7 +368,7 @@ _MIGRATION_KEYS = (
     "source", "destination", "guest", "port", "downtime_limit_ms", "max_rounds",
     "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout",
 )  # fmt: skip
-_FILLS = ("random", "zero", "pattern", "mixed")
+_FILLS = ("pattern", "zero")
 
 
 def _parse_ssh(r: _Reader, node: yaml.Node | None, default_known_hosts: Path) -> SSHSettings:
@@ -527,7 +531,11 @@ def _parse_testbed_guest(r: _Reader, node: yaml.Node, what: str) -> TestbedGuest
             text = r.string(value, name)
             match = _WORKLOAD_RE.match(text)
             if not match:
-                raise r.error(value, f"{name} {text!r} must look like 'hotset:64M' or 'idle'")
+                raise r.error(
+                    value, f"{name} {text!r} must be idle, full or hotset:SIZE (optionally @RATE)"
+                )
+            if (match.group(1) == "hotset") != (match.group(2) is not None):
+                raise r.error(value, f"{name} {text!r}: only hotset takes a size (hotset:64M)")
             if match.group(2) is not None:
                 try:
                     parse_size(match.group(2), f"{name} size")
@@ -542,7 +550,7 @@ def _parse_testbed_guest(r: _Reader, node: yaml.Node, what: str) -> TestbedGuest
         elif key == "segments":
             out.segments = r.integer(value, name, minimum=1, maximum=64)
         elif key == "rate":
-            out.rate = r.rate(value, name)
+            out.rate = r.integer(value, f"{name} (pages/s per vCPU)", minimum=1)
     return out
 
 

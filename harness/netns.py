@@ -647,7 +647,7 @@ class Testbed:
             name="tb-guest",
             memory=512 << 20,
             vcpus=2,
-            testbed=TestbedGuest(workload="hotset:64M", fill="random", segments=2),
+            testbed=TestbedGuest(workload="hotset:64M", fill="pattern", segments=2),
         )
         policy = MigrationPolicy(source=a, destination=b, guest=guest.name, timeout=300.0)
         if spec.bandwidth:

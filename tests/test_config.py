@@ -86,6 +86,8 @@ def test_good_file_parses(files: Path) -> None:
     assert config.migration.bandwidth == 125_000_000
     assert config.hosts["a"].roles == ["build", "source"]
     assert config.hosts["a"].migration_address == "10.77.0.11"
+    assert config.guests["g"].testbed is not None
+    assert config.guests["g"].testbed.fill == "pattern"
 
 
 @pytest.mark.parametrize(
@@ -102,6 +104,8 @@ def test_good_file_parses(files: Path) -> None:
         ("    roles: [build, source]", "    roles: [build, cook]", "unknown role 'cook'"),
         ("    address: 10.77.0.12", "    address: 'bad host!'", "neither an IP address"),
         ("      workload: hotset:64M", "      workload: hotset:big", "'big' is not a size"),
+        ("      workload: hotset:64M", "      workload: busy", "must be idle, full or hotset"),
+        ("      workload: hotset:64M", "      workload: idle:4M", "only hotset takes a size"),
         ("  bandwidth: 1gbit", "  bandwidth: 1gbit\n  encrypt: maybe", "true or false"),
         ("  destination: b", "  destination: a", "must differ from migration.source"),
     ],
