@@ -72,6 +72,7 @@ enum mig_policy_mode {
 
 struct mig_params {
 	uint8_t		key[MIG_KEY_LEN];
+	bool		live;			/* pre-copy; else pause first */
 	bool		encrypt;		/* AES-256-GCM on page data */
 	enum mig_policy_mode policy;
 	uint32_t	fixed_rounds;		/* MIG_POLICY_FIXED only */
@@ -84,7 +85,7 @@ struct mig_params {
 	enum mig_fault	fault;
 };
 
-/* Fill in the defaults (300 ms downtime, 30 rounds, 30 s timeouts). */
+/* Fill in the defaults (live, 300 ms downtime, 30 rounds, 10 s timeouts). */
 void	mig_params_init(struct mig_params *);
 /* Check a parameter set; on error fill msg and return EINVAL. */
 int	mig_params_check(const struct mig_params *, char *msg, size_t msglen);

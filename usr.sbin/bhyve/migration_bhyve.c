@@ -89,7 +89,6 @@ struct bhyve_mig {
 
 	bool		tracking;
 	bool		paused;
-	bool		prepaused;
 
 	/* Throttle thread. */
 	pthread_mutex_t	thr_mtx;
@@ -462,7 +461,6 @@ mig_bhyve_resume(void *arg)
 	error = vm_resume_devices();
 	vm_vcpu_resume(bm->ctx);
 	bm->paused = false;
-	bm->prepaused = false;
 	if (error != 0) {
 		mig_bhyve_msg(bm, "a device emulation could not be resumed "
 		    "(error %d)", error);
@@ -755,25 +753,6 @@ mig_bhyve_backend_destroy(struct mig_backend *be)
 	pthread_cond_destroy(&bm->thr_cv);
 	pthread_mutex_destroy(&bm->thr_mtx);
 	free(bm);
-}
-
-int
-mig_bhyve_prepause(struct mig_backend *be)
-{
-	struct bhyve_mig *bm = be->arg;
-	int error;
-
-	error = mig_bhyve_pause(bm);
-	if (error == 0)
-		bm->prepaused = true;
-	return (error);
-}
-
-int
-mig_bhyve_unpause(struct mig_backend *be)
-{
-
-	return (mig_bhyve_resume(be->arg));
 }
 
 /*

@@ -31,15 +31,6 @@ struct mig_backend *mig_bhyve_backend_create(struct vmctx *ctx,
 void	mig_bhyve_backend_destroy(struct mig_backend *);
 
 /*
- * Pause the guest before mig_send() starts (a non-live migration); the
- * engine's own pause then finds it paused, and its resume after a
- * failure restarts it.
- */
-int	mig_bhyve_prepause(struct mig_backend *);
-/* After a failed mig_send(): restart the guest if it is still paused. */
-int	mig_bhyve_unpause(struct mig_backend *);
-
-/*
  * The shared restore path.  bhyve_restore_begin() quiesces the device
  * emulations before any saved state is loaded, bhyve_restore_end()
  * restarts them once it is; both run before capability mode is entered.

@@ -88,6 +88,7 @@ void
 mig_params_init(struct mig_params *p)
 {
 	memset(p, 0, sizeof(*p));
+	p->live = true;
 	p->policy = MIG_POLICY_CONVERGE;
 	p->fixed_rounds = MIG_SEED_ROUNDS;
 	p->max_rounds = MIG_DEFAULT_MAX_ROUNDS;

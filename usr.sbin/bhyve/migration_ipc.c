@@ -74,7 +74,6 @@ struct migrate_job {
 	struct vmctx	*ctx;
 	int		sock;
 	int		progress;
-	bool		live;
 	struct mig_params params;
 };
 
@@ -189,26 +188,7 @@ migrate_thread(void *arg)
 		strlcpy(merr.msg, "bhyve is out of memory", sizeof(merr.msg));
 		goto report;
 	}
-	if (!job->live) {
-		error = mig_bhyve_prepause(be);
-		if (error != 0) {
-			merr.side = MIG_SIDE_SOURCE;
-			merr.code = error;
-			merr.guest_running_on_source = true;
-			snprintf(merr.msg, sizeof(merr.msg), "cannot pause "
-			    "the guest: %s", be->errmsg[0] != '\0' ?
-			    be->errmsg : strerror(error));
-			goto report;
-		}
-	}
 	res = mig_send(job->sock, be, &job->params, &stats, &merr);
-	if (res == MIG_FAILED) {
-		/*
-		 * A failure before the engine's own pause leaves a guest
-		 * paused by --migrate (not live) to us.
-		 */
-		(void)mig_bhyve_unpause(be);
-	}
 
 report:
 	if (res == MIG_OK || stats.nrounds > 0)
@@ -284,7 +264,8 @@ migrate_request(const nvlist_t *nvl, struct migrate_job *job, char *msg,
 	}
 	memcpy(p->key, key, MIG_KEY_LEN);
 
-	job->live = !nvlist_exists_bool(nvl, "live") ||
+	/* Not live: the engine pauses first and sends memory once. */
+	p->live = !nvlist_exists_bool(nvl, "live") ||
 	    nvlist_get_bool(nvl, "live");
 	if (nvlist_exists_bool(nvl, "encrypt"))
 		p->encrypt = nvlist_get_bool(nvl, "encrypt");
@@ -317,16 +298,6 @@ migrate_request(const nvlist_t *nvl, struct migrate_job *job, char *msg,
 	if (v != UINT64_MAX)
 		p->io_timeout_ms = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 
-	if (!job->live) {
-		/*
-		 * Not live: the guest is paused before the first round, so
-		 * one round moves all of memory and nothing is left over.
-		 */
-		p->policy = MIG_POLICY_FIXED;
-		p->fixed_rounds = 1;
-		p->max_rounds = 1;
-		p->auto_throttle = false;
-	}
 	return (mig_params_check(p, msg, msglen));
 bad:
 	snprintf(msg, msglen, "a policy value in the request is not a "

@@ -448,13 +448,31 @@ free_state(struct saved_state *ss)
 	}
 }
 
+/* Mark every page to be sent; the page count. */
+static uint64_t
+mark_all(struct sender *s)
+{
+	uint64_t total;
+	uint32_t seg;
+
+	total = 0;
+	for (seg = 0; seg < s->vi.nsegs; seg++) {
+		memset(s->todo[seg], 0xff, bitmap_words(s->npages[seg]) *
+		    sizeof(uint64_t));
+		if (s->npages[seg] % BITS_PER_WORD != 0)
+			s->todo[seg][bitmap_words(s->npages[seg]) - 1] =
+			    (1ull << (s->npages[seg] % BITS_PER_WORD)) - 1;
+		total += s->npages[seg];
+	}
+	return (total);
+}
+
 static int
 live_rounds(struct sender *s)
 {
 	struct mig_round_stats *r;
 	struct mig_decision d;
-	uint64_t dirty, total;
-	uint32_t seg;
+	uint64_t dirty;
 	int error;
 
 	s->phase = MIG_PHASE_PRECOPY;
@@ -465,16 +483,7 @@ live_rounds(struct sender *s)
 	mig_policy_init(&s->pol, s->p, mig_now_us(), 0, s->st->rtt_us);
 
 	/* Round 1: all of memory.  Writes from now on are logged. */
-	total = 0;
-	for (seg = 0; seg < s->vi.nsegs; seg++) {
-		memset(s->todo[seg], 0xff, bitmap_words(s->npages[seg]) *
-		    sizeof(uint64_t));
-		if (s->npages[seg] % BITS_PER_WORD != 0)
-			s->todo[seg][bitmap_words(s->npages[seg]) - 1] =
-			    (1ull << (s->npages[seg] % BITS_PER_WORD)) - 1;
-		total += s->npages[seg];
-	}
-	dirty = total;
+	dirty = mark_all(s);
 	for (;;) {
 		r = next_round(s, dirty, false);
 		progress(s, r->index, dirty, NULL);
@@ -527,7 +536,11 @@ stop_and_copy(struct sender *s)
 	}
 	s->paused = true;
 	s->pause_us = mig_now_us();
-	if ((error = collect(s, &dirty)) != 0)
+	if (s->p->live)
+		error = collect(s, &dirty);
+	else
+		dirty = mark_all(s);
+	if (error != 0)
 		goto out;
 	r = next_round(s, dirty, true);
 	progress(s, r->index, dirty, NULL);
@@ -679,7 +692,7 @@ mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
 			    "out of memory for dirty page bitmaps");
 		goto done;
 	}
-	if (live_rounds(&s) != 0 || stop_and_copy(&s) != 0)
+	if ((p->live && live_rounds(&s) != 0) || stop_and_copy(&s) != 0)
 		goto done;
 	result = go(&s);
 	if (result == MIG_INDETERMINATE)
