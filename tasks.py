@@ -2,8 +2,11 @@
 
 from invoke import Collection
 
-from harness.tasks import engine
+from harness.tasks import engine, hosts, testbed
 
 ns = Collection()
+ns.add_task(hosts.build)
+ns.add_task(hosts.deploy)
 ns.add_task(engine.migrate)
 ns.add_task(engine.bench)
+ns.add_collection(testbed.ns)

@@ -1,75 +1,124 @@
-"""invoke tasks: migrate (and ping-pong) on the local test bed or configured hosts."""
+"""invoke tasks: migrate (and ping-pong) and bench, on the local test bed or configured hosts."""
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 from pathlib import Path
 
 from invoke import task
 
-from harness.config import Guest, MigrationPolicy, TestbedGuest, parse_rate
+from harness.config import Guest, HostsConfig, MigrationPolicy, TestbedGuest, parse_rate
 from harness.errors import HarnessError
-from harness.migrate import FlowOptions, PingPong, describe_failure
+from harness.migrate import Endpoint, FlowOptions, PingPong, describe_failure
 from harness.report import plot_rounds, summary, write_json
+from harness.ssh import SSHRunner
+from harness.tasks.hosts import DEFAULT_OUT, build_testbed, deploy_testbed_programs, load_or_testbed
 from harness.units import parse_size
 
 
-def _guest(memory: str, vcpus: int, workload: str, fill: str, segments: int) -> Guest:
-    return Guest(
-        name="tbguest",
-        memory=parse_size(memory, "--memory"),
-        vcpus=vcpus,
-        testbed=TestbedGuest(workload=workload, fill=fill, segments=segments),
-    )
+def _guest(base: Guest | None, memory, vcpus, workload, fill, segments) -> Guest:
+    """The hosts file's guest (or the default one) with command-line overrides."""
+    guest = copy.deepcopy(base) if base else Guest(name="tbguest", memory=256 << 20, vcpus=2)
+    tb = guest.testbed or TestbedGuest(workload="hotset:64M", fill="pattern", segments=1)
+    if memory is not None:
+        guest.memory = parse_size(memory, "--memory")
+    if vcpus is not None:
+        guest.vcpus = int(vcpus)
+    if workload is not None:
+        tb.workload = workload
+    if fill is not None:
+        tb.fill = fill
+    if segments is not None:
+        tb.segments = int(segments)
+    guest.testbed = tb
+    return guest
 
 
-def _policy(
-    downtime_limit: int, max_rounds: int, fixed_rounds: int, bandwidth: str, encrypt: bool,
-    no_throttle: bool,
-) -> MigrationPolicy:  # fmt: skip
-    return MigrationPolicy(
-        downtime_limit_ms=downtime_limit,
-        max_rounds=max_rounds,
-        fixed_rounds=fixed_rounds or None,
-        bandwidth=parse_rate(bandwidth, "--bandwidth") if bandwidth else None,
-        encrypt=encrypt,
-        auto_throttle=not no_throttle,
-    )
+def _policy(base: MigrationPolicy | None, downtime_limit, max_rounds, fixed_rounds, bandwidth,
+            encrypt, no_throttle) -> MigrationPolicy:  # fmt: skip
+    """The hosts file's policy (or the defaults) with command-line overrides."""
+    policy = copy.deepcopy(base) if base else MigrationPolicy()
+    if downtime_limit is not None:
+        policy.downtime_limit_ms = int(downtime_limit)
+    if max_rounds is not None:
+        policy.max_rounds = int(max_rounds)
+    if fixed_rounds is not None:
+        policy.fixed_rounds = int(fixed_rounds) or None
+    if bandwidth:
+        policy.bandwidth = parse_rate(bandwidth, "--bandwidth")
+    if encrypt:
+        policy.encrypt = True
+    if no_throttle:
+        policy.auto_throttle = False
+    return policy
+
+
+def _hosts_endpoints(config: HostsConfig) -> tuple[Endpoint, Endpoint]:
+    """SSH endpoints for a test-bed hosts file, with freshly deployed programs."""
+    source, destination = config.migration_pair()
+    for host in (source, destination):
+        if host.kind != "testbed":
+            raise HarnessError(
+                f"{config.path}: host {host.name} is of kind {host.kind!r}; "
+                "FreeBSD hosts migrate with bhyve, see harness/freebsd_migrate.py"
+            )
+    bin_dir = build_testbed(Path(DEFAULT_OUT))
+    endpoints = []
+    for host in (source, destination):
+        runner = SSHRunner.from_config(config, host.name)
+        remote_bin = deploy_testbed_programs(runner, bin_dir)
+        endpoints.append(
+            Endpoint(runner, remote_bin, host.migration_address, host.address, host.name)
+        )
+    return endpoints[0], endpoints[1]
 
 
 @task(
     help={
+        "hosts": "hosts file (default: the local namespace test bed, brought up if needed)",
+        "local": "two VM processes on this machine over loopback, no SSH",
         "memory": "guest memory, e.g. 256M or 1G",
         "vcpus": "vCPU threads",
         "workload": "idle | full | hotset:SIZE, optionally @RATE pages/s per vCPU",
         "fill": "initial memory: pattern (every page non-zero) or zero",
         "segments": "guest memory segments (like bhyve's NUMA domains)",
         "downtime_limit": "target downtime in ms (default 300)",
-        "max_rounds": "upper bound of live rounds",
+        "max_rounds": "upper bound of live rounds (default 30)",
         "fixed_rounds": "the seed's fixed round count instead of the convergence policy",
         "bandwidth": "migration bandwidth limit, e.g. 100M (bytes/s)",
         "encrypt": "encrypt the stream (it is always authenticated)",
         "no_throttle": "never slow the vCPUs down to converge",
-        "count": "number of migrations",
-        "ping_pong": "migrate back and forth count times",
+        "count": "number of migrations (with --ping-pong)",
+        "ping_pong": "migrate back and forth --count times",
         "report": "write the JSON report here (and a PNG plot beside it)",
         "run_after": "seconds the guest runs on the destination before the check",
     }
 )
 def migrate(
-    c, memory="256M", vcpus=2, workload="hotset:64M", fill="pattern", segments=1,
-    downtime_limit=300, max_rounds=30, fixed_rounds=0, bandwidth="", encrypt=False,
-    no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
+    c, hosts=None, local=False, memory=None, vcpus=None, workload=None, fill=None,
+    segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
+    encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
 ):  # fmt: skip
-    """Live-migrate a test guest between two local VM processes and verify its memory."""
+    """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
 
     try:
-        guest = _guest(memory, vcpus, workload, fill, segments)
-        policy = _policy(downtime_limit, max_rounds, fixed_rounds, bandwidth, encrypt, no_throttle)
-        src, dst = local_endpoints()
+        if local or (hosts is None and os.geteuid() != 0):
+            if not local:
+                print("not root: migrating between two local processes over loopback")
+            config = None
+            endpoints = local_endpoints()
+        else:
+            config = load_or_testbed(hosts)
+            endpoints = _hosts_endpoints(config)
+        guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
+                       segments)  # fmt: skip
+        policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
+                         fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
         flow = FlowOptions(run_after_s=run_after)
-        reports = PingPong(src, dst, guest, policy, flow).run(count if ping_pong else 1)
+        reports = PingPong(*endpoints, guest, policy, flow).run(count if ping_pong else 1)
     except (HarnessError, ValueError) as exc:
         sys.exit(f"migrate: {exc}")
     for rep in reports:
