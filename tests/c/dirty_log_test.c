@@ -1,0 +1,435 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * Test driver for sys/dev/vmm/vmm_dirty_log.c, built for the host by
+ * tests/test_vmm_dirty_log.py.  "dirty_log_test NAME" runs one case and
+ * exits 0 on success; "dirty_log_test list" prints the case names.
+ */
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm_dirty_log.h"
+
+#define	PSHIFT		12
+#define	PSIZE		(UINT64_C(1) << PSHIFT)
+#define	MAXPAGES	(UINT64_C(1) << 18)	/* 1 GiB of 4 KiB pages */
+
+static int failures;
+
+#define	CHECK(cond) do {						\
+	if (!(cond)) {							\
+		fprintf(stderr, "%s:%d: check failed: %s\n",		\
+		    __FILE__, __LINE__, #cond);				\
+		failures++;						\
+	}								\
+} while (0)
+
+#define	CHECK_EQ(a, b) do {						\
+	long long _a = (long long)(a), _b = (long long)(b);		\
+	if (_a != _b) {							\
+		fprintf(stderr, "%s:%d: %s == %lld, expected %lld\n",	\
+		    __FILE__, __LINE__, #a, _a, _b);			\
+		failures++;						\
+	}								\
+} while (0)
+
+static bool
+bit(const uint64_t *bm, uint64_t i)
+{
+	return ((bm[i / 64] >> (i % 64)) & 1);
+}
+
+static void
+setbit(uint64_t *bm, uint64_t i)
+{
+	bm[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+static uint64_t
+rnd(void)
+{
+	static uint64_t s = 0x9e3779b97f4a7c15ULL;
+
+	s ^= s << 13;
+	s ^= s >> 7;
+	s ^= s << 17;
+	return (s);
+}
+
+static void
+test_validation(void)
+{
+	/* Good requests. */
+	CHECK_EQ(vdl_check_request(0, 1, MAXPAGES, PSHIFT), 0);
+	CHECK_EQ(vdl_check_request(0x100000000ULL, MAXPAGES, MAXPAGES,
+	    PSHIFT), 0);
+	/* Misaligned gpa. */
+	CHECK_EQ(vdl_check_request(1, 1, MAXPAGES, PSHIFT), EINVAL);
+	CHECK_EQ(vdl_check_request(PSIZE + 0x800, 4, MAXPAGES, PSHIFT),
+	    EINVAL);
+	/* Zero pages. */
+	CHECK_EQ(vdl_check_request(0, 0, MAXPAGES, PSHIFT), EINVAL);
+	/* Over the per-call cap (bitmap of at most 32 KiB). */
+	CHECK_EQ(vdl_check_request(0, MAXPAGES + 1, MAXPAGES, PSHIFT), ERANGE);
+	CHECK_EQ(vdl_check_request(0, UINT64_MAX, MAXPAGES, PSHIFT), ERANGE);
+	/* Wrap-around of the guest-physical range. */
+	CHECK_EQ(vdl_check_request(UINT64_MAX & ~(PSIZE - 1), 1, MAXPAGES,
+	    PSHIFT), EOVERFLOW);
+	CHECK_EQ(vdl_check_request(UINT64_MAX & ~(PSIZE - 1), 2, MAXPAGES,
+	    PSHIFT), EOVERFLOW);
+	CHECK_EQ(vdl_check_request(0, UINT64_MAX >> 4, UINT64_MAX, PSHIFT),
+	    EOVERFLOW);
+	CHECK_EQ(vdl_check_request((UINT64_MAX - 3 * PSIZE + 1), 2,
+	    MAXPAGES, PSHIFT), 0);
+	/* Nonsense page shift. */
+	CHECK_EQ(vdl_check_request(0, 1, MAXPAGES, 0), EINVAL);
+}
+
+static void
+test_lookup(void)
+{
+	/* Segment 0 split around a hole: low at 0, high at 4 GiB. */
+	const struct vdl_map maps[] = {
+		{ .gpa = 0x100000000ULL, .len = 0x40000000ULL,
+		    .segoff = 0xc0000000ULL, .segid = 0 },
+		{ .gpa = 0, .len = 0xc0000000ULL, .segoff = 0, .segid = 0 },
+		{ .gpa = 0xfff00000ULL, .len = 0x100000ULL, .segoff = 0,
+		    .segid = 4 },
+		{ .gpa = 0x200000000ULL, .len = 0, .segoff = 0, .segid = 1 },
+	};
+	struct vdl_loc loc;
+
+	CHECK_EQ(vdl_lookup(maps, 4, 0, 16, PSHIFT, &loc), 0);
+	CHECK_EQ(loc.segid, 0);
+	CHECK_EQ(loc.first, 0);
+	CHECK_EQ(vdl_lookup(maps, 4, 0x100000000ULL + 8 * PSIZE, 8, PSHIFT,
+	    &loc), 0);
+	CHECK_EQ(loc.segid, 0);
+	CHECK_EQ(loc.first, (0xc0000000ULL >> PSHIFT) + 8);
+	CHECK_EQ(vdl_lookup(maps, 4, 0xfff00000ULL, 256, PSHIFT, &loc), 0);
+	CHECK_EQ(loc.segid, 4);
+	CHECK_EQ(loc.first, 0);
+	/* Last page of a mapping, exactly. */
+	CHECK_EQ(vdl_lookup(maps, 4, 0xc0000000ULL - PSIZE, 1, PSHIFT, &loc),
+	    0);
+	CHECK_EQ(loc.first, (0xc0000000ULL >> PSHIFT) - 1);
+	/* Out of segment: past the end, in the hole, empty mapping. */
+	CHECK_EQ(vdl_lookup(maps, 4, 0xc0000000ULL - PSIZE, 2, PSHIFT, &loc),
+	    EFAULT);
+	CHECK_EQ(vdl_lookup(maps, 4, 0xd0000000ULL, 1, PSHIFT, &loc), EFAULT);
+	CHECK_EQ(vdl_lookup(maps, 4, 0x200000000ULL, 1, PSHIFT, &loc),
+	    EFAULT);
+	CHECK_EQ(vdl_lookup(maps, 4, 0x140000000ULL, 1, PSHIFT, &loc),
+	    EFAULT);
+	/* Running from one mapping into the adjacent one is refused too. */
+	CHECK_EQ(vdl_lookup(maps, 4, 0xffe00000ULL, 512, PSHIFT, &loc),
+	    EFAULT);
+	CHECK_EQ(vdl_lookup(maps, 0, 0, 1, PSHIFT, &loc), EFAULT);
+}
+
+static void
+test_get_and_clear(void)
+{
+	uint64_t bits[8], out[4], n;
+	struct vdl_log log;
+
+	vdl_log_init(&log, bits, 500);
+	CHECK_EQ(vdl_log_mark(&log, 0), 0);
+	CHECK_EQ(vdl_log_mark(&log, 63), 0);
+	CHECK_EQ(vdl_log_mark(&log, 64), 0);
+	CHECK_EQ(vdl_log_mark(&log, 499), 0);
+	CHECK_EQ(vdl_log_mark(&log, 500), EINVAL);
+
+	/* A get reports the pages and clears them... */
+	memset(out, 0xff, sizeof(out));
+	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 130, out, &n), 0);
+	CHECK_EQ(n, 3);
+	CHECK(bit(out, 0) && bit(out, 63) && bit(out, 64));
+	CHECK_EQ(vdl_bitmap_count(out, 130), 3);
+	/* ...bits past npages are zero in the output... */
+	CHECK_EQ(out[2] >> 2, 0);
+	/* ...and a second get of the same range reports nothing. */
+	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 130, out, &n), 0);
+	CHECK_EQ(n, 0);
+	/* Pages outside the range were left alone. */
+	CHECK_EQ(vdl_log_fetch_clear(&log, 499, 1, out, &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK_EQ(out[0], 1);
+	/* Unaligned first page straddling words. */
+	vdl_log_mark(&log, 70);
+	vdl_log_mark(&log, 130);
+	vdl_log_mark(&log, 131);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 69, 62, out, &n), 0);
+	CHECK_EQ(n, 2);
+	CHECK(bit(out, 1) && bit(out, 61) && !bit(out, 62));
+	CHECK_EQ(vdl_log_fetch_clear(&log, 131, 1, out, &n), 0);
+	CHECK_EQ(n, 1);
+	/* Ranges outside the log. */
+	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 501, out, &n), EINVAL);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 500, 1, out, &n), EINVAL);
+	CHECK_EQ(vdl_log_fetch_clear(&log, UINT64_MAX, 2, out, &n), EINVAL);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 0, out, &n), EINVAL);
+}
+
+static void
+test_put_back(void)
+{
+	uint64_t bits[4], in[2], out[2], n;
+	struct vdl_log log;
+
+	vdl_log_init(&log, bits, 200);
+	/* A failed round returns what it had cleared. */
+	vdl_log_mark(&log, 10);
+	vdl_log_mark(&log, 75);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 100, out, &n), 0);
+	CHECK_EQ(n, 2);
+	CHECK_EQ(vdl_log_merge(&log, 0, 100, out), 0);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 100, in, &n), 0);
+	CHECK_EQ(n, 2);
+	CHECK(in[0] == out[0] && in[1] == out[1]);
+	/* Put-back ORs (never clears) and ignores bits past npages. */
+	vdl_log_mark(&log, 150);
+	in[0] = UINT64_C(1) << 1;
+	in[1] = ~UINT64_C(0);		/* only bit 64 (page 164) counts */
+	CHECK_EQ(vdl_log_merge(&log, 100, 65, in), 0);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 100, 100, out, &n), 0);
+	CHECK_EQ(n, 3);
+	CHECK(bit(out, 1) && bit(out, 50) && bit(out, 64) && !bit(out, 65));
+	/* Unaligned put-back crossing a word boundary. */
+	memset(in, 0, sizeof(in));
+	setbit(in, 0);
+	setbit(in, 5);
+	setbit(in, 6);
+	CHECK_EQ(vdl_log_merge(&log, 58, 7, in), 0);
+	CHECK(bit(bits, 58) && bit(bits, 63) && bit(bits, 64));
+	CHECK_EQ(vdl_log_merge(&log, 190, 11, in), EINVAL);
+}
+
+static void
+test_sticky(void)
+{
+	uint64_t bits[2], out[2], n;
+	struct vdl_log log;
+
+	vdl_log_init(&log, bits, 128);
+	/* Marks accumulate across collections until reported. */
+	vdl_log_mark(&log, 3);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 64, 64, out, &n), 0);
+	CHECK_EQ(n, 0);
+	vdl_log_mark(&log, 3);
+	vdl_log_mark(&log, 100);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 64, out, &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK_EQ(out[0], UINT64_C(1) << 3);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 64, 64, out, &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK_EQ(out[0], UINT64_C(1) << 36);
+	/* A page written again after a collection is reported again. */
+	vdl_log_mark(&log, 3);
+	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 128, out, &n), 0);
+	CHECK_EQ(n, 1);
+}
+
+/* Random operations checked against a one-byte-per-page model. */
+static void
+test_model(void)
+{
+	enum { NP = 1000 };
+	uint64_t bits[VDL_NWORDS(NP)], buf[VDL_NWORDS(NP)], first, n, cnt;
+	bool model[NP];
+	struct vdl_log log;
+	int iter, op;
+	uint64_t i;
+
+	vdl_log_init(&log, bits, NP);
+	memset(model, 0, sizeof(model));
+	for (iter = 0; iter < 20000; iter++) {
+		op = (int)(rnd() % 3);
+		first = rnd() % NP;
+		n = 1 + rnd() % (NP - first);
+		if (op == 0) {
+			for (i = 0; i < 4; i++) {
+				uint64_t p = rnd() % NP;
+
+				vdl_log_mark(&log, p);
+				model[p] = true;
+			}
+		} else if (op == 1) {
+			memset(buf, 0, sizeof(buf));
+			for (i = 0; i < n; i++) {
+				if (rnd() % 7 == 0) {
+					setbit(buf, i);
+					model[first + i] = true;
+				}
+			}
+			CHECK_EQ(vdl_log_merge(&log, first, n, buf), 0);
+		} else {
+			memset(buf, 0xa5, sizeof(buf));
+			CHECK_EQ(vdl_log_fetch_clear(&log, first, n, buf, &cnt),
+			    0);
+			for (i = 0; i < VDL_NWORDS(n) * 64; i++) {
+				bool want = i < n && model[first + i];
+
+				if (bit(buf, i) != want) {
+					fprintf(stderr, "iter %d: page %ju "
+					    "(first %ju n %ju) got %d\n", iter,
+					    (uintmax_t)(first + i),
+					    (uintmax_t)first, (uintmax_t)n,
+					    bit(buf, i));
+					failures++;
+					return;
+				}
+				if (i < n)
+					model[first + i] = false;
+			}
+			CHECK_EQ(cnt, vdl_bitmap_count(buf, n));
+		}
+	}
+}
+
+/*
+ * Markers and a collector race.  Each marker owns the pages p with
+ * p % RACE_THREADS == its index and marks one of them again only once the
+ * collector has reported its previous mark, so every mark must be reported
+ * exactly once: a mark lost between the collector's load and its clearing
+ * update would leave the page's counts unequal forever.
+ */
+#define	RACE_THREADS	4
+#define	RACE_PAGES	256
+#define	RACE_TARGET	20000		/* marks per marker */
+#define	RACE_SPINS	20000000	/* give up after this many tries */
+
+static struct vdl_log race_log;
+static uint64_t race_bits[VDL_NWORDS(RACE_PAGES)];
+static uint64_t race_marked[RACE_PAGES], race_got[RACE_PAGES];
+
+static void *
+race_marker(void *arg)
+{
+	uint64_t p, s;
+	int i, made, t;
+
+	t = (int)(intptr_t)arg;
+	s = (uint64_t)t * 0x9e3779b97f4a7c15ULL + 1;
+	made = 0;
+	for (i = 0; made < RACE_TARGET && i < RACE_SPINS; i++) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		p = (s % (RACE_PAGES / RACE_THREADS)) * RACE_THREADS + t;
+		if (__atomic_load_n(&race_got[p], __ATOMIC_ACQUIRE) !=
+		    race_marked[p]) {
+			if (i % 64 == 0)
+				sched_yield();	/* let the collector run */
+			continue;
+		}
+		race_marked[p]++;
+		made++;
+		vdl_log_mark(&race_log, p);
+	}
+	return (NULL);
+}
+
+static void
+race_collect(uint64_t first, uint64_t n)
+{
+	uint64_t buf[VDL_NWORDS(RACE_PAGES)], i;
+
+	vdl_log_fetch_clear(&race_log, first, n, buf, NULL);
+	for (i = 0; i < n; i++)
+		if (bit(buf, i))
+			__atomic_fetch_add(&race_got[first + i], 1,
+			    __ATOMIC_RELEASE);
+}
+
+static void
+test_race(void)
+{
+	pthread_t thr[RACE_THREADS];
+	bool joined[RACE_THREADS];
+	uint64_t first, i, marks;
+	int t, busy;
+
+	vdl_log_init(&race_log, race_bits, RACE_PAGES);
+	for (t = 0; t < RACE_THREADS; t++) {
+		joined[t] = false;
+		CHECK_EQ(pthread_create(&thr[t], NULL, race_marker,
+		    (void *)(intptr_t)t), 0);
+	}
+	busy = 1;
+	while (busy) {
+		first = rnd() % RACE_PAGES;
+		race_collect(first, 1 + rnd() % (RACE_PAGES - first));
+		busy = 0;
+		for (t = 0; t < RACE_THREADS; t++) {
+			if (!joined[t] && pthread_tryjoin_np(thr[t], NULL) == 0)
+				joined[t] = true;
+			if (!joined[t])
+				busy = 1;
+		}
+	}
+	race_collect(0, RACE_PAGES);
+	marks = 0;
+	for (i = 0; i < RACE_PAGES; i++) {
+		marks += race_marked[i];
+		if (race_got[i] != race_marked[i]) {
+			fprintf(stderr, "page %ju marked %ju reported %ju\n",
+			    (uintmax_t)i, (uintmax_t)race_marked[i],
+			    (uintmax_t)race_got[i]);
+			failures++;
+			return;
+		}
+	}
+	/* Pages went round many times: the race was really run. */
+	CHECK(marks >= 8 * RACE_PAGES);
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} cases[] = {
+	{ "validation", test_validation },
+	{ "lookup", test_lookup },
+	{ "get_and_clear", test_get_and_clear },
+	{ "put_back", test_put_back },
+	{ "sticky", test_sticky },
+	{ "model", test_model },
+	{ "race", test_race },
+};
+
+int
+main(int argc, char **argv)
+{
+	size_t i;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: dirty_log_test list | NAME\n");
+		return (2);
+	}
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (strcmp(argv[1], "list") == 0)
+			printf("%s\n", cases[i].name);
+		else if (strcmp(argv[1], cases[i].name) == 0) {
+			cases[i].fn();
+			if (failures != 0)
+				return (1);
+			printf("ok %s\n", cases[i].name);
+			return (0);
+		}
+	}
+	if (strcmp(argv[1], "list") == 0)
+		return (0);
+	fprintf(stderr, "no case %s\n", argv[1]);
+	return (2);
+}
