@@ -149,7 +149,9 @@ free_bitmaps(struct sender *s)
 
 /*
  * Collect the dirty log of all memory, chunk by chunk, into todo (to send)
- * and cleared (to put back should this attempt fail).
+ * and cleared (to put back should this attempt fail).  *count is what
+ * todo then holds: pages collected before a decision to stop are still
+ * owed to the destination.
  */
 static int
 collect(struct sender *s, uint64_t *count)
@@ -181,8 +183,9 @@ collect(struct sender *s, uint64_t *count)
 				s->cleared[seg][first / BITS_PER_WORD + w] |=
 				    s->chunk[w];
 			}
-			*count += popcount_words(s->chunk, nw);
 		}
+		*count += popcount_words(s->todo[seg],
+		    bitmap_words(s->npages[seg]));
 	}
 	return (0);
 }
