@@ -1,0 +1,75 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * Dirty page tracking for live migration: wrappers of VM_DIRTY_TRACK,
+ * VM_DIRTY_GET and VM_DIRTY_SET.  Like the rest of libvmmapi they return 0,
+ * or -1 with errno set.
+ */
+
+#include <sys/param.h>
+#include <sys/ioctl.h>
+
+#include <machine/vmm.h>
+#include <machine/vmm_dev.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "vmmapi.h"
+#include "internal.h"
+
+/* Start (enable) or stop dirty page tracking for the whole VM. */
+int
+vm_dirty_track(struct vmctx *ctx, bool enable)
+{
+	struct vm_dirty_track dt;
+
+	memset(&dt, 0, sizeof(dt));
+	dt.enable = enable ? 1 : 0;
+	return (ioctl(ctx->fd, VM_DIRTY_TRACK, &dt));
+}
+
+static int
+vm_dirty_bitmap(struct vmctx *ctx, u_long cmd, vm_paddr_t gpa, size_t npages,
+    const uint64_t *bitmap)
+{
+	struct vm_dirty_bitmap db;
+
+	if (npages == 0 || npages > VM_DIRTY_MAXPAGES || bitmap == NULL) {
+		errno = npages > VM_DIRTY_MAXPAGES ? ERANGE : EINVAL;
+		return (-1);
+	}
+	memset(&db, 0, sizeof(db));
+	db.gpa = gpa;
+	db.npages = npages;
+	db.bitmap = __DECONST(uint64_t *, bitmap);
+	return (ioctl(ctx->fd, cmd, &db));
+}
+
+/*
+ * Fetch and clear the dirty bits of the npages pages at gpa (one memory
+ * mapping, at most VM_DIRTY_MAXPAGES pages) into bitmap, which holds
+ * howmany(npages, 64) words; bit i stands for page gpa + i * PAGE_SIZE.
+ * Must be called by the process that maps guest memory (bhyve), whose own
+ * writes to it are collected too.
+ */
+int
+vm_dirty_get(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
+    uint64_t *bitmap)
+{
+	return (vm_dirty_bitmap(ctx, VM_DIRTY_GET, gpa, npages, bitmap));
+}
+
+/* Mark the pages set in bitmap dirty again (after a failed round). */
+int
+vm_dirty_set(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
+    const uint64_t *bitmap)
+{
+	return (vm_dirty_bitmap(ctx, VM_DIRTY_SET, gpa, npages, bitmap));
+}

@@ -1,0 +1,32 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+#ifndef _DEV_VMM_DIRTY_H_
+#define	_DEV_VMM_DIRTY_H_
+
+#ifdef _KERNEL
+
+struct thread;
+struct vm;
+struct vm_dirty_bitmap;
+struct vm_dirty_track;
+struct vm_page;
+
+/* Handlers of VM_DIRTY_TRACK, VM_DIRTY_GET and VM_DIRTY_SET. */
+int	vmm_dirty_track(struct vm *vm, const struct vm_dirty_track *dt);
+int	vmm_dirty_get(struct vm *vm, const struct vm_dirty_bitmap *db,
+	    struct thread *td);
+int	vmm_dirty_set(struct vm *vm, const struct vm_dirty_bitmap *db);
+
+/* A kernel hold on the page (vm_gpa_hold()) is being released. */
+void	vmm_dirty_page_released(struct vm_page *m);
+
+/* The VM's memory is being destroyed: drop its tracking state. */
+void	vmm_dirty_vm_destroy(struct vm *vm);
+
+#endif /* _KERNEL */
+
+#endif /* !_DEV_VMM_DIRTY_H_ */
