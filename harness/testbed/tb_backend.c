@@ -1,0 +1,237 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * struct mig_backend_ops over the test guest: segments from its
+ * mapping, dirty bits from the userfaultfd tracker, state sections from
+ * tb_state.c.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "migration.h"
+#include "migration_backend.h"
+
+#include "tb_backend.h"
+#include "tb_dirty.h"
+#include "tb_guest.h"
+#include "tb_state.h"
+
+/* The test guest runs no CPU-specific code: only the model must match. */
+#define	TB_CPU_FEATURES	"testbed-v1"
+
+static int
+tb_vminfo(void *arg, struct mig_vminfo *vi)
+{
+	struct tb_backend *tb = arg;
+	struct tb_guest *g = tb->guest;
+	uint32_t i;
+
+	memset(vi, 0, sizeof(*vi));
+	vi->ncpus = tb_guest_config(g)->nvcpus;
+	vi->page_size = TB_PAGE_SIZE;
+	vi->nsegs = tb_guest_nsegs(g);
+	for (i = 0; i < vi->nsegs; i++)
+		tb_guest_seg(g, i, &vi->segs[i].gpa, &vi->segs[i].len,
+		    &vi->segs[i].host);
+	vi->nsections = tb_state_nsections(g);
+	for (i = 0; i < vi->nsections; i++) {
+		tb_state_name(g, i, vi->sections[i].name,
+		    sizeof(vi->sections[i].name));
+		vi->sections[i].version = TB_STATE_VERSION;
+	}
+	snprintf(vi->cpu_features, sizeof(vi->cpu_features), "%s",
+	    TB_CPU_FEATURES);
+	return (0);
+}
+
+static int
+tb_dirty_start(void *arg)
+{
+	struct tb_backend *tb = arg;
+	int error;
+
+	error = tb_dirty_arm(tb_guest_dirty(tb->guest));
+	if (error != 0)
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
+		    "cannot write-protect guest memory: %s", strerror(error));
+	return (error);
+}
+
+/* Turn (segment, first page) into a page index of the whole guest. */
+static int
+chunk_pages(struct tb_backend *tb, uint32_t seg, uint64_t first,
+    uint64_t npages, uint64_t *idx)
+{
+	uint64_t gpa, len;
+	uint8_t *host;
+
+	if (seg >= tb_guest_nsegs(tb->guest)) {
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
+		    "dirty log of segment %u: the guest has %u", seg,
+		    tb_guest_nsegs(tb->guest));
+		return (EINVAL);
+	}
+	tb_guest_seg(tb->guest, seg, &gpa, &len, &host);
+	if (npages > MIG_DIRTY_CHUNK_PAGES || first > len / TB_PAGE_SIZE ||
+	    npages > len / TB_PAGE_SIZE - first) {
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
+		    "dirty log of pages %" PRIu64 "+%" PRIu64 " is outside "
+		    "segment %u", first, npages, seg);
+		return (EINVAL);
+	}
+	*idx = seg * (len / TB_PAGE_SIZE) + first;
+	return (0);
+}
+
+static int
+tb_dirty_collect_op(void *arg, uint32_t seg, uint64_t first,
+    uint64_t npages, uint64_t *bitmap)
+{
+	struct tb_backend *tb = arg;
+	uint64_t idx;
+	int error;
+
+	error = chunk_pages(tb, seg, first, npages, &idx);
+	if (error != 0)
+		return (error);
+	error = tb_dirty_collect(tb_guest_dirty(tb->guest), idx, npages,
+	    bitmap);
+	if (error != 0)
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
+		    "reading the dirty log (PAGEMAP_SCAN): %s",
+		    strerror(error));
+	return (error);
+}
+
+static int
+tb_dirty_putback_op(void *arg, uint32_t seg, uint64_t first,
+    uint64_t npages, const uint64_t *bitmap)
+{
+	struct tb_backend *tb = arg;
+	uint64_t idx;
+	int error;
+
+	error = chunk_pages(tb, seg, first, npages, &idx);
+	if (error != 0)
+		return (error);
+	return (tb_dirty_putback(tb_guest_dirty(tb->guest), idx, npages,
+	    bitmap));
+}
+
+static void
+tb_dirty_stop(void *arg)
+{
+	struct tb_backend *tb = arg;
+
+	(void)tb_dirty_disarm(tb_guest_dirty(tb->guest));
+}
+
+static int
+tb_pause(void *arg)
+{
+	struct tb_backend *tb = arg;
+
+	return (tb_guest_pause(tb->guest));
+}
+
+static int
+tb_resume(void *arg)
+{
+	struct tb_backend *tb = arg;
+
+	return (tb_guest_resume(tb->guest));
+}
+
+static int
+tb_throttle(void *arg, uint32_t percent)
+{
+	struct tb_backend *tb = arg;
+	int error;
+
+	error = tb_guest_throttle(tb->guest, percent);
+	if (error != 0)
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
+		    "throttle of %u%%: at most 99%% is possible", percent);
+	return (error);
+}
+
+static int
+tb_state_save_op(void *arg, uint32_t idx, void **buf, size_t *len)
+{
+	struct tb_backend *tb = arg;
+
+	return (tb_state_save(tb->guest, idx, buf, len, tb->mb.errmsg,
+	    sizeof(tb->mb.errmsg)));
+}
+
+static int
+tb_state_restore_op(void *arg, uint32_t idx, const void *buf, size_t len)
+{
+	struct tb_backend *tb = arg;
+	int error;
+
+	error = tb_state_restore(tb->guest, idx, buf, len, tb->mb.errmsg,
+	    sizeof(tb->mb.errmsg));
+	if (error == 0 && idx < 64)
+		tb->restored |= 1ull << idx;
+	return (error);
+}
+
+static void
+tb_progress(void *arg, const struct mig_progress *p)
+{
+	struct tb_backend *tb = arg;
+
+	if (tb->progress != NULL)
+		tb->progress(tb->progress_arg, p);
+}
+
+static const struct mig_backend_ops tb_ops = {
+	.vminfo = tb_vminfo,
+	.dirty_start = tb_dirty_start,
+	.dirty_collect = tb_dirty_collect_op,
+	.dirty_putback = tb_dirty_putback_op,
+	.dirty_stop = tb_dirty_stop,
+	.pause = tb_pause,
+	.resume = tb_resume,
+	.throttle = tb_throttle,
+	.state_save = tb_state_save_op,
+	.state_restore = tb_state_restore_op,
+	.progress = tb_progress,
+};
+
+void
+tb_backend_init(struct tb_backend *tb, struct tb_guest *g,
+    tb_progress_fn *progress, void *progress_arg)
+{
+
+	memset(tb, 0, sizeof(*tb));
+	tb->mb.ops = &tb_ops;
+	tb->mb.arg = tb;
+	tb->guest = g;
+	tb->progress = progress;
+	tb->progress_arg = progress_arg;
+}
+
+bool
+tb_backend_missing_section(const struct tb_backend *tb, char *name,
+    size_t namelen)
+{
+	uint32_t i, n;
+
+	n = tb_state_nsections(tb->guest);
+	for (i = 0; i < n; i++) {
+		if ((tb->restored & (1ull << i)) == 0) {
+			tb_state_name(tb->guest, i, name, namelen);
+			return (true);
+		}
+	}
+	return (false);
+}

@@ -1,0 +1,149 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tb_guest.h"
+#include "tb_le.h"
+#include "tb_state.h"
+
+/*
+ * cpuN, 48 bytes: le32 vCPU index, le32 zero, le64 first page of the
+ * region, le64 loop length in pages, le64 position, le64 pass, le64
+ * iterations.  The region and loop travel so that a destination started
+ * with another --vcpus, --memory or --workload is refused instead of
+ * continuing a loop it does not have.
+ */
+#define	CPU_STATE_LEN		48
+#define	COUNTER_STATE_LEN	8
+
+uint32_t
+tb_state_nsections(const struct tb_guest *g)
+{
+
+	return (tb_guest_config(g)->nvcpus + 2);
+}
+
+void
+tb_state_name(const struct tb_guest *g, uint32_t idx, char *name,
+    size_t namelen)
+{
+	uint32_t ncpu = tb_guest_config(g)->nvcpus;
+
+	if (idx < ncpu)
+		snprintf(name, namelen, "cpu%u", idx);
+	else if (idx == ncpu)
+		snprintf(name, namelen, "tb-counter");
+	else
+		snprintf(name, namelen, "tb-blob");
+}
+
+int
+tb_state_save(struct tb_guest *g, uint32_t idx, void **bufp, size_t *lenp,
+    char *msg, size_t msglen)
+{
+	uint32_t ncpu = tb_guest_config(g)->nvcpus;
+	uint64_t first, npages, loop;
+	struct tb_vcpu_regs r;
+	uint8_t *buf;
+	size_t len;
+
+	if (idx >= tb_state_nsections(g)) {
+		snprintf(msg, msglen, "no state section %u", idx);
+		return (EINVAL);
+	}
+	len = idx < ncpu ? CPU_STATE_LEN : idx == ncpu ? COUNTER_STATE_LEN :
+	    TB_BLOB_SIZE;
+	buf = malloc(len);
+	if (buf == NULL) {
+		snprintf(msg, msglen, "out of memory");
+		return (ENOMEM);
+	}
+	if (idx < ncpu) {
+		tb_guest_region(g, idx, &first, &npages, &loop);
+		tb_guest_get_regs(g, idx, &r);
+		tb_le32enc(buf, idx);
+		tb_le32enc(buf + 4, 0);
+		tb_le64enc(buf + 8, first);
+		tb_le64enc(buf + 16, loop);
+		tb_le64enc(buf + 24, r.position);
+		tb_le64enc(buf + 32, r.pass);
+		tb_le64enc(buf + 40, r.iterations);
+	} else if (idx == ncpu)
+		tb_le64enc(buf, tb_guest_counter(g));
+	else
+		memcpy(buf, tb_guest_blob(g), TB_BLOB_SIZE);
+	*bufp = buf;
+	*lenp = len;
+	return (0);
+}
+
+static int
+restore_cpu(struct tb_guest *g, uint32_t idx, const uint8_t *buf,
+    char *msg, size_t msglen)
+{
+	uint64_t first, npages, loop;
+	struct tb_vcpu_regs r;
+
+	tb_guest_region(g, idx, &first, &npages, &loop);
+	if (tb_le32dec(buf) != idx || tb_le32dec(buf + 4) != 0) {
+		snprintf(msg, msglen, "cpu%u: state belongs to vCPU %u",
+		    idx, tb_le32dec(buf));
+		return (EINVAL);
+	}
+	if (tb_le64dec(buf + 8) != first || tb_le64dec(buf + 16) != loop) {
+		snprintf(msg, msglen, "cpu%u: the source's vCPU loops over "
+		    "%" PRIu64 " pages from page %" PRIu64 ", this one over "
+		    "%" PRIu64 " from %" PRIu64 " (start the destination "
+		    "with the same --memory, --vcpus and --workload)", idx,
+		    tb_le64dec(buf + 16), tb_le64dec(buf + 8), loop, first);
+		return (EINVAL);
+	}
+	r.position = tb_le64dec(buf + 24);
+	r.pass = tb_le64dec(buf + 32);
+	r.iterations = tb_le64dec(buf + 40);
+	if (loop == 0 ? r.position != 0 : r.position >= loop) {
+		snprintf(msg, msglen, "cpu%u: position %" PRIu64 " is "
+		    "outside the loop of %" PRIu64 " pages", idx, r.position,
+		    loop);
+		return (EINVAL);
+	}
+	tb_guest_set_regs(g, idx, &r);
+	return (0);
+}
+
+int
+tb_state_restore(struct tb_guest *g, uint32_t idx, const void *buf,
+    size_t len, char *msg, size_t msglen)
+{
+	uint32_t ncpu = tb_guest_config(g)->nvcpus;
+	char name[32];
+	size_t want;
+
+	if (idx >= tb_state_nsections(g)) {
+		snprintf(msg, msglen, "no state section %u", idx);
+		return (EINVAL);
+	}
+	tb_state_name(g, idx, name, sizeof(name));
+	want = idx < ncpu ? CPU_STATE_LEN : idx == ncpu ? COUNTER_STATE_LEN :
+	    TB_BLOB_SIZE;
+	if (len != want) {
+		snprintf(msg, msglen, "%s: state is %zu bytes, expected %zu",
+		    name, len, want);
+		return (EINVAL);
+	}
+	if (idx < ncpu)
+		return (restore_cpu(g, idx, buf, msg, msglen));
+	if (idx == ncpu)
+		tb_guest_set_counter(g, tb_le64dec(buf));
+	else
+		memcpy(tb_guest_blob(g), buf, TB_BLOB_SIZE);
+	return (0);
+}
