@@ -341,14 +341,17 @@ vm_progress(void *arg __unused, const struct mig_progress *p)
 static bool
 vm_probe_state(void *arg __unused, uint64_t *iterations, uint8_t *state)
 {
+	struct tb_guest *g;
 	enum vm_state st;
 
-	if (vm.guest == NULL || !tb_guest_is_running(vm.guest))
+	/* The probe answers from before the guest exists. */
+	g = __atomic_load_n(&vm.guest, __ATOMIC_ACQUIRE);
+	if (g == NULL || !tb_guest_is_running(g))
 		return (false);
 	pthread_mutex_lock(&vm.mtx);
 	st = vm.state;
 	pthread_mutex_unlock(&vm.mtx);
-	*iterations = tb_guest_iterations(vm.guest);
+	*iterations = tb_guest_iterations(g);
 	*state = (uint8_t)st;
 	return (true);
 }
@@ -830,16 +833,18 @@ setup(const struct opts *o)
 static int
 run(const struct opts *o)
 {
+	struct tb_guest *g;
 	char msg[256];
 	int error;
 
 	if (setup(o) != 0)
 		return (1);
-	error = tb_guest_create(&vm.guest, &vm.cfg, true, msg, sizeof(msg));
+	error = tb_guest_create(&g, &vm.cfg, true, msg, sizeof(msg));
 	if (error != 0) {
 		fprintf(stderr, "tbvm: %s\n", msg);
 		return (1);
 	}
+	__atomic_store_n(&vm.guest, g, __ATOMIC_RELEASE);
 	tb_backend_init(&vm.be, vm.guest, vm_progress, NULL);
 	vm.state = VM_RUNNING;
 	tb_guest_resume(vm.guest);
@@ -886,6 +891,7 @@ receive(const struct opts *o)
 	struct mig_error err;
 	struct mig_conn *conn;
 	struct tb_report rep;
+	struct tb_guest *g;
 	int error, lfd, fd;
 
 	mig_params_init(&params);
@@ -932,11 +938,12 @@ receive(const struct opts *o)
 	}
 	if (mig_recv_accept(fd, &params, &conn, &peer, &err) != 0)
 		goto fail;
-	error = tb_guest_create(&vm.guest, &vm.cfg, false, msg, sizeof(msg));
+	error = tb_guest_create(&g, &vm.cfg, false, msg, sizeof(msg));
 	if (error != 0) {
 		local_error(&err, MIG_PHASE_COMPAT, error, msg);
 		goto fail_conn;
 	}
+	__atomic_store_n(&vm.guest, g, __ATOMIC_RELEASE);
 	tb_backend_init(&vm.be, vm.guest, vm_progress, NULL);
 	if (mig_recv_run(conn, &vm.be.mb, &st, &err) != 0)
 		goto fail_conn;
