@@ -245,7 +245,9 @@ def detached_bhyve_argv(bhyve: list[str], log: str, pidfile: str) -> list[str]:
     script = (
         f'"$@" & pid=$!; echo "$pid" > {shlex.quote(pidfile)}; wait "$pid"; echo "{EXIT_MARK}$?"'
     )
-    return ["daemon", "-o", log, "sh", "-c", script, "sh", *bhyve]
+    # -f: no descriptor of the SSH session stays open in the daemon (else the session, and
+    # the command starting it, would last as long as bhyve); -o then sends output to log.
+    return ["daemon", "-f", "-o", log, "sh", "-c", script, "sh", *bhyve]
 
 
 def _state_argv(vm: str, pidfile: str) -> list[str]:

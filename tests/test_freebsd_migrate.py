@@ -161,7 +161,7 @@ class FakeHost:
         if argv[:2] == ["sh", "-c"] and "/dev/vmm/" in argv[2]:
             return self._ok(argv, f"vm={'yes' if self.vm else 'no'} bhyve={self.pid or 'none'}\n")
         if argv[0] == "daemon":
-            log, bhyve = argv[2], argv[7:]
+            log, bhyve = argv[3], argv[8:]
             self.next_pid += 1
             self.pid = self.next_pid
             if "-R" in bhyve:
@@ -379,8 +379,8 @@ def test_completed_migration_command_lines_and_order() -> None:
     # The receiver: bhyve_argv with -R on the destination's migration address.
     start = b.index("beta", "run", r"^daemon ")
     receiver = shlex.split(b.events[start][2])
-    assert receiver[:3] == ["daemon", "-o", f"/var/tmp/bhyvemig/{VM}.receive.log"]
-    bhyve = receiver[7:]
+    assert receiver[:4] == ["daemon", "-f", "-o", f"/var/tmp/bhyvemig/{VM}.receive.log"]
+    bhyve = receiver[8:]
     assert bhyve == freebsd.bhyve_argv(GUEST, receive="192.0.2.11:24981", keyfile=KEY)
     assert bhyve[-3:] == ["-o", f"migration.keyfile={KEY}", VM]
     # bhyvectl on the source, with the policy's options.
@@ -436,8 +436,8 @@ def test_starts_the_guest_on_the_source_when_it_is_not_running() -> None:
     run(b)
     start = b.index("alpha", "run", r"^daemon ")
     argv = shlex.split(b.events[start][2])
-    assert argv[:3] == ["daemon", "-o", f"/var/tmp/bhyvemig/{VM}.source.log"]
-    assert argv[7:] == freebsd.bhyve_argv(GUEST)
+    assert argv[:4] == ["daemon", "-f", "-o", f"/var/tmp/bhyvemig/{VM}.source.log"]
+    assert argv[8:] == freebsd.bhyve_argv(GUEST)
     assert start < b.index("beta", "run", r"^daemon ") < b.index("alpha", "spawn", "^bhyvectl")
 
 
