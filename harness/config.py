@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -123,6 +123,8 @@ class TestbedGuest:
     workload: `idle`, `full` or `hotset:SIZE`, optionally `@RATE` (pages/s per vCPU);
     fill: initial memory, `pattern` (every page non-zero) or `zero`; rate: pages/s per vCPU
     (the same as `@RATE`)."""
+
+    __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
 
     workload: str = "hotset:64M"
     fill: str = "pattern"

@@ -481,9 +481,11 @@ def bhyvectl_migrate_argv(
     argv.append(f"--migrate-keyfile={keyfile}")
     if live:
         argv.append(f"{opt['downtime_limit_ms']}={policy.downtime_limit_ms}")
-        argv.append(f"{opt['max_rounds']}={policy.max_rounds}")
+        # bhyvectl refuses the two together: fixed rounds replace the bound.
         if policy.fixed_rounds is not None:
             argv.append(f"{opt['fixed_rounds']}={policy.fixed_rounds}")
+        else:
+            argv.append(f"{opt['max_rounds']}={policy.max_rounds}")
     if policy.bandwidth:
         argv.append(f"{opt['bandwidth']}={policy.bandwidth}")
     if policy.encrypt:

@@ -343,17 +343,6 @@ def _ping_outage_ms(output: str, interval_s: float) -> float | None:
     return round(gap * interval_s * 1000.0, 3)
 
 
-def bhyvectl_argv(
-    guest: Guest, destination: str, keyfile: str, policy: MigrationPolicy, live: bool
-) -> list[str]:
-    """freebsd.bhyvectl_migrate_argv, minus --migrate-max-rounds when fixed rounds are set:
-    bhyvectl refuses the two together ("exclude each other", bhyvectl_migrate.c)."""
-    argv = freebsd.bhyvectl_migrate_argv(guest.name, destination, keyfile, policy, live)
-    if policy.fixed_rounds is not None:
-        argv = [a for a in argv if not a.startswith("--migrate-max-rounds=")]
-    return argv
-
-
 # --------------------------------------------------------------------------------------
 # The flow
 
@@ -655,7 +644,7 @@ def migrate_freebsd(
         )
     flow = _Flow(config, source, destination, guest, policy, runners[0], runners[1],
                  on_progress, opts)  # fmt: skip
-    argv = bhyvectl_argv(guest, flow.target, flow.sf["key"], policy, opts.live)
+    argv = freebsd.bhyvectl_migrate_argv(guest.name, flow.target, flow.sf["key"], policy, opts.live)
 
     flow.write_keys()
     try:

@@ -154,9 +154,13 @@ class LocalProcess:
 
     def wait(self, timeout: float) -> int | None:
         try:
-            return self._proc.wait(timeout)
+            code = self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        # Its last lines may still be in the pipe: let the reader drain it.
+        with self._out.cond:
+            self._out.cond.wait_for(lambda: self._out.closed, timeout=5.0)
+        return code
 
     def alive(self) -> bool:
         return self._proc.poll() is None

@@ -213,7 +213,9 @@ class SSHProcess:
         except (OSError, EOFError, paramiko.SSHException):
             pass
         buf.close()
-        status = self._chan.recv_exit_status() if self._chan.exit_status_ready() else -1
+        # The exit status may trail the end of output; this waits for it and
+        # gives -1 if the channel closes without one (killed by a signal).
+        status = self._chan.recv_exit_status()
         with self._cond:
             self._status = status
             self._closed = True

@@ -134,6 +134,10 @@ class Peer:
         mtype, body = self.recv(keyed=False)
         if mtype == ERROR:
             raise PeerRefused(decode_error(body))
+        if not hmac.compare_digest(body, proofs["dst" if self.role == ROLE_SOURCE else "src"]):
+            # Keys differ: the engine, having checked our proof, says why it refuses.
+            mtype, body = self.recv(keyed=False)
+            raise PeerRefused(decode_error(body) if mtype == ERROR else "proof mismatch")
         self.keys = {
             "s2d": _prf(self.key, "bhyve-mig v1 source to destination", transcript),
             "d2s": _prf(self.key, "bhyve-mig v1 destination to source", transcript),

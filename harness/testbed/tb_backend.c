@@ -45,6 +45,8 @@ tb_vminfo(void *arg, struct mig_vminfo *vi)
 		tb_state_name(g, i, vi->sections[i].name,
 		    sizeof(vi->sections[i].name));
 		vi->sections[i].version = TB_STATE_VERSION;
+		if (i < vi->ncpus)
+			vi->sections[i].flags = MIG_SECTION_VCPU;
 	}
 	snprintf(vi->cpu_features, sizeof(vi->cpu_features), "%s",
 	    TB_CPU_FEATURES);

@@ -217,6 +217,7 @@ struct fill_job {
 	struct tb_guest	*g;
 	uint64_t	first;
 	uint64_t	npages;
+	bool		pattern;	/* else only fault the pages in */
 };
 
 static void *
@@ -234,6 +235,8 @@ fill_main(void *arg)
 	 */
 	(void)madvise(g->mem + (job->first << TB_PAGE_SHIFT),
 	    job->npages << TB_PAGE_SHIFT, MADV_POPULATE_WRITE);
+	if (!job->pattern)
+		return (NULL);
 	for (i = job->first; i < job->first + job->npages; i++) {
 		page = tb_guest_page(g, i, &gpa);
 		tb_pattern_page(g->cfg.seed, gpa, page);
@@ -241,8 +244,12 @@ fill_main(void *arg)
 	return (NULL);
 }
 
+/*
+ * Fault all of memory in, with the pattern or without (a destination,
+ * like bhyve -S, backs its memory before the stream arrives).
+ */
 static void
-fill_pattern(struct tb_guest *g)
+fill_memory(struct tb_guest *g, bool pattern)
 {
 	struct fill_job jobs[FILL_MAX_THREADS];
 	pthread_t threads[FILL_MAX_THREADS];
@@ -257,6 +264,7 @@ fill_pattern(struct tb_guest *g)
 		n = 1;
 	for (i = 0; i < n; i++) {
 		jobs[i].g = g;
+		jobs[i].pattern = pattern;
 		jobs[i].first = g->npages * (uint64_t)i / (uint64_t)n;
 		jobs[i].npages = g->npages * (uint64_t)(i + 1) / (uint64_t)n -
 		    jobs[i].first;
@@ -329,9 +337,10 @@ tb_guest_create(struct tb_guest **gp, const struct tb_guest_config *cfg,
 		goto fail;
 	if (fresh) {
 		if (cfg->fill == TB_FILL_PATTERN)
-			fill_pattern(g);
+			fill_memory(g, true);
 		tb_pattern_blob(cfg->seed, g->blob);
-	}
+	} else
+		fill_memory(g, false);
 
 	for (i = 0; i < cfg->nvcpus; i++) {
 		vc = &g->vcpus[i];

@@ -423,18 +423,19 @@ migrate_main(void *arg)
 		r = mig_send(job->fd, &vm.be.mb, &job->params, &st, &err);
 	close(job->fd);
 
-	pr = vm.progress;
-	fill_report(&rep, "source", status[r], r == MIG_OK ? NULL : &err,
-	    &st);
-	tb_progress_post(pr, tb_report_result_event(&rep));
-	vm.progress = NULL;
-	tb_progress_close(pr);
-
+	/* The state first: whoever reads the result may act on it. */
 	pthread_mutex_lock(&vm.mtx);
+	pr = vm.progress;
+	vm.progress = NULL;
 	vm.state = r == MIG_OK ? VM_MIGRATED : r == MIG_FAILED ? VM_RUNNING :
 	    VM_PAUSED;
 	vm.migrate_running = false;
 	pthread_mutex_unlock(&vm.mtx);
+
+	fill_report(&rep, "source", status[r], r == MIG_OK ? NULL : &err,
+	    &st);
+	tb_progress_post(pr, tb_report_result_event(&rep));
+	tb_progress_close(pr);
 	switch (r) {
 	case MIG_OK:
 		printf("MIGRATED\n");

@@ -61,7 +61,7 @@ enum mig_role {
 enum mig_fault {
 	MIG_FAULT_NONE = 0,
 	MIG_FAULT_DROP_DIRTY_PAGE,	/* sender skips one dirty page */
-	MIG_FAULT_STALE_DEVICE_STATE,	/* device state saved before pause */
+	MIG_FAULT_STALE_DEVICE_STATE,	/* device state saved 100 ms early */
 };
 
 /* Round policy. */
@@ -73,7 +73,8 @@ enum mig_policy_mode {
 struct mig_params {
 	uint8_t		key[MIG_KEY_LEN];
 	bool		live;			/* pre-copy; else pause first */
-	bool		encrypt;		/* AES-256-GCM on page data */
+	/* Source: encrypt the stream; destination: refuse it in clear. */
+	bool		encrypt;
 	enum mig_policy_mode policy;
 	uint32_t	fixed_rounds;		/* MIG_POLICY_FIXED only */
 	uint32_t	max_rounds;		/* live rounds, >= 1 */

@@ -38,7 +38,10 @@ struct mig_memseg {
 struct mig_section {
 	char		name[MIG_NAME_MAX];
 	uint32_t	version;
+	uint32_t	flags;		/* local only, not on the wire */
 };
+
+#define	MIG_SECTION_VCPU	0x1	/* a vCPU's registers, not a device */
 
 /* What both sides must agree on before any memory moves. */
 struct mig_vminfo {
@@ -61,7 +64,8 @@ struct mig_backend_ops {
 	 * fetches and clears the marks of npages pages starting at page
 	 * first of segment seg into bitmap (bit i: page first + i), without
 	 * stopping the vCPUs.  dirty_putback() marks pages dirty again (a
-	 * failed migration returns what it had cleared).  npages never
+	 * failed migration returns what it had cleared); dirty_stop() ends
+	 * tracking but keeps marks not yet collected.  npages never
 	 * exceeds MIG_DIRTY_CHUNK_PAGES.
 	 */
 	int	(*dirty_start)(void *arg);
@@ -81,6 +85,8 @@ struct mig_backend_ops {
 	/*
 	 * State of section idx (of vminfo's list).  state_save() returns a
 	 * malloc'd buffer the engine frees.  Called with the guest paused.
+	 * The destination restores sections in list order, after all of
+	 * memory arrived.
 	 */
 	int	(*state_save)(void *arg, uint32_t idx, void **buf,
 		    size_t *len);

@@ -149,7 +149,8 @@ hs_negotiate(struct hs_state *hs, uint32_t *version, bool *encrypt)
 
 int
 mig_handshake(struct mig_chan *ch, const struct mig_params *p,
-    bool require_encrypt, uint32_t *version, struct mig_error *err)
+    bool require_encrypt, uint32_t *version, uint64_t *rtt_us,
+    struct mig_error *err)
 {
 	struct mig_session_keys keys;
 	struct hs_state hs;
@@ -164,6 +165,7 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 	memset(&hs, 0, sizeof(hs));
 	hs.ch = ch;
 	hs.err = err;
+	*rtt_us = mig_now_us();
 	if ((error = hs_hello(&hs, p, require_encrypt)) != 0 ||
 	    (error = hs_negotiate(&hs, version, &encrypt)) != 0)
 		return (error);
@@ -195,6 +197,7 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 	if ((error = hs_recv(&hs, MIG_PHASE_AUTH, MIG_MSG_AUTH, &payload,
 	    &len)) != 0)
 		goto out;
+	*rtt_us = mig_now_us() - *rtt_us;
 	if (len != MIG_AUTH_LEN || !mig_mac_equal(payload, their_proof,
 	    MIG_AUTH_LEN)) {
 		error = hs_refuse(&hs, MIG_PHASE_AUTH, EACCES,

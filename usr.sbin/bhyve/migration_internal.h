@@ -31,9 +31,11 @@ const char *mig_role_name(enum mig_role);
 
 /*
  * Version and capability negotiation and proof of the key.  On success
- * the channel is keyed and *version holds the agreed protocol version.
+ * the channel is keyed, *version holds the agreed protocol version and
+ * *rtt_us the time from sending HELLO to the peer's AUTH: a round trip.
  */
 int	mig_handshake(struct mig_chan *, const struct mig_params *,
-	    bool require_encrypt, uint32_t *version, struct mig_error *);
+	    bool require_encrypt, uint32_t *version, uint64_t *rtt_us,
+	    struct mig_error *);
 
 #endif /* _MIGRATION_INTERNAL_H_ */

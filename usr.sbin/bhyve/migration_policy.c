@@ -84,7 +84,7 @@ mig_policy_decide(struct mig_policy *pol, uint64_t dirty_pages,
 		}
 		return;
 	}
-	if (d->est_downtime_us <= pol->downtime_limit_us) {
+	if (d->est_downtime_us <= pol->downtime_limit_us || dirty_pages == 0) {
 		d->stop = true;
 		d->reason = MIG_STOP_CONVERGED;
 	} else if (pol->rounds >= pol->max_rounds) {
@@ -110,7 +110,8 @@ mig_policy_decide(struct mig_policy *pol, uint64_t dirty_pages,
 	 * sending harder cannot win, slowing the guest can.  Two such
 	 * rounds in a row, as QEMU's auto-converge does, before acting.
 	 */
-	if (pol->rounds > 1 && dirty_pages * 2 >= pol->prev_round_pages)
+	if (pol->rounds > 1 && dirty_pages > 0 &&
+	    dirty_pages * 2 >= pol->prev_round_pages)
 		pol->hot_rounds++;
 	else
 		pol->hot_rounds = 0;

@@ -39,6 +39,7 @@ struct mig_conn {
 	struct mig_backend *be;
 	enum mig_phase	phase;
 	uint32_t	version;
+	uint64_t	rtt_us;
 	uint64_t	t0;
 	uint64_t	final_us;	/* final round began */
 	uint64_t	pages_total;
@@ -126,7 +127,7 @@ mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
 	}
 	c->phase = MIG_PHASE_HANDSHAKE;
 	if ((error = mig_handshake(&c->ch, p, p->encrypt, &c->version,
-	    err)) != 0)
+	    &c->rtt_us, err)) != 0)
 		goto fail;
 	c->phase = MIG_PHASE_COMPAT;
 	if ((error = mig_chan_recv(&c->ch, &hdr, &payload)) != 0) {
@@ -422,6 +423,7 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 	st->nrounds = 0;
 	st->protocol_version = c->version;
 	st->encrypted = c->ch.encrypt;
+	st->rtt_us = c->rtt_us;
 	if ((error = check_compat(c)) != 0)
 		goto out;
 	c->phase = MIG_PHASE_PRECOPY;

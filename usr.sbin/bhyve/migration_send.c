@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "migration.h"
 #include "migration_backend.h"
@@ -351,7 +352,6 @@ describe_and_check(struct sender *s)
 	uint8_t buf[8192];
 	void *payload;
 	size_t len;
-	uint64_t t0;
 	uint32_t i;
 	int error;
 
@@ -361,13 +361,12 @@ describe_and_check(struct sender *s)
 	if ((len = mig_vminfo_encode(buf, sizeof(buf), &s->vi)) == 0)
 		return (backend_fail(s, EINVAL,
 		    "the guest's description does not fit a message"));
-	t0 = mig_now_us();
 	if ((error = mig_chan_send(&s->ch, MIG_MSG_VMINFO, buf, len)) != 0)
 		return (chan_fail(s, error, "describing the guest"));
+	/* The destination sets its memory up before it answers. */
 	if ((error = mig_chan_recv(&s->ch, &hdr, &payload)) != 0)
 		return (chan_fail(s, error, "waiting for the compatibility "
 		    "verdict"));
-	s->st->rtt_us = mig_now_us() - t0;
 	if (hdr.type == MIG_MSG_ERROR) {
 		mig_fail_peer(s->err, &s->ch, payload, hdr.len);
 		return (s->err->code);
@@ -420,13 +419,16 @@ struct saved_state {
 	size_t	len[MIG_MAX_SECTIONS];
 };
 
+/* Save the sections whose vCPU flag equals vcpu. */
 static int
-save_state(struct sender *s, struct saved_state *ss)
+save_state(struct sender *s, struct saved_state *ss, bool vcpu)
 {
 	uint32_t i;
 	int error;
 
 	for (i = 0; i < s->vi.nsections; i++) {
+		if (((s->vi.sections[i].flags & MIG_SECTION_VCPU) != 0) != vcpu)
+			continue;
 		error = s->be->ops->state_save(s->be->arg, i, &ss->buf[i],
 		    &ss->len[i]);
 		if (error != 0) {
@@ -516,6 +518,7 @@ live_rounds(struct sender *s)
 static int
 stop_and_copy(struct sender *s)
 {
+	struct timespec stale_delay;
 	struct saved_state ss;
 	struct mig_round_stats *r;
 	struct mig_ready ready;
@@ -527,10 +530,17 @@ stop_and_copy(struct sender *s)
 	int error;
 
 	memset(&ss, 0, sizeof(ss));
-	/* Test-only: state taken while the guest still runs is stale. */
-	if (s->p->fault == MIG_FAULT_STALE_DEVICE_STATE &&
-	    (error = save_state(s, &ss)) != 0)
-		goto out;
+	/*
+	 * Test-only: device state taken while the vCPUs still run, then
+	 * given time to go stale.  The destination's check must notice.
+	 */
+	if (s->p->fault == MIG_FAULT_STALE_DEVICE_STATE) {
+		if ((error = save_state(s, &ss, false)) != 0)
+			goto out;
+		stale_delay.tv_sec = 0;
+		stale_delay.tv_nsec = 100 * 1000 * 1000;
+		(void)nanosleep(&stale_delay, NULL);
+	}
 
 	s->phase = MIG_PHASE_STOPCOPY;
 	if ((error = s->be->ops->pause(s->be->arg)) != 0) {
@@ -552,8 +562,9 @@ stop_and_copy(struct sender *s)
 
 	s->phase = MIG_PHASE_STATE;
 	t0 = mig_now_us();
-	if (s->p->fault != MIG_FAULT_STALE_DEVICE_STATE &&
-	    (error = save_state(s, &ss)) != 0)
+	if ((s->p->fault != MIG_FAULT_STALE_DEVICE_STATE &&
+	    (error = save_state(s, &ss, false)) != 0) ||
+	    (error = save_state(s, &ss, true)) != 0)
 		goto out;
 	for (i = 0; i < s->vi.nsections; i++) {
 		if ((error = send_section(s, i, ss.buf[i], ss.len[i])) != 0)
@@ -684,7 +695,7 @@ mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
 		goto done;
 	}
 	s.phase = MIG_PHASE_HANDSHAKE;
-	if (mig_handshake(&s.ch, p, false, &version, err) != 0)
+	if (mig_handshake(&s.ch, p, false, &version, &st->rtt_us, err) != 0)
 		goto done;
 	st->protocol_version = version;
 	st->encrypted = s.ch.encrypt;
