@@ -75,6 +75,28 @@ def _hosts_endpoints(config: HostsConfig) -> tuple[Endpoint, Endpoint]:
     return endpoints[0], endpoints[1]
 
 
+def _freebsd_migrations(
+    config: HostsConfig, guest: Guest, policy: MigrationPolicy, runs: int
+) -> list[dict]:
+    """bhyve guests between FreeBSD hosts, back and forth `runs` times (not run here)."""
+    from harness.freebsd_migrate import migrate_freebsd
+
+    source, destination = config.migration_pair()
+    if destination.kind != "freebsd":
+        raise HarnessError(f"{config.path}: {source.name} is FreeBSD but {destination.name} is not")
+    runners = (SSHRunner.from_config(config, source.name),
+               SSHRunner.from_config(config, destination.name))  # fmt: skip
+    reports: list[dict] = []
+    for _ in range(runs):
+        report = migrate_freebsd(config, source, destination, guest, policy, runners)
+        reports.append(report)
+        if report["status"] != "completed":
+            break
+        source, destination = destination, source
+        runners = (runners[1], runners[0])
+    return reports
+
+
 @task(
     help={
         "hosts": "hosts file (default: the local namespace test bed, brought up if needed)",
@@ -112,13 +134,18 @@ def migrate(
             endpoints = local_endpoints()
         else:
             config = load_or_testbed(hosts)
-            endpoints = _hosts_endpoints(config)
         guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
                        segments)  # fmt: skip
         policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
                          fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
-        flow = FlowOptions(run_after_s=run_after)
-        reports = PingPong(*endpoints, guest, policy, flow).run(count if ping_pong else 1)
+        runs = count if ping_pong else 1
+        if config is not None and config.migration_pair()[0].kind == "freebsd":
+            reports = _freebsd_migrations(config, guest, policy, runs)
+        else:
+            if config is not None:
+                endpoints = _hosts_endpoints(config)
+            flow = FlowOptions(run_after_s=run_after)
+            reports = PingPong(*endpoints, guest, policy, flow).run(runs)
     except (HarnessError, ValueError) as exc:
         sys.exit(f"migrate: {exc}")
     for rep in reports:
