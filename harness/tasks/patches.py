@@ -1,8 +1,10 @@
 """invoke tasks for the FreeBSD patch series (Collection `patches`).
 
 `patches.compile` compiles every project-written FreeBSD C file for FreeBSD 15.0 with
-ziglang's clang and Debian's clang-19 (see harness.freebsd_compile).  Later tasks of the
-series (export, check, apply) join this Collection.
+ziglang's clang and Debian's clang-19 (see harness.freebsd_compile).  `patches.export`
+regenerates patches/ (the format-patch series, its cover letter, series and BASE) from
+patches/hunks/ and the tree; `patches.check` and `patches.apply` try it on a FreeBSD
+checkout (see harness.series).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
+from harness import series as fseries
 from harness.freebsd_compile import CompileCheckError, compile_all
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -38,5 +41,83 @@ def compile_(c, no_clang=False, workdir=None):
         raise Exit(f"patches.compile: {len(report.failures)} compile failures", code=1)
 
 
+def _patch_files(patches_dir: Path) -> list[Path]:
+    try:
+        return fseries.read_series_list(patches_dir)
+    except fseries.SeriesError as exc:
+        raise Exit(f"patches: {exc}", code=2) from exc
+
+
+@task(help={"out": "write the series here instead of patches/ (e.g. to compare)"})
+def export(c, out=None):
+    """Regenerate patches/ from patches/hunks/ and the tree: NNNN-*.patch, the cover letter,
+    series and BASE.  Fails, naming the file, if a project file under sys/, lib/ or
+    usr.sbin/ is added by no patch or by two.  Running it twice changes nothing."""
+    try:
+        changed = fseries.export(ROOT, Path(out) if out else None)
+    except fseries.SeriesError as exc:
+        raise Exit(f"patches.export: {exc}", code=1) from exc
+    where = Path(out) if out else ROOT / "patches"
+    if changed:
+        print(f"patches.export: {len(changed)} files changed in {where}:")
+        for name in changed:
+            print(f"  {name}")
+    else:
+        print(f"patches.export: {where} is up to date")
+
+
+@task(
+    help={
+        "src": "a git checkout of freebsd-src (its HEAD is checked against the base)",
+        "rev": "check against this revision instead of HEAD",
+    }
+)
+def check(c, src, rev="HEAD"):
+    """Say whether the series applies to a FreeBSD checkout: where its HEAD stands relative
+    to the series' base, then `git apply --check` of each patch in order (each on top of
+    the ones before it, in a temporary index; the checkout is not modified)."""
+    src_dir = Path(src).expanduser().resolve()
+    patches = _patch_files(ROOT / "patches")
+    try:
+        base = fseries.check_base(src_dir)
+        results = fseries.check_apply(src_dir, patches, rev)
+    except fseries.SeriesError as exc:
+        raise Exit(f"patches.check: {exc}", code=2) from exc
+    print(f"{src_dir}: {base.relation}")
+    for result in results:
+        print(f"  {'ok    ' if result.ok else 'FAILED'} {result.name}")
+        if not result.ok:
+            for line in result.detail.splitlines():
+                print(f"           {line}")
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        raise Exit(f"patches.check: {len(failed)} of {len(results)} patches do not apply", code=1)
+    print(f"patches.check: all {len(results)} patches apply")
+
+
+@task(
+    help={
+        "src": "a git checkout of freebsd-src with no uncommitted changes",
+        "branch": f"the branch to create (default {fseries.BRANCH})",
+        "start": "start the branch here instead of at the series' base commit",
+        "force": "reset the branch if it exists",
+    }
+)
+def apply(c, src, branch=fseries.BRANCH, start=None, force=False):
+    """`git am` the series onto a new branch of a FreeBSD checkout, started at the series'
+    base.  Refuses a dirty tree or an unfinished am/rebase; stops at the first patch that
+    fails, naming it (the branch keeps the ones before it)."""
+    src_dir = Path(src).expanduser().resolve()
+    patches = _patch_files(ROOT / "patches")
+    try:
+        applied = fseries.apply_series(src_dir, patches, branch, start, force)
+    except fseries.SeriesError as exc:
+        raise Exit(f"patches.apply: {exc}", code=1) from exc
+    print(f"patches.apply: {len(applied)} patches applied on branch {branch} in {src_dir}")
+
+
 ns = Collection("patches")
 ns.add_task(compile_)
+ns.add_task(export)
+ns.add_task(check)
+ns.add_task(apply)
