@@ -911,6 +911,17 @@ receive(const struct opts *o)
 	}
 	if (setup(o) != 0)
 		goto fail_stats;
+	/*
+	 * Back the guest's memory before listening, as a destination VM is
+	 * created before the stream arrives (QEMU -incoming, bhyve -S); the
+	 * engine still checks the source's description against it.
+	 */
+	error = tb_guest_create(&g, &vm.cfg, false, msg, sizeof(msg));
+	if (error != 0) {
+		fprintf(stderr, "tbvm: %s\n", msg);
+		goto fail_stats;
+	}
+	__atomic_store_n(&vm.guest, g, __ATOMIC_RELEASE);
 	error = tb_net_bind(o->listen, SOCK_STREAM, &lfd, host, port, msg,
 	    sizeof(msg));
 	if (error != 0) {
@@ -939,12 +950,6 @@ receive(const struct opts *o)
 	}
 	if (mig_recv_accept(fd, &params, &conn, &peer, &err) != 0)
 		goto fail;
-	error = tb_guest_create(&g, &vm.cfg, false, msg, sizeof(msg));
-	if (error != 0) {
-		local_error(&err, MIG_PHASE_COMPAT, error, msg);
-		goto fail_conn;
-	}
-	__atomic_store_n(&vm.guest, g, __ATOMIC_RELEASE);
 	tb_backend_init(&vm.be, vm.guest, vm_progress, NULL);
 	if (mig_recv_run(conn, &vm.be.mb, &st, &err) != 0)
 		goto fail_conn;
