@@ -69,18 +69,21 @@ def plot_rounds(report: dict[str, Any], path: Path) -> Path:
     idx = [r["index"] for r in rounds]
     fig, ax1 = plt.subplots(figsize=(7, 4), dpi=100)
     ax1.bar(idx, [r["bytes"] / (1 << 20) for r in rounds], color="#4c72b0", label="MiB sent")
-    ax1.set_xlabel("round (last: stop-and-copy)")
+    ax1.set_xticks(idx)
+    ax1.set_xlabel("round (last: stop-and-copy, guest paused)")
     ax1.set_ylabel("MiB sent")
     ax2 = ax1.twinx()
     ax2.plot(idx, [r["dirty_pages"] for r in rounds], color="#dd8452", marker="o",
              label="dirty pages")  # fmt: skip
     ax2.set_ylabel("dirty pages")
     guest = report.get("guest", {})
+    hosts = report.get("hosts", {})
     ax1.set_title(
-        f"{guest.get('name')}: {guest.get('workload')}, downtime "
-        f"{_fmt_ms(report.get('downtime_ms'))}"
+        f"{guest.get('name')} ({guest.get('workload')}) {hosts.get('source')} -> "
+        f"{hosts.get('destination')}: downtime {_fmt_ms(report.get('downtime_ms'))}",
+        fontsize=10,
     )
-    fig.legend(loc="upper right")
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.9), ncols=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
