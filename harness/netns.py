@@ -705,8 +705,12 @@ class Testbed:
                     _terminate([pid])
                     removed.append(f"sshd of {ns}")
             hv = spec.host_veth(ns)
+            # Deleting the namespace takes its veth peer with it, asynchronously:
+            # the link may vanish between the check and the delete.
             if self._link_exists(hv):
-                self._run(["ip", "link", "del", hv])
+                proc = self._run(["ip", "link", "del", hv], check=False)
+                if proc.returncode != 0 and self._link_exists(hv):
+                    raise TestbedError(f"test bed: cannot delete link {hv}: {proc.stderr.strip()}")
                 removed.append(f"link {hv}")
         if self._link_exists(spec.bridge):
             self._run(["ip", "link", "del", spec.bridge])
