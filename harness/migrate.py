@@ -256,6 +256,9 @@ def migrate_once(
     )
     report["destination_exit"] = None if dst_running else receiver.wait(0)
     report["destination_output"] = receiver.output()[-4000:] if not dst_running else ""
+    # The key is single-use; the destination's report is in ours now.
+    src_ep.runner.run(["rm", "-f", src_key], check=False)
+    destination.runner.run(["rm", "-f", dst_key, dst_report], check=False)
     if not flow.keep_running:
         home.stop()
         return MigrationOutcome(report)

@@ -38,6 +38,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from harness.config import (
     Guest,
@@ -71,6 +72,8 @@ class TestbedError(HarnessError):
 @dataclass(frozen=True)
 class TestbedSpec:
     """What the test bed looks like: names, address ranges, state directory, shaping."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite its name
 
     prefix: str = DEFAULT_PREFIX
     ipv4_range: str = DEFAULT_IPV4_RANGE
@@ -295,6 +298,8 @@ class Piece:
 @dataclass
 class Testbed:
     """Brings the test bed up and down; `ops` records every command run, in order."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite its name
 
     spec: TestbedSpec = field(default_factory=TestbedSpec)
     ops: list[list[str]] = field(default_factory=list)

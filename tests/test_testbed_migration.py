@@ -1,0 +1,135 @@
+"""Migrations across the two namespace hosts, over real SSH: the harness as users run it.
+
+Brings up its own test bed (own prefix, ranges and state directory, so it never
+touches one a developer has up), deploys the programs over SFTP and migrates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.config import Guest, MigrationPolicy, TestbedGuest, load_hosts
+from harness.migrate import Endpoint, FlowOptions, PingPong, guest_args, start_guest
+from harness.netns import Testbed, TestbedSpec
+from harness.ssh import SSHRunner
+from harness.tasks.hosts import DEFAULT_OUT, build_testbed, deploy_testbed_programs
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the namespace test bed needs root")
+
+GUEST = Guest(name="pp", memory=128 << 20, vcpus=2,
+              testbed=TestbedGuest(workload="hotset:16M@20000", fill="pattern"))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    spec = TestbedSpec(prefix="bmigm", ipv4_range="10.75.0.0/16",
+                       ipv6_range="fd4d:6967:7275::/48",
+                       state_dir=Path("/var/lib/bhyve-migration-testbed-pytest-mig"))  # fmt: skip
+    testbed = Testbed(spec)
+    config = load_hosts(testbed.up())
+    bin_dir = build_testbed(Path(DEFAULT_OUT))
+    endpoints = []
+    runners = []
+    for host in config.migration_pair():
+        runner = SSHRunner.from_config(config, host.name)
+        runners.append(runner)
+        remote_bin = deploy_testbed_programs(runner, bin_dir)
+        endpoints.append(
+            Endpoint(runner, remote_bin, host.migration_address, host.address, host.name)
+        )
+    yield config, endpoints
+    for runner in runners:
+        runner.close()
+    testbed.down()
+
+
+def _leftovers(ep: Endpoint) -> tuple[list[str], list[str]]:
+    """This host's tbvm/tbctl processes (those using its workdir), control sockets, keys."""
+    listing = ep.runner.run(["sh", "-c", "pgrep -a -x tbvm; pgrep -a -x tbctl; true"]).stdout
+    procs = [line for line in listing.splitlines() if ep.runner.workdir in line]
+    files = ep.runner.run(["sh", "-c", f"ls {ep.runner.workdir}"]).stdout.split()
+    return procs, [
+        f for f in files if f.endswith((".ctl", ".key"))
+    ]
+
+
+def test_migration_across_hosts_is_verified(hosts) -> None:
+    config, (src, dst) = hosts
+    reports = PingPong(src, dst, GUEST, MigrationPolicy(), FlowOptions(run_after_s=0.5)).run(1)
+    report = reports[0]
+    assert report["status"] == "completed", report.get("error")
+    assert report["hosts"] == {"source": src.name, "destination": dst.name}
+    assert report["verification"]["ok"], report["verification"]
+    assert report["verification"]["pages_checked"] == GUEST.memory // 4096
+    assert report["downtime_probe_ms"] is not None  # the guest answered from both hosts
+    assert report["destination"]["role"] == "destination"
+
+
+def test_ipv6_migration_link(hosts) -> None:
+    config, (src, dst) = hosts
+    v6 = [a for a in config.host(dst.name).migration_addresses if ":" in a][0]
+    dst6 = Endpoint(dst.runner, dst.bindir, v6, dst.probe_address, dst.name)
+    report = PingPong(src, dst6, GUEST, MigrationPolicy(encrypt=True), FlowOptions()).run(1)[0]
+    assert report["status"] == "completed", report.get("error")
+    assert report["encrypted"] is True
+    assert report["verification"]["ok"]
+
+
+def test_destination_dying_leaves_guest_on_source(hosts) -> None:
+    config, (src, dst) = hosts
+    tag = secrets.token_hex(4)
+    key = secrets.token_hex(32) + "\n"
+    src_key, dst_key = f"{src.runner.workdir}/{tag}.key", f"{dst.runner.workdir}/{tag}.key"
+    src.runner.put_text(src_key, key)
+    dst.runner.put_text(dst_key, key)
+    guest = start_guest(src, GUEST, FlowOptions(), tag)
+    try:
+        receiver = dst.runner.spawn([
+            dst.tool("tbvm"), "receive", *guest_args(GUEST),
+            "--listen", f"{dst.migration_address}:0", "--key-file", dst_key,
+            "--control", f"{dst.runner.workdir}/{tag}-in.ctl",
+        ])  # fmt: skip
+        port = int(receiver.wait_line("LISTENING", 30).split()[-1])
+        migrate = src.runner.spawn([
+            src.tool("tbctl"), "--control", guest.control, "migrate",
+            "--to", f"{dst.migration_address}:{port}", "--key-file", src_key,
+            "--bandwidth", "10M",
+        ])  # fmt: skip
+        time.sleep(2.0)
+        receiver.kill()  # the destination host's VM dies mid-round
+        t0 = time.monotonic()
+        assert migrate.wait(30) == 1
+        assert time.monotonic() - t0 < 10
+        result = json.loads([ln for ln in migrate.output().splitlines()
+                             if ln.startswith("{")][-1])  # fmt: skip
+        assert result["status"] == "failed"
+        assert result["error"]["side"] == "destination"
+        status = json.loads(guest.tbctl("status").stdout)
+        assert status["state"] == "running"
+        assert guest.verify()["ok"]
+    finally:
+        guest.stop()
+        # A VM killed with SIGKILL cannot remove its control socket.
+        dst_ctl = f"{dst.runner.workdir}/{tag}-in.ctl"
+        for ep, names in ((src, [src_key]), (dst, [dst_key, dst_ctl])):
+            ep.runner.run(["rm", "-f", *names], check=False)
+
+
+def test_ten_ping_pong_migrations_leak_nothing(hosts) -> None:
+    config, (src, dst) = hosts
+    reports = PingPong(src, dst, GUEST, MigrationPolicy(),
+                       FlowOptions(warmup_s=0.2, run_after_s=0.2)).run(10)  # fmt: skip
+    assert [r["status"] for r in reports] == ["completed"] * 10
+    assert all(r["verification"]["ok"] for r in reports)
+    assert [r["hosts"]["source"] for r in reports[:2]] == [src.name, dst.name]
+    time.sleep(0.5)
+    for ep in (src, dst):
+        procs, files = _leftovers(ep)
+        assert procs == [], f"{ep.name}: processes left: {procs}"
+        assert files == [], f"{ep.name}: files left: {files}"
