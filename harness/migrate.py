@@ -225,7 +225,12 @@ def migrate_once(
         "--to", _addr(destination.migration_address, port),
         "--key-file", src_key, *policy_args(policy, flow),
     ])  # fmt: skip
-    status = _follow(migrate, flow.migrate_timeout_s, on_progress, src_ep.name)
+    try:
+        status = _follow(migrate, flow.migrate_timeout_s, on_progress, src_ep.name)
+    except KeyboardInterrupt:
+        if prober:
+            prober.stop()
+        raise _cancel(source, receiver, migrate, on_progress) from None
     src_result = _parse_json(migrate.output(), f"{src_ep.name}: tbctl migrate")
     wall_ms = (time.monotonic() - started) * 1000.0
 
@@ -263,6 +268,28 @@ def migrate_once(
         home.stop()
         return MigrationOutcome(report)
     return MigrationOutcome(report, home)
+
+
+def _cancel(
+    source: RunningGuest, receiver: Process, migrate: Process, on_progress: Callable[[str], None]
+) -> MigrationError:
+    """Ctrl-C: end the destination so that the source rolls back, and say where the guest is."""
+    if any(line.startswith("RUNNING") for line in receiver.output().splitlines()):
+        return MigrationError("cancelled too late: the guest already runs on the destination")
+    on_progress("cancelling: stopping the destination; the source resumes the guest")
+    receiver.kill()
+    code = migrate.wait(60.0)
+    if code is None:
+        migrate.kill()
+    try:
+        state = json.loads(source.tbctl("status", timeout=30.0).stdout).get("state")
+        ok = source.verify().get("ok")
+    except HarnessError as exc:
+        return MigrationError(f"cancelled, but the source guest did not answer: {exc}")
+    where = f"{source.endpoint.name}"
+    if state == "running" and ok:
+        return MigrationError(f"cancelled: the guest kept running on {where} (memory check ok)")
+    return MigrationError(f"cancelled: the guest on {where} is {state}, memory check ok={ok}")
 
 
 def _follow(proc: Process, timeout: float, on_progress: Callable[[str], None], host: str) -> int:
