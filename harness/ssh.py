@@ -29,7 +29,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
@@ -548,52 +548,44 @@ class SSHRunner:
         parent = os.path.dirname(remote)
         if parent:
             self.run(["mkdir", "-p", parent], timeout=timeout, stream=False)
-        sftp = self._sftp(timeout)
-        try:
+        with self._sftp_session(timeout, f"{action} failed") as sftp:
             sftp.put(str(local), remote, callback=self._progress(local.name, timeout, action))
             sftp.chmod(remote, mode if mode is not None else stat.S_IMODE(local.stat().st_mode))
-        except TransferError:
-            raise
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise TransferError(f"{self.name}: {action} failed: {_why(exc)}") from None
-        finally:
-            sftp.close()
 
     def get(self, remote: str, local: str | os.PathLike[str], timeout: float | None = None) -> None:
         """Download a file."""
         local = Path(local)
         timeout = self.target.transfer_timeout if timeout is None else timeout
         action = f"download of {remote} to {local}"
-        sftp = self._sftp(timeout)
-        try:
+        with self._sftp_session(timeout, f"{action} failed") as sftp:
             local.parent.mkdir(parents=True, exist_ok=True)
             sftp.get(remote, str(local), callback=self._progress(local.name, timeout, action))
+
+    def put_text(self, path: str, text: str, mode: int = 0o600) -> None:
+        with (
+            self._sftp_session(self.target.transfer_timeout, f"cannot write {path}") as sftp,
+            sftp.open(path, "w") as handle,
+        ):
+            handle.chmod(mode)
+            handle.write(text.encode())
+
+    def read_text(self, path: str) -> str:
+        with (
+            self._sftp_session(self.target.transfer_timeout, f"cannot read {path}") as sftp,
+            sftp.open(path, "r") as handle,
+        ):
+            return handle.read().decode("utf-8", "replace")
+
+    @contextlib.contextmanager
+    def _sftp_session(self, timeout: float, failure: str) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP session whose transport errors become TransferError(failure: why)."""
+        sftp = self._sftp(timeout)
+        try:
+            yield sftp
         except TransferError:
             raise
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise TransferError(f"{self.name}: {action} failed: {_why(exc)}") from None
-        finally:
-            sftp.close()
-
-    def put_text(self, path: str, text: str, mode: int = 0o600) -> None:
-        timeout = self.target.transfer_timeout
-        sftp = self._sftp(timeout)
-        try:
-            with sftp.open(path, "w") as handle:
-                handle.chmod(mode)
-                handle.write(text.encode())
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise TransferError(f"{self.name}: cannot write {path}: {_why(exc)}") from None
-        finally:
-            sftp.close()
-
-    def read_text(self, path: str) -> str:
-        sftp = self._sftp(self.target.transfer_timeout)
-        try:
-            with sftp.open(path, "r") as handle:
-                return handle.read().decode("utf-8", "replace")
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise TransferError(f"{self.name}: cannot read {path}: {_why(exc)}") from None
+            raise TransferError(f"{self.name}: {failure}: {_why(exc)}") from None
         finally:
             sftp.close()
 

@@ -167,15 +167,16 @@ def migrate(
         "memory": "guest memory for every case (default 1G)",
         "vcpus": "vCPU threads",
         "report": "JSON output path",
+        "repeats": "runs of each case and of raw TCP (medians are compared)",
     }
 )
-def bench(c, memory="1G", vcpus=2, report="reports/bench.json"):
+def bench(c, memory="1G", vcpus=2, report="reports/bench.json", repeats=3):
     """Measure the engine's stream against raw TCP for idle, full and hot-set guests."""
     from harness.bench import run_bench
     from harness.local import local_endpoints
 
     try:
-        result = run_bench(local_endpoints(), parse_size(memory, "--memory"), vcpus)
+        result = run_bench(local_endpoints(), parse_size(memory, "--memory"), vcpus, repeats)
     except (HarnessError, ValueError) as exc:
         sys.exit(f"bench: {exc}")
     print(result["table"])
