@@ -69,6 +69,9 @@ mig_socket_setup(int fd, uint32_t io_timeout_ms)
 	    MIG_KEEPCNT)) != 0 ||
 	    (error = set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1)) != 0)
 		return (error);
+	/* Room for a few full frames in flight; a smaller cap is fine. */
+	(void)set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 4 << 20);
+	(void)set_int_opt(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20);
 	return (0);
 }
 
