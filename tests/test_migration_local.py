@@ -214,3 +214,30 @@ def test_destination_killed_mid_round_then_retry(endpoints) -> None:
         dst_ep.runner.run([dst_ep.tool("tbctl"), "--control", ctl, "stop"], check=False)
     finally:
         src.stop()
+
+
+def _local_vms() -> set[str]:
+    """tbvm processes started by `invoke migrate --local` (their workdir is bhyvemig-*)."""
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-a", "-x", "tbvm"], capture_output=True, text=True).stdout
+    return {line for line in out.splitlines() if "/bhyvemig-" in line}
+
+
+def test_ctrl_c_cancels_and_the_guest_stays_on_the_source() -> None:
+    import signal
+    import subprocess
+
+    before = _local_vms()
+    proc = subprocess.Popen(
+        ["invoke", "migrate", "--local", "--memory", "256M", "--bandwidth", "20M"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    time.sleep(4.0)  # past start-up, inside round 1 (13 s at 20 MB/s)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out
+    assert "cancelled: the guest kept running on local-source (memory check ok)" in out, out
+    time.sleep(0.5)
+    assert _local_vms() <= before  # the harness stops what it started
