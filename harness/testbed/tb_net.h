@@ -16,10 +16,12 @@
 
 /*
  * Split "host:port", "[v6addr]:port" or "host" (port defport) into its
- * parts.  On error msg says what is wrong.
+ * parts, as mig_hostport_split() does but with a host, a numeric port
+ * and brackets around an IPv6 address required.  On error msg says what
+ * is wrong.
  */
-int	tb_net_split(const char *, const char *defport, char *host,
-	    char *port, char *msg, size_t msglen);
+int	tb_net_split(const char *, int defport, char *host, char *port,
+	    char *msg, size_t msglen);
 /*
  * Bind a socket of type (SOCK_STREAM listens) to the address and return
  * it with the numeric host and port actually bound.

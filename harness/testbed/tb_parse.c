@@ -6,26 +6,43 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+
+#include "migration.h"
 
 #include "tb_parse.h"
+
+/* Leading decimal digits; strtoull would accept a sign and blanks. */
+static int
+parse_digits(const char *s, uint64_t *v, char **end)
+{
+	unsigned long long n;
+
+	if (!isdigit((unsigned char)s[0]))
+		return (EINVAL);
+	errno = 0;
+	n = strtoull(s, end, 10);
+	if (errno == ERANGE)
+		return (ERANGE);
+	*v = n;
+	return (0);
+}
 
 int
 tb_parse_u64(const char *s, uint64_t *v)
 {
-	unsigned long long n;
+	uint64_t n;
 	char *end;
+	int error;
 
-	/* strtoull would accept a sign and leading blanks. */
-	if (!isdigit((unsigned char)s[0]))
-		return (EINVAL);
-	errno = 0;
-	n = strtoull(s, &end, 10);
-	if (errno == ERANGE)
-		return (ERANGE);
+	error = parse_digits(s, &n, &end);
+	if (error != 0)
+		return (error);
 	if (*end != '\0')
 		return (EINVAL);
 	*v = n;
@@ -36,17 +53,14 @@ int
 tb_parse_size(const char *s, uint64_t *v)
 {
 	static const char units[] = "KMGT";
-	unsigned long long n;
 	const char *u;
+	uint64_t n;
 	char *end;
-	int shift;
+	int error, shift;
 
-	if (!isdigit((unsigned char)s[0]))
-		return (EINVAL);
-	errno = 0;
-	n = strtoull(s, &end, 10);
-	if (errno == ERANGE)
-		return (ERANGE);
+	error = parse_digits(s, &n, &end);
+	if (error != 0)
+		return (error);
 	shift = 0;
 	if (*end != '\0' && (u = strchr(units, toupper((unsigned char)*end)))
 	    != NULL) {
@@ -57,77 +71,37 @@ tb_parse_size(const char *s, uint64_t *v)
 	}
 	if (*end != '\0')
 		return (EINVAL);
-	if (shift != 0 && n > (~0ull >> shift))
+	if (shift != 0 && n > (UINT64_MAX >> shift))
 		return (ERANGE);
 	*v = n << shift;
 	return (0);
 }
 
-static int
-hexval(int c)
-{
-
-	if (c >= '0' && c <= '9')
-		return (c - '0');
-	c = tolower(c);
-	if (c >= 'a' && c <= 'f')
-		return (c - 'a' + 10);
-	return (-1);
-}
-
 int
-tb_parse_key(const char *s, uint8_t *key, size_t keylen)
+tb_read_keyfile(const char *path, uint8_t *key, char *msg, size_t msglen)
 {
-	size_t i;
-	int hi, lo;
+	char why[MIG_ERRMSG_MAX];
+	int error, fd;
 
-	while (isspace((unsigned char)*s))
-		s++;
-	for (i = 0; i < keylen; i++) {
-		hi = hexval((unsigned char)s[2 * i]);
-		lo = hi < 0 ? -1 : hexval((unsigned char)s[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return (EINVAL);
-		key[i] = (uint8_t)(hi << 4 | lo);
-	}
-	for (s += 2 * keylen; *s != '\0'; s++)
-		if (!isspace((unsigned char)*s))
-			return (EINVAL);
-	return (0);
-}
-
-int
-tb_read_keyfile(const char *path, uint8_t *key, size_t keylen, char *msg,
-    size_t msglen)
-{
-	char buf[256];
-	size_t n;
-	FILE *f;
-	int error;
-
-	f = fopen(path, "r");
-	if (f == NULL) {
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
 		error = errno;
 		snprintf(msg, msglen, "key file %s: %s", path,
 		    strerror(error));
 		return (error);
 	}
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	error = ferror(f) ? EIO : 0;
-	fclose(f);
-	if (error != 0) {
-		snprintf(msg, msglen, "key file %s: read error", path);
-		return (error);
-	}
-	buf[n] = '\0';
-	if (n == sizeof(buf) - 1 || strlen(buf) != n ||
-	    tb_parse_key(buf, key, keylen) != 0) {
-		snprintf(msg, msglen, "key file %s: expected %zu hex digits "
-		    "(a key from 'openssl rand -hex %zu')", path, 2 * keylen,
-		    keylen);
-		return (EINVAL);
-	}
-	return (0);
+	/*
+	 * Any mode: the tests copy keys with the default umask.  bhyve and
+	 * bhyvectl, which guard real guests, insist on MIG_KEY_PRIVATE.
+	 */
+	error = mig_key_read_fd(fd, 0, key, why, sizeof(why));
+	close(fd);
+	if (error == EINVAL)
+		snprintf(msg, msglen, "key file %s %s (a key from 'openssl "
+		    "rand -hex %d')", path, why, MIG_KEY_LEN);
+	else if (error != 0)
+		snprintf(msg, msglen, "key file %s %s", path, why);
+	return (error);
 }
 
 void

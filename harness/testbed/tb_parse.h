@@ -16,11 +16,12 @@
 int	tb_parse_u64(const char *, uint64_t *);
 /* Size with an optional binary unit: 4096, 64K, 256M, 1G, 2GiB. */
 int	tb_parse_size(const char *, uint64_t *);
-/* 64 hex digits, surrounding white space allowed. */
-int	tb_parse_key(const char *, uint8_t *key, size_t keylen);
-/* Read a key file; on error msg names the file and the problem. */
-int	tb_read_keyfile(const char *path, uint8_t *key, size_t keylen,
-	    char *msg, size_t msglen);
+/*
+ * Read a MIG_KEY_LEN-byte key file as mig_key_read_fd() does; on error
+ * msg names the file and the problem.
+ */
+int	tb_read_keyfile(const char *path, uint8_t *key, char *msg,
+	    size_t msglen);
 /* Lower-case hex of len bytes into out (2 * len + 1 bytes). */
 void	tb_hex(const uint8_t *, size_t len, char *out);
 

@@ -6,9 +6,10 @@
 
 #include <stdint.h>
 
+#include "migration_wire.h"
+
 #include "tb_dirty.h"
 #include "tb_guest.h"
-#include "tb_le.h"
 #include "tb_pattern.h"
 
 #define	GOLDEN		0x9e3779b97f4a7c15ull
@@ -35,7 +36,7 @@ tb_pattern_page(uint64_t seed, uint64_t gpa, uint8_t *page)
 
 	h = mix64(mix64(seed) ^ gpa);
 	for (j = TB_PATTERN_OFF / 8; j < TB_PAGE_SIZE / 8; j++)
-		tb_le64enc(page + j * 8, (h + j) * GOLDEN);
+		mig_le64enc(page + j * 8, (h + j) * GOLDEN);
 }
 
 void
@@ -45,5 +46,5 @@ tb_pattern_blob(uint64_t seed, uint8_t *blob)
 
 	h = mix64(mix64(seed) ^ BLOB_SALT);
 	for (j = 0; j < TB_BLOB_SIZE / 8; j++)
-		tb_le64enc(blob + j * 8, mix64(h + j));
+		mig_le64enc(blob + j * 8, mix64(h + j));
 }

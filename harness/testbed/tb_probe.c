@@ -15,7 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tb_le.h"
+#include "migration_wire.h"
+
 #include "tb_net.h"
 #include "tb_probe.h"
 
@@ -54,7 +55,7 @@ probe_main(void *arg)
 			continue;
 		memset(reply, 0, sizeof(reply));
 		memcpy(reply, req, n < 8 ? (size_t)n : 8);
-		tb_le64enc(reply + 8, iterations);
+		mig_le64enc(reply + 8, iterations);
 		reply[16] = state;
 		(void)sendto(pr->fd, reply, sizeof(reply), MSG_NOSIGNAL,
 		    (struct sockaddr *)&from, fromlen);

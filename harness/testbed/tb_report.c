@@ -87,8 +87,9 @@ finish(FILE *f, char **bufp)
 	return (*bufp);
 }
 
-char *
-tb_report_json(const struct tb_report *r)
+/* The report as one object, its members after the opening text. */
+static char *
+report_object(const struct tb_report *r, const char *opening)
 {
 	char *buf;
 	size_t len;
@@ -97,26 +98,24 @@ tb_report_json(const struct tb_report *r)
 	f = open_memstream(&buf, &len);
 	if (f == NULL)
 		return (NULL);
-	fputc('{', f);
+	fputs(opening, f);
 	report_members(f, r);
 	fputc('}', f);
 	return (finish(f, &buf));
 }
 
 char *
+tb_report_json(const struct tb_report *r)
+{
+
+	return (report_object(r, "{"));
+}
+
+char *
 tb_report_result_event(const struct tb_report *r)
 {
-	char *buf;
-	size_t len;
-	FILE *f;
 
-	f = open_memstream(&buf, &len);
-	if (f == NULL)
-		return (NULL);
-	fputs("{\"event\":\"result\",", f);
-	report_members(f, r);
-	fputc('}', f);
-	return (finish(f, &buf));
+	return (report_object(r, "{\"event\":\"result\","));
 }
 
 char *

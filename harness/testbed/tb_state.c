@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "migration_wire.h"
+
 #include "tb_guest.h"
-#include "tb_le.h"
 #include "tb_state.h"
 
 /*
@@ -69,15 +70,15 @@ tb_state_save(struct tb_guest *g, uint32_t idx, void **bufp, size_t *lenp,
 	if (idx < ncpu) {
 		tb_guest_region(g, idx, &first, &npages, &loop);
 		tb_guest_get_regs(g, idx, &r);
-		tb_le32enc(buf, idx);
-		tb_le32enc(buf + 4, 0);
-		tb_le64enc(buf + 8, first);
-		tb_le64enc(buf + 16, loop);
-		tb_le64enc(buf + 24, r.position);
-		tb_le64enc(buf + 32, r.pass);
-		tb_le64enc(buf + 40, r.iterations);
+		mig_le32enc(buf, idx);
+		mig_le32enc(buf + 4, 0);
+		mig_le64enc(buf + 8, first);
+		mig_le64enc(buf + 16, loop);
+		mig_le64enc(buf + 24, r.position);
+		mig_le64enc(buf + 32, r.pass);
+		mig_le64enc(buf + 40, r.iterations);
 	} else if (idx == ncpu)
-		tb_le64enc(buf, tb_guest_counter(g));
+		mig_le64enc(buf, tb_guest_counter(g));
 	else
 		memcpy(buf, tb_guest_blob(g), TB_BLOB_SIZE);
 	*bufp = buf;
@@ -93,22 +94,22 @@ restore_cpu(struct tb_guest *g, uint32_t idx, const uint8_t *buf,
 	struct tb_vcpu_regs r;
 
 	tb_guest_region(g, idx, &first, &npages, &loop);
-	if (tb_le32dec(buf) != idx || tb_le32dec(buf + 4) != 0) {
+	if (mig_le32dec(buf) != idx || mig_le32dec(buf + 4) != 0) {
 		snprintf(msg, msglen, "cpu%u: state belongs to vCPU %u",
-		    idx, tb_le32dec(buf));
+		    idx, mig_le32dec(buf));
 		return (EINVAL);
 	}
-	if (tb_le64dec(buf + 8) != first || tb_le64dec(buf + 16) != loop) {
+	if (mig_le64dec(buf + 8) != first || mig_le64dec(buf + 16) != loop) {
 		snprintf(msg, msglen, "cpu%u: the source's vCPU loops over "
 		    "%" PRIu64 " pages from page %" PRIu64 ", this one over "
 		    "%" PRIu64 " from %" PRIu64 " (start the destination "
 		    "with the same --memory, --vcpus and --workload)", idx,
-		    tb_le64dec(buf + 16), tb_le64dec(buf + 8), loop, first);
+		    mig_le64dec(buf + 16), mig_le64dec(buf + 8), loop, first);
 		return (EINVAL);
 	}
-	r.position = tb_le64dec(buf + 24);
-	r.pass = tb_le64dec(buf + 32);
-	r.iterations = tb_le64dec(buf + 40);
+	r.position = mig_le64dec(buf + 24);
+	r.pass = mig_le64dec(buf + 32);
+	r.iterations = mig_le64dec(buf + 40);
 	if (loop == 0 ? r.position != 0 : r.position >= loop) {
 		snprintf(msg, msglen, "cpu%u: position %" PRIu64 " is "
 		    "outside the loop of %" PRIu64 " pages", idx, r.position,
@@ -142,7 +143,7 @@ tb_state_restore(struct tb_guest *g, uint32_t idx, const void *buf,
 	if (idx < ncpu)
 		return (restore_cpu(g, idx, buf, msg, msglen));
 	if (idx == ncpu)
-		tb_guest_set_counter(g, tb_le64dec(buf));
+		tb_guest_set_counter(g, mig_le64dec(buf));
 	else
 		memcpy(tb_guest_blob(g), buf, TB_BLOB_SIZE);
 	return (0);

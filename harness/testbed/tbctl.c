@@ -230,8 +230,7 @@ migrate(const char *control, struct migrate_opts *mo, char *reqbuf)
 	int error, fds[2], sp[2], tcp;
 	FILE *f;
 
-	error = tb_read_keyfile(mo->keyfile, key, sizeof(key), msg,
-	    sizeof(msg));
+	error = tb_read_keyfile(mo->keyfile, key, msg, sizeof(msg));
 	if (error != 0)
 		die(1, "%s", msg);
 	tb_hex(key, sizeof(key), hex);
@@ -375,7 +374,7 @@ main(int argc, char **argv)
 			die(EX_USAGE, "migrate: --to is required");
 		if (mo.keyfile == NULL)
 			die(EX_USAGE, "migrate: --key-file is required");
-		if (tb_net_split(mo.to, "0", host, port, msg, sizeof(msg)) != 0)
+		if (tb_net_split(mo.to, 0, host, port, msg, sizeof(msg)) != 0)
 			die(EX_USAGE, "--to: %s", msg);
 		code = migrate(control, &mo, reqbuf);
 		free(reqbuf);

@@ -492,7 +492,10 @@ migrate_params(const struct tb_ctlmsg *m, struct mig_params *p, char *msg,
 		k = m->key[i];
 		v = m->val[i];
 		if (strcmp(k, "key") == 0) {
-			if (tb_parse_key(v, p->key, sizeof(p->key)) != 0) {
+			/* tbctl sends hex: 32 characters are no raw key. */
+			if (strlen(v) != 2 * MIG_KEY_LEN ||
+			    mig_key_decode(v, strlen(v), p->key, msg,
+			    msglen) != 0) {
 				snprintf(msg, msglen, "key: expected %zu hex "
 				    "digits", 2 * sizeof(p->key));
 				error = EINVAL;
@@ -824,7 +827,7 @@ setup(const struct opts *o)
 			return (error);
 		}
 		/* A port the kernel chose must be told. */
-		if (tb_net_split(o->probe, "0", reqhost, reqport, msg,
+		if (tb_net_split(o->probe, 0, reqhost, reqport, msg,
 		    sizeof(msg)) == 0 && strtoul(reqport, NULL, 10) == 0)
 			printf("PROBE %s %s\n", host, port);
 	}
@@ -896,8 +899,7 @@ receive(const struct opts *o)
 	int error, lfd, fd;
 
 	mig_params_init(&params);
-	error = tb_read_keyfile(o->keyfile, params.key, sizeof(params.key),
-	    msg, sizeof(msg));
+	error = tb_read_keyfile(o->keyfile, params.key, msg, sizeof(msg));
 	if (error != 0) {
 		fprintf(stderr, "tbvm: %s\n", msg);
 		return (1);

@@ -12,6 +12,7 @@
  */
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <stdbool.h>
 
@@ -355,6 +356,114 @@ test_policy(void)
 	    "max rounds bounds a guest that never converges", NULL);
 }
 
+/* The key file as bhyve -R, bhyvectl and the test bed read it. */
+static void
+test_key(void)
+{
+	static const char hex[] =
+	    "000102030405060708090a0b0c0d0e0f"
+	    "101112131415161718191A1B1C1D1E1F\n";
+	uint8_t raw[MIG_KEY_LEN], key[MIG_KEY_LEN];
+	char bad[sizeof(hex)], path[] = "/tmp/wire_test.XXXXXX";
+	char why[MIG_ERRMSG_MAX];
+	size_t i;
+	int fd, pfd[2];
+
+	why[0] = '\0';
+	for (i = 0; i < MIG_KEY_LEN; i++)
+		raw[i] = (uint8_t)i;
+	memset(key, 0xff, sizeof(key));
+	check(mig_key_decode(raw, sizeof(raw), key, why, sizeof(why)) == 0 &&
+	    memcmp(key, raw, sizeof(raw)) == 0,
+	    "key: 32 raw bytes taken as they are", why);
+	memset(key, 0xff, sizeof(key));
+	check(mig_key_decode(hex, strlen(hex), key, why, sizeof(why)) == 0 &&
+	    memcmp(key, raw, sizeof(raw)) == 0,
+	    "key: 64 hex digits and a newline decoded", why);
+	check(mig_key_decode(hex, strlen(hex) - 2, key, why, sizeof(why)) ==
+	    EINVAL && strstr(why, "must hold") != NULL,
+	    "key: wrong length refused", why);
+	memcpy(bad, hex, sizeof(hex));
+	bad[7] = 'g';
+	check(mig_key_decode(bad, strlen(bad), key, why, sizeof(why)) ==
+	    EINVAL && strstr(why, "not a hexadecimal digit") != NULL,
+	    "key: non-hex digit refused", why);
+
+	fd = mkstemp(path);
+	if (fd < 0) {
+		check(0, "mkstemp", strerror(errno));
+		return;
+	}
+	(void)unlink(path);
+	(void)write(fd, hex, strlen(hex));
+	(void)lseek(fd, 0, SEEK_SET);
+	why[0] = '\0';
+	check(mig_key_read_fd(fd, MIG_KEY_PRIVATE, key, why, sizeof(why)) ==
+	    0 && memcmp(key, raw, sizeof(raw)) == 0,
+	    "key file: mode 0600 read", why);
+	(void)fchmod(fd, 0644);
+	check(mig_key_read_fd(fd, MIG_KEY_PRIVATE, key, why, sizeof(why)) ==
+	    EPERM && strstr(why, "mode 0600") != NULL,
+	    "key file: readable by others refused", why);
+	close(fd);
+	if (pipe(pfd) != 0) {
+		check(0, "pipe", strerror(errno));
+		return;
+	}
+	check(mig_key_read_fd(pfd[0], 0, key, why, sizeof(why)) == EPERM &&
+	    strstr(why, "regular file") != NULL,
+	    "key file: not a regular file refused", why);
+	close(pfd[0]);
+	close(pfd[1]);
+}
+
+/* Addresses as -R, --migrate and the test bed take them; port 7 if none. */
+static void
+test_hostport(void)
+{
+	static const struct {
+		const char	*name;
+		const char	*spec;
+		int		error;
+		const char	*host, *port;
+	} cases[] = {
+		{ "address: [::1]:24981 split", "[::1]:24981", 0, "::1",
+		    "24981" },
+		{ "address: host:1 split", "host:1", 0, "host", "1" },
+		{ "address: host takes the default port", "host", 0, "host",
+		    "7" },
+		{ "address: a number alone is a port", "24981", 0, "",
+		    "24981" },
+		{ "address: bare IPv6 is a host", "fe80::1", 0, "fe80::1",
+		    "7" },
+		{ "address: empty is any host, default port", "", 0, "",
+		    "7" },
+		{ "address: unterminated [::1 refused", "[::1", EINVAL, NULL,
+		    NULL },
+		{ "address: empty brackets refused", "[]:1", EINVAL, NULL,
+		    NULL },
+		{ "address: junk after ] refused", "[::1]x", EINVAL, NULL,
+		    NULL },
+		{ "address: empty port refused", "host:", EINVAL, NULL, NULL },
+		{ "address: overlong host refused", "abcdefghijklmnop:1",
+		    ENAMETOOLONG, NULL, NULL },
+		{ "address: overlong port refused", "host:123456789",
+		    ENAMETOOLONG, NULL, NULL },
+	};
+	char host[16], port[8], why[MIG_ERRMSG_MAX];
+	size_t i;
+	int error;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		why[0] = '\0';
+		error = mig_hostport_split(cases[i].spec, 7, host,
+		    sizeof(host), port, sizeof(port), why, sizeof(why));
+		check(error == cases[i].error && (error != 0 ||
+		    (strcmp(host, cases[i].host) == 0 &&
+		    strcmp(port, cases[i].port) == 0)), cases[i].name, why);
+	}
+}
+
 /*
  * Frames through a keyed socketpair, captured and re-injected: intact
  * they pass, a flipped bit or a replayed frame fails the tag.
@@ -426,6 +535,8 @@ main(void)
 	test_small_messages();
 	test_pages();
 	test_policy();
+	test_key();
+	test_hostport();
 	test_channel(false);
 	test_channel(true);
 	printf("%d passed, %d failed\n", passed, failed);

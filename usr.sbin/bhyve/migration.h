@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct addrinfo;
 struct mig_backend;
 struct mig_conn;
 
@@ -168,6 +169,37 @@ const char *mig_side_name(enum mig_side);
  * Returns 0 or an errno value.
  */
 int	mig_socket_setup(int fd, uint32_t io_timeout_ms);
+/*
+ * Connect a stream socket to one address, giving up after timeout_ms.
+ * Returns 0 with the connected socket in *fd, or an errno value.
+ */
+int	mig_connect(const struct addrinfo *, int timeout_ms, int *fd);
+
+/*
+ * The per-migration key and the endpoint address as bhyve, bhyvectl
+ * and the test bed read them (migration_key.c).  Each returns 0 or an
+ * errno value and on error fills msg with the problem, for the caller
+ * to put after the file's or the address's name: the key file's "must
+ * hold 32 bytes or ...", the address's "missing ']'".
+ */
+#define	MIG_KEY_PRIVATE		0x1	/* refuse a key file others may read */
+/* 32 raw bytes, or 64 hex digits and an optional newline; else EINVAL. */
+int	mig_key_decode(const void *buf, size_t len, uint8_t key[MIG_KEY_LEN],
+	    char *msg, size_t msglen);
+/*
+ * Read the key from an open file, which must be a regular file (EPERM)
+ * and with MIG_KEY_PRIVATE accessible to its owner only (EPERM).
+ */
+int	mig_key_read_fd(int fd, int flags, uint8_t key[MIG_KEY_LEN],
+	    char *msg, size_t msglen);
+/*
+ * Split "[v6addr]:port", "[v6addr]", "host:port", ":port", "host" or a
+ * port alone into host (empty if absent) and port (defport if absent).
+ * A bare IPv6 address, with two colons or more, is a host.
+ */
+int	mig_hostport_split(const char *spec, int defport, char *host,
+	    size_t hostlen, char *port, size_t portlen, char *msg,
+	    size_t msglen);
 
 /*
  * Source: migrate the guest over the connected socket fd.  On MIG_OK

@@ -12,9 +12,13 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
+#include <poll.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "migration.h"
 #include "migration_net.h"
@@ -73,6 +77,53 @@ mig_socket_setup(int fd, uint32_t io_timeout_ms)
 	(void)set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 4 << 20);
 	(void)set_int_opt(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20);
 	return (0);
+}
+
+/*
+ * A non-blocking connect bounded by poll(), so that a black-holed
+ * destination fails in timeout_ms rather than after the kernel's
+ * minutes of SYN retries.
+ */
+int
+mig_connect(const struct addrinfo *ai, int timeout_ms, int *fdp)
+{
+	struct pollfd pfd;
+	socklen_t len;
+	int error, fd, flags, n;
+
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+	    ai->ai_protocol);
+	if (fd < 0)
+		return (errno);
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		goto fail;
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+		if (errno != EINPROGRESS)
+			goto fail;
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		n = poll(&pfd, 1, timeout_ms);
+		if (n == 0)
+			errno = ETIMEDOUT;
+		if (n <= 0)
+			goto fail;
+		len = sizeof(error);
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0)
+			goto fail;
+		if (error != 0) {
+			errno = error;
+			goto fail;
+		}
+	}
+	if (fcntl(fd, F_SETFL, flags) < 0)
+		goto fail;
+	*fdp = fd;
+	return (0);
+fail:
+	error = errno;
+	close(fd);
+	return (error);
 }
 
 static int

@@ -23,11 +23,9 @@
 
 #include <sys/param.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 
 #include <netinet/in.h>
 
-#include <ctype.h>
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -67,117 +65,22 @@ migration_receiving(void)
 	return (get_config_value("migration.listen") != NULL);
 }
 
-/*
- * Split "[v6addr]:port", "host:port", ":port", "port" or "host" into
- * host (empty for any address) and port (MIG_DEFAULT_PORT if absent).
- */
-static int
-recv_parse_listen(const char *spec, char *host, size_t hostlen, char *port,
-    size_t portlen)
-{
-	const char *colon, *end, *p;
-	size_t n;
-
-	host[0] = '\0';
-	snprintf(port, portlen, "%d", MIG_DEFAULT_PORT);
-	if (spec[0] == '[') {
-		end = strchr(spec, ']');
-		if (end == NULL)
-			return (-1);
-		n = end - spec - 1;
-		if (n == 0 || n >= hostlen)
-			return (-1);
-		memcpy(host, spec + 1, n);
-		host[n] = '\0';
-		if (end[1] == '\0')
-			return (0);
-		if (end[1] != ':' || end[2] == '\0')
-			return (-1);
-		p = end + 2;
-	} else {
-		for (p = spec; *p != '\0' && isdigit((unsigned char)*p); p++)
-			;
-		if (*p == '\0' && p != spec) {
-			p = spec;	/* a port alone */
-		} else {
-			colon = strrchr(spec, ':');
-			if (colon != NULL && strchr(spec, ':') != colon)
-				colon = NULL;	/* bare IPv6 address */
-			n = colon != NULL ? (size_t)(colon - spec) :
-			    strlen(spec);
-			if (n >= hostlen)
-				return (-1);
-			memcpy(host, spec, n);
-			host[n] = '\0';
-			if (colon == NULL)
-				return (0);
-			p = colon + 1;
-		}
-	}
-	if (*p == '\0' || strlen(p) >= portlen)
-		return (-1);
-	strlcpy(port, p, portlen);
-	return (0);
-}
-
-static int
-recv_hexval(int c)
-{
-
-	if (c >= '0' && c <= '9')
-		return (c - '0');
-	c = tolower(c);
-	if (c >= 'a' && c <= 'f')
-		return (c - 'a' + 10);
-	return (-1);
-}
-
-/* Read the per-migration key: 32 raw bytes or 64 hex digits. */
+/* Read the per-migration key before capability mode forbids open(). */
 static void
 recv_read_key(const char *path, uint8_t *key)
 {
-	uint8_t buf[2 * MIG_KEY_LEN + 2];
-	struct stat sb;
-	ssize_t n;
-	size_t len, i;
-	int fd, hi, lo;
+	char msg[MIG_ERRMSG_MAX];
+	int error, fd;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		err(EX_NOINPUT, "cannot open migration key file %s", path);
-	if (fstat(fd, &sb) != 0)
-		err(EX_NOINPUT, "cannot stat migration key file %s", path);
-	if (!S_ISREG(sb.st_mode))
-		errx(EX_USAGE, "migration key file %s is not a regular file",
-		    path);
-	if ((sb.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-		errx(EX_USAGE, "migration key file %s is accessible by other "
-		    "users; make it mode 0600", path);
-	n = read(fd, buf, sizeof(buf));
-	if (n < 0)
-		err(EX_NOINPUT, "cannot read migration key file %s", path);
+	error = mig_key_read_fd(fd, MIG_KEY_PRIVATE, key, msg, sizeof(msg));
 	close(fd);
-	len = n;
-	if (len == MIG_KEY_LEN) {
-		memcpy(key, buf, MIG_KEY_LEN);
-		explicit_bzero(buf, sizeof(buf));
-		return;
-	}
-	if (len > 0 && buf[len - 1] == '\n')
-		len--;
-	if (len != 2 * MIG_KEY_LEN)
-		errx(EX_DATAERR, "migration key file %s must hold %d bytes or "
-		    "%d hexadecimal digits", path, MIG_KEY_LEN,
-		    2 * MIG_KEY_LEN);
-	for (i = 0; i < MIG_KEY_LEN; i++) {
-		hi = recv_hexval(buf[2 * i]);
-		lo = recv_hexval(buf[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			errx(EX_DATAERR, "migration key file %s holds a "
-			    "character that is not a hexadecimal digit", path);
-		key[i] = (uint8_t)(hi << 4 | lo);
-	}
-	explicit_bzero(buf, sizeof(buf));
+	if (error != 0)
+		errx(error == EINVAL ? EX_DATAERR : error == EPERM ?
+		    EX_USAGE : EX_NOINPUT, "migration key file %s %s", path,
+		    msg);
 }
 
 static int
@@ -304,7 +207,7 @@ recv_adopt_shape(const struct mig_vminfo *vi)
 void
 migration_receive_accept(void)
 {
-	char host[MAXHOSTNAMELEN], port[NI_MAXSERV];
+	char host[MAXHOSTNAMELEN], port[NI_MAXSERV], msg[MIG_ERRMSG_MAX];
 	struct mig_params params;
 	struct mig_error merr;
 	struct mig_vminfo *vi;
@@ -318,10 +221,10 @@ migration_receive_accept(void)
 	if (restore_file != NULL)
 		errx(EX_USAGE, "-r (restore from a checkpoint) and -R "
 		    "(receive a migration) are mutually exclusive");
-	if (recv_parse_listen(spec, host, sizeof(host), port,
-	    sizeof(port)) != 0)
-		errx(EX_USAGE, "invalid migration listen address '%s': use "
-		    "[host:]port or [IPv6-address]:port", spec);
+	if (mig_hostport_split(spec, MIG_DEFAULT_PORT, host, sizeof(host),
+	    port, sizeof(port), msg, sizeof(msg)) != 0)
+		errx(EX_USAGE, "invalid migration listen address '%s' (%s): "
+		    "use [host:]port or [IPv6-address]:port", spec, msg);
 	keyfile = get_config_value("migration.keyfile");
 	if (keyfile == NULL)
 		errx(EX_USAGE, "receiving a migration needs the key file: "

@@ -16,17 +16,14 @@
 #include <sys/param.h>
 #include <sys/nv.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 
-#include <ctype.h>
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libutil.h>
 #include <netdb.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -142,156 +139,25 @@ migrate_requested(void)
 	return (mopt.target != NULL);
 }
 
-static int
-migrate_hexval(int c)
-{
-
-	if (c >= '0' && c <= '9')
-		return (c - '0');
-	c = tolower(c);
-	if (c >= 'a' && c <= 'f')
-		return (c - 'a' + 10);
-	return (-1);
-}
-
-/* The per-migration key: 32 raw bytes or 64 hex digits. */
+/* The per-migration key, the same one the destination bhyve reads. */
 static int
 migrate_read_key(const char *path, uint8_t *key)
 {
-	uint8_t buf[2 * MIG_KEY_LEN + 2];
-	struct stat sb;
-	ssize_t n;
-	size_t i, len;
-	int fd, hi, lo;
+	char msg[MIG_ERRMSG_MAX];
+	int error, fd;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		warn("cannot open the migration key file %s", path);
 		return (-1);
 	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		warnx("the migration key file %s is not a regular file", path);
-		close(fd);
-		return (-1);
-	}
-	if ((sb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-		warnx("the migration key file %s is accessible by other "
-		    "users; make it mode 0600", path);
-		close(fd);
-		return (-1);
-	}
-	n = read(fd, buf, sizeof(buf));
+	error = mig_key_read_fd(fd, MIG_KEY_PRIVATE, key, msg, sizeof(msg));
 	close(fd);
-	if (n < 0) {
-		warn("cannot read the migration key file %s", path);
+	if (error != 0) {
+		warnx("the migration key file %s %s", path, msg);
 		return (-1);
-	}
-	len = n;
-	if (len == MIG_KEY_LEN) {
-		memcpy(key, buf, MIG_KEY_LEN);
-		explicit_bzero(buf, sizeof(buf));
-		return (0);
-	}
-	if (len > 0 && buf[len - 1] == '\n')
-		len--;
-	if (len != 2 * MIG_KEY_LEN)
-		goto bad;
-	for (i = 0; i < MIG_KEY_LEN; i++) {
-		hi = migrate_hexval(buf[2 * i]);
-		lo = migrate_hexval(buf[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			goto bad;
-		key[i] = (uint8_t)(hi << 4 | lo);
-	}
-	explicit_bzero(buf, sizeof(buf));
-	return (0);
-bad:
-	explicit_bzero(buf, sizeof(buf));
-	warnx("the migration key file %s must hold %d bytes or %d "
-	    "hexadecimal digits", path, MIG_KEY_LEN, 2 * MIG_KEY_LEN);
-	return (-1);
-}
-
-/* "host", "host:port", "[v6addr]" or "[v6addr]:port". */
-static int
-migrate_parse_target(const char *spec, char *host, size_t hostlen,
-    char *port, size_t portlen)
-{
-	const char *colon, *end, *p;
-	size_t n;
-
-	snprintf(port, portlen, "%d", MIG_DEFAULT_PORT);
-	p = NULL;
-	if (spec[0] == '[') {
-		end = strchr(spec, ']');
-		if (end == NULL || end == spec + 1)
-			return (-1);
-		n = end - spec - 1;
-		if (end[1] == ':')
-			p = end + 2;
-		else if (end[1] != '\0')
-			return (-1);
-		spec++;
-	} else {
-		colon = strrchr(spec, ':');
-		if (colon != NULL && strchr(spec, ':') != colon)
-			colon = NULL;		/* a bare IPv6 address */
-		n = colon != NULL ? (size_t)(colon - spec) : strlen(spec);
-		if (colon != NULL)
-			p = colon + 1;
-	}
-	if (n == 0 || n >= hostlen)
-		return (-1);
-	memcpy(host, spec, n);
-	host[n] = '\0';
-	if (p != NULL) {
-		if (*p == '\0' || strlen(p) >= portlen)
-			return (-1);
-		strlcpy(port, p, portlen);
 	}
 	return (0);
-}
-
-static int
-migrate_connect_one(const struct addrinfo *ai)
-{
-	struct pollfd pfd;
-	socklen_t len;
-	int error, fd, flags;
-
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-	    ai->ai_protocol);
-	if (fd < 0)
-		return (-1);
-	flags = fcntl(fd, F_GETFL);
-	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
-		goto fail;
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-		if (errno != EINPROGRESS)
-			goto fail;
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		error = poll(&pfd, 1, MIGRATE_CONNECT_TIMEOUT_MS);
-		if (error == 0)
-			errno = ETIMEDOUT;
-		if (error <= 0)
-			goto fail;
-		len = sizeof(error);
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0)
-			goto fail;
-		if (error != 0) {
-			errno = error;
-			goto fail;
-		}
-	}
-	if (fcntl(fd, F_SETFL, flags) < 0)
-		goto fail;
-	return (fd);
-fail:
-	error = errno;
-	close(fd);
-	errno = error;
-	return (-1);
 }
 
 static int
@@ -311,17 +177,15 @@ migrate_connect(const char *host, const char *port)
 		return (-1);
 	}
 	fd = -1;
-	error = 0;
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr,
 		    sizeof(addr), NULL, 0, NI_NUMERICHOST) != 0)
 			strlcpy(addr, host, sizeof(addr));
 		printf("Connecting to %s port %s...\n", addr, port);
 		fflush(stdout);
-		fd = migrate_connect_one(ai);
-		if (fd >= 0)
+		error = mig_connect(ai, MIGRATE_CONNECT_TIMEOUT_MS, &fd);
+		if (error == 0)
 			break;
-		error = errno;
 		warnc(error, "cannot connect to %s port %s", addr, port);
 	}
 	freeaddrinfo(res);
@@ -498,7 +362,7 @@ migrate_follow(FILE *fp, const char *vmname, const char *host)
 int
 migrate_request(const char *vmname)
 {
-	char host[MAXHOSTNAMELEN], port[NI_MAXSERV];
+	char host[MAXHOSTNAMELEN], port[NI_MAXSERV], msg[MIG_ERRMSG_MAX];
 	uint8_t key[MIG_KEY_LEN];
 	nvlist_t *nvl;
 	FILE *fp;
@@ -521,10 +385,15 @@ migrate_request(const char *vmname)
 		    "only");
 		return (MIGRATE_FAILED);
 	}
-	if (migrate_parse_target(mopt.target, host, sizeof(host), port,
-	    sizeof(port)) != 0) {
-		warnx("invalid destination '%s': use host[:port] or "
-		    "[IPv6-address]:port", mopt.target);
+	error = mig_hostport_split(mopt.target, MIG_DEFAULT_PORT, host,
+	    sizeof(host), port, sizeof(port), msg, sizeof(msg));
+	if (error == 0 && host[0] == '\0') {
+		strlcpy(msg, "missing host name", sizeof(msg));
+		error = EINVAL;
+	}
+	if (error != 0) {
+		warnx("invalid destination '%s' (%s): use host[:port] or "
+		    "[IPv6-address]:port", mopt.target, msg);
 		return (MIGRATE_FAILED);
 	}
 	if (migrate_read_key(mopt.keyfile, key) != 0)
