@@ -218,6 +218,17 @@ put_back(struct sender *s)
 	}
 }
 
+/*
+ * A page the running guest writes between its tag and its send would
+ * fail the tag check: with integrity only, live rounds send a copy.
+ * Encryption reads each page once, and a paused guest writes nothing.
+ */
+static bool
+frozen_copy_needed(const struct sender *s)
+{
+	return (!s->ch.encrypt && !s->paused);
+}
+
 static int
 flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
     const uint8_t **datapages, struct mig_round_stats *r)
@@ -234,8 +245,7 @@ flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
 	n = 0;
 	parts[n].iov_base = s->meta;
 	parts[n++].iov_len = MIG_PAGES_HDR_LEN + 8 * (size_t)count;
-	if (s->ch.encrypt) {
-		/* Encryption reads each page once: no copy needed. */
+	if (!frozen_copy_needed(s)) {
 		for (i = 0; i < ndata; i++) {
 			parts[n].iov_base = (void *)(uintptr_t)datapages[i];
 			parts[n++].iov_len = MIG_PAGE_SIZE;
@@ -296,7 +306,7 @@ send_round(struct sender *s, struct mig_round_stats *r)
 					idx |= MIG_PAGE_ZERO;
 					r->zero_pages++;
 				} else {
-					if (!s->ch.encrypt)
+					if (frozen_copy_needed(s))
 						memcpy(s->pagebuf +
 						    (size_t)ndata *
 						    MIG_PAGE_SIZE, page,
