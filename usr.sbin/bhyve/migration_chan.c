@@ -125,11 +125,9 @@ mig_chan_sendv(struct mig_chan *ch, uint16_t type, const struct iovec *parts,
 		iov[n].iov_base = tag;
 		iov[n++].iov_len = sizeof(tag);
 	}
-	if ((error = mig_writev_full(ch->fd, iov, n)) != 0)
+	if ((error = mig_writev_full(ch->fd, iov, n, &ch->rl)) != 0)
 		return (error);
-	len += MIG_HDR_LEN + (ch->keyed ? MIG_TAG_LEN : 0);
-	ch->bytes_tx += len;
-	mig_ratelimit_charge(&ch->rl, len);
+	ch->bytes_tx += len + MIG_HDR_LEN + (ch->keyed ? MIG_TAG_LEN : 0);
 	return (0);
 }
 

@@ -17,6 +17,7 @@
 #define	MIG_DEFAULT_MAX_ROUNDS	30
 #define	MIG_DEFAULT_TIMEOUT_MS	10000
 #define	MIG_SEED_ROUNDS		4	/* what review D30954 hard-coded */
+#define	MIG_MAX_TIME_LIMIT_MS	(24ull * 3600 * 1000)
 
 static const char *const phase_names[MIG_PHASE_COUNT] = {
 	[MIG_PHASE_CONNECT] = "connect",
@@ -117,6 +118,8 @@ mig_params_check(const struct mig_params *p, char *msg, size_t msglen)
 		why = "the I/O timeout must be between 100 ms and 1 hour";
 	else if (p->bandwidth_limit != 0 && p->bandwidth_limit < 65536)
 		why = "a bandwidth limit below 64 KiB/s cannot work";
+	else if (p->max_time_ms > MIG_MAX_TIME_LIMIT_MS)
+		why = "the live phase may last at most 24 hours";
 	if (why == NULL)
 		return (0);
 	snprintf(msg, msglen, "%s", why);
@@ -186,8 +189,14 @@ mig_fail_chan(struct mig_error *err, const struct mig_chan *ch,
 		    "link or the %s stopped responding", peername, doing,
 		    peername);
 		break;
-	case EPROTO:
 	case EBADMSG:
+		/* Altered in transit, or a peer with another key. */
+		mig_fail(err, MIG_SIDE_LINK, phase, error,
+		    "the stream from the %s failed its integrity check while "
+		    "%s: %s", peername, doing, ch->why[0] != '\0' ? ch->why :
+		    strerror(error));
+		break;
+	case EPROTO:
 	case EMSGSIZE:
 		mig_fail(err, peer, phase, error,
 		    "the %s sent an invalid stream while %s: %s", peername,

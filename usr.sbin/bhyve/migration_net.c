@@ -29,6 +29,7 @@
 #define	MIG_KEEPCNT	3
 #define	MIG_IOV_BATCH	64
 #define	MIG_RATE_SLACK_US	50000
+#define	MIG_PACE_MIN		4096	/* bytes per paced write, at least */
 
 uint64_t
 mig_now_us(void)
@@ -154,23 +155,55 @@ iov_advance(struct iovec **iovp, int *iovcnt, size_t n)
 	*iovp = iov;
 }
 
+/*
+ * Write all of iov.  With a rate limit, write in pieces of a twentieth of
+ * a second's worth and pace each: a whole 1 MiB frame and then a long
+ * sleep would starve the reader's timeout at low rates.
+ */
 int
-mig_writev_full(int fd, struct iovec *iov, int iovcnt)
+mig_writev_full(int fd, struct iovec *iov, int iovcnt,
+    struct mig_ratelimit *rl)
 {
 	struct msghdr mh;
+	size_t budget, saved, total;
 	ssize_t n;
+	int cnt, k, trimmed;
 
+	budget = 0;
+	if (rl != NULL && rl->rate != 0)
+		budget = rl->rate / 20 > MIG_PACE_MIN ? rl->rate / 20 :
+		    MIG_PACE_MIN;
 	while (iovcnt > 0) {
+		cnt = iovcnt < MIG_IOV_BATCH ? iovcnt : MIG_IOV_BATCH;
+		trimmed = -1;
+		saved = 0;
+		if (budget != 0) {
+			total = 0;
+			for (k = 0; k < cnt; k++) {
+				if (total + iov[k].iov_len > budget) {
+					trimmed = k;
+					saved = iov[k].iov_len;
+					iov[k].iov_len = budget - total;
+					cnt = k + 1;
+					break;
+				}
+				total += iov[k].iov_len;
+			}
+		}
 		memset(&mh, 0, sizeof(mh));
 		mh.msg_iov = iov;
-		mh.msg_iovlen = iovcnt < MIG_IOV_BATCH ? iovcnt : MIG_IOV_BATCH;
+		mh.msg_iovlen = cnt;
 		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (trimmed >= 0)
+			iov[trimmed].iov_len = saved;
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			return (io_errno(errno));
 		}
 		iov_advance(&iov, &iovcnt, (size_t)n);
+		if (budget != 0)
+			mig_ratelimit_charge(rl, (size_t)n);
 	}
 	return (0);
 }

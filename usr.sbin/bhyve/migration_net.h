@@ -28,7 +28,9 @@ struct mig_ratelimit {
 
 uint64_t mig_now_us(void);
 
-int	mig_writev_full(int fd, struct iovec *iov, int iovcnt);
+/* Paced by rl when it has a rate; rl may be NULL. */
+int	mig_writev_full(int fd, struct iovec *iov, int iovcnt,
+	    struct mig_ratelimit *rl);
 int	mig_readv_full(int fd, struct iovec *iov, int iovcnt);
 int	mig_read_full(int fd, void *buf, size_t len);
 

@@ -628,6 +628,11 @@ go(struct sender *s)
 	}
 	error = mig_chan_recv(&s->ch, &hdr, &payload);
 	now = mig_now_us();
+	if (error == 0 && hdr.type == MIG_MSG_ERROR) {
+		/* An authenticated refusal of GO: the guest runs nowhere. */
+		mig_fail_peer(s->err, &s->ch, payload, hdr.len);
+		return (MIG_FAILED);
+	}
 	if (error == 0 && hdr.type != MIG_MSG_RUNNING) {
 		snprintf(s->ch.why, sizeof(s->ch.why),
 		    "expected RUNNING, got %s", mig_msg_name(hdr.type));
