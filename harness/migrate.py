@@ -244,9 +244,9 @@ def migrate_once(
             src_result["error"] = {"side": "destination", "phase": "switchover",
                                    "message": str(exc)}  # fmt: skip
     else:
-        # The destination must discard the guest and exit non-zero.
-        code = receiver.wait(30.0)
-        if code is None:
+        # After authentication the destination discards and exits non-zero;
+        # a connection refused before it leaves it listening for the source.
+        if receiver.wait(5.0) is None:
             receiver.kill()
     probe = prober.stop() if prober else None
     time.sleep(flow.run_after_s if dst_running else 0.2)

@@ -98,6 +98,13 @@ class Receiver:
         ])  # fmt: skip
         self.port = int(self.proc.wait_line("LISTENING", 30).split()[-1])
 
+    def refused_connection(self, reason: str) -> None:
+        """Before the key is proven: that connection is refused, the receiver keeps waiting."""
+        line = self.proc.wait_line("tbvm: refused a connection", 20)
+        assert reason in line, line
+        assert self.proc.alive()
+        self.proc.kill()
+
     def refused(self, reason: str) -> None:
         """The receiver exits 1 naming reason, and never ran the guest."""
         assert self.proc.wait(20) == 1, self.proc.output()
@@ -187,7 +194,7 @@ def test_bad_version_refused(endpoints) -> None:
     peer = migpeer.Peer.connect("127.0.0.1", rx.port, key)
     with pytest.raises(migpeer.PeerRefused, match="no common protocol version"):
         peer.handshake(hello=migpeer.hello_payload(migpeer.ROLE_SOURCE, vmin=7, vmax=9))
-    rx.refused("no common protocol version")
+    rx.refused_connection("no common protocol version")
 
 
 def test_wrong_key_refused(endpoints) -> None:
@@ -196,7 +203,7 @@ def test_wrong_key_refused(endpoints) -> None:
     peer = migpeer.Peer.connect("127.0.0.1", rx.port, key)
     with pytest.raises(migpeer.PeerRefused, match="authentication failed"):
         peer.handshake(proof_key=secrets.token_bytes(32))
-    rx.refused("authentication failed")
+    rx.refused_connection("authentication failed")
 
 
 def test_not_a_migration_peer_refused(endpoints) -> None:
@@ -204,4 +211,24 @@ def test_not_a_migration_peer_refused(endpoints) -> None:
     rx = Receiver(endpoints, key)
     peer = migpeer.Peer.connect("127.0.0.1", rx.port, key)
     peer.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    rx.refused("unknown message type")
+    rx.refused_connection("unknown message type")
+
+
+def test_stray_connection_does_not_cost_the_source_its_destination(endpoints) -> None:
+    """A port scan first, then the real source: the migration still goes through."""
+    key = secrets.token_bytes(32)
+    rx = Receiver(endpoints, key)
+    socket.create_connection(("127.0.0.1", rx.port)).close()
+    rx.proc.wait_line("tbvm: refused a connection", 20)
+    src_ep = endpoints[0]
+    key_path = f"{src_ep.runner.workdir}/stray.key"
+    src_ep.runner.put_text(key_path, key.hex() + "\n")
+    src = start_guest(src_ep, GUEST, FlowOptions(), "stray")
+    try:
+        res = src.tbctl("migrate", "--to", f"127.0.0.1:{rx.port}", "--key-file", key_path,
+                        check=False, timeout=60)  # fmt: skip
+        assert res.returncode == 0, res.stdout + res.stderr
+        rx.proc.wait_line("RUNNING", 30)
+    finally:
+        src.stop()
+        rx.proc.kill()

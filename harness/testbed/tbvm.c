@@ -932,26 +932,36 @@ receive(const struct opts *o)
 	}
 	printf("LISTENING %s %s\n", host, port);
 	fflush(stdout);
-	do
-		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	while (fd < 0 && errno == EINTR);
-	error = errno;
-	close(lfd);
-	if (fd < 0) {
-		snprintf(msg, sizeof(msg), "accept: %s", strerror(error));
-		local_error(&err, MIG_PHASE_CONNECT, error, msg);
-		goto fail;
-	}
-	error = mig_socket_setup(fd, params.io_timeout_ms);
-	if (error != 0) {
-		snprintf(msg, sizeof(msg), "socket options: %s",
-		    strerror(error));
-		local_error(&err, MIG_PHASE_CONNECT, error, msg);
+	/*
+	 * A connection that fails before proving the key (a port scan, a
+	 * stray client, a wrong key) must not cost the real source its
+	 * destination: refuse it and keep listening.
+	 */
+	for (;;) {
+		do
+			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		while (fd < 0 && errno == EINTR);
+		if (fd < 0) {
+			error = errno;
+			close(lfd);
+			snprintf(msg, sizeof(msg), "accept: %s",
+			    strerror(error));
+			local_error(&err, MIG_PHASE_CONNECT, error, msg);
+			goto fail;
+		}
+		if (mig_recv_accept(fd, &params, &conn, &peer, &err) == 0)
+			break;
 		close(fd);
-		goto fail;
+		if (err.phase > MIG_PHASE_AUTH) {
+			close(lfd);
+			goto fail;
+		}
+		fprintf(stderr, "tbvm: refused a connection (%s side, %s): "
+		    "%s; still waiting for the source\n",
+		    mig_side_name(err.side), mig_phase_name(err.phase),
+		    err.msg);
 	}
-	if (mig_recv_accept(fd, &params, &conn, &peer, &err) != 0)
-		goto fail;
+	close(lfd);
 	tb_backend_init(&vm.be, vm.guest, vm_progress, NULL);
 	if (mig_recv_run(conn, &vm.be.mb, &st, &err) != 0)
 		goto fail_conn;

@@ -236,26 +236,34 @@ migration_receive_accept(void)
 	nfds = recv_listen(host, port, fds);
 	EPRINTLN("Waiting for the migration source on %s port %s",
 	    host[0] != '\0' ? host : "any address", port);
-	fd = recv_wait(fds, nfds);
-	for (i = 0; i < nfds; i++)
-		close(fds[i]);
-
-	error = mig_socket_setup(fd, params.io_timeout_ms);
-	if (error != 0)
-		errc(MIG_RECV_EXIT, error, "cannot set up the migration "
-		    "connection from %s", recv_peer);
-
 	vi = calloc(1, sizeof(*vi));
 	if (vi == NULL)
 		err(MIG_RECV_EXIT, "out of memory");
-	memset(&merr, 0, sizeof(merr));
-	error = mig_recv_accept(fd, &params, &recv_conn, vi, &merr);
-	explicit_bzero(params.key, sizeof(params.key));
-	if (error != 0)
-		errx(MIG_RECV_EXIT, "migration from %s failed on the %s side "
-		    "during %s: %s", recv_peer, mig_side_name(merr.side),
-		    mig_phase_name(merr.phase),
+	/*
+	 * A connection that fails before proving the key (a port scan, a
+	 * health check, a wrong key) must not cost the real source its
+	 * destination: refuse it and keep listening.
+	 */
+	for (;;) {
+		fd = recv_wait(fds, nfds);
+		memset(&merr, 0, sizeof(merr));
+		error = mig_recv_accept(fd, &params, &recv_conn, vi, &merr);
+		if (error == 0)
+			break;
+		close(fd);
+		if (merr.phase > MIG_PHASE_AUTH)
+			errx(MIG_RECV_EXIT, "migration from %s failed on the "
+			    "%s side during %s: %s", recv_peer,
+			    mig_side_name(merr.side),
+			    mig_phase_name(merr.phase), merr.msg[0] != '\0' ?
+			    merr.msg : strerror(error));
+		EPRINTLN("Refused a migration connection from %s (%s): %s; "
+		    "still waiting", recv_peer, mig_phase_name(merr.phase),
 		    merr.msg[0] != '\0' ? merr.msg : strerror(error));
+	}
+	explicit_bzero(params.key, sizeof(params.key));
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
 	recv_adopt_shape(vi);
 	free(vi);
 }
