@@ -45,6 +45,7 @@ tb_vminfo(void *arg, struct mig_vminfo *vi)
 		tb_state_name(g, i, vi->sections[i].name,
 		    sizeof(vi->sections[i].name));
 		vi->sections[i].version = TB_STATE_VERSION;
+		vi->sections[i].size_hint = (uint32_t)tb_state_len(g, i);
 		if (i < vi->ncpus)
 			vi->sections[i].flags = MIG_SECTION_VCPU;
 	}

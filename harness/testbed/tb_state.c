@@ -46,6 +46,15 @@ tb_state_name(const struct tb_guest *g, uint32_t idx, char *name,
 		snprintf(name, namelen, "tb-blob");
 }
 
+size_t
+tb_state_len(const struct tb_guest *g, uint32_t idx)
+{
+	uint32_t ncpu = tb_guest_config(g)->nvcpus;
+
+	return (idx < ncpu ? CPU_STATE_LEN : idx == ncpu ? COUNTER_STATE_LEN :
+	    TB_BLOB_SIZE);
+}
+
 int
 tb_state_save(struct tb_guest *g, uint32_t idx, void **bufp, size_t *lenp,
     char *msg, size_t msglen)
@@ -60,8 +69,7 @@ tb_state_save(struct tb_guest *g, uint32_t idx, void **bufp, size_t *lenp,
 		snprintf(msg, msglen, "no state section %u", idx);
 		return (EINVAL);
 	}
-	len = idx < ncpu ? CPU_STATE_LEN : idx == ncpu ? COUNTER_STATE_LEN :
-	    TB_BLOB_SIZE;
+	len = tb_state_len(g, idx);
 	buf = malloc(len);
 	if (buf == NULL) {
 		snprintf(msg, msglen, "out of memory");
@@ -133,8 +141,7 @@ tb_state_restore(struct tb_guest *g, uint32_t idx, const void *buf,
 		return (EINVAL);
 	}
 	tb_state_name(g, idx, name, sizeof(name));
-	want = idx < ncpu ? CPU_STATE_LEN : idx == ncpu ? COUNTER_STATE_LEN :
-	    TB_BLOB_SIZE;
+	want = tb_state_len(g, idx);
 	if (len != want) {
 		snprintf(msg, msglen, "%s: state is %zu bytes, expected %zu",
 		    name, len, want);

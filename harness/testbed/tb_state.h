@@ -21,6 +21,8 @@
 struct tb_guest;
 
 uint32_t tb_state_nsections(const struct tb_guest *);
+/* The encoded length of section idx. */
+size_t	tb_state_len(const struct tb_guest *, uint32_t idx);
 /* Name of section idx into name (namelen bytes). */
 void	tb_state_name(const struct tb_guest *, uint32_t idx, char *name,
 	    size_t namelen);

@@ -39,6 +39,7 @@ struct mig_section {
 	char		name[MIG_NAME_MAX];
 	uint32_t	version;
 	uint32_t	flags;		/* local only, not on the wire */
+	uint32_t	size_hint;	/* local only: expected bytes, or 0 */
 };
 
 #define	MIG_SECTION_VCPU	0x1	/* a vCPU's registers, not a device */

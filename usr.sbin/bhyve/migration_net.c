@@ -48,18 +48,27 @@ set_int_opt(int fd, int level, int name, int value)
 }
 
 int
-mig_socket_setup(int fd, uint32_t io_timeout_ms)
+mig_socket_timeout(int fd, uint32_t timeout_ms)
 {
-	struct sockaddr_storage ss;
 	struct timeval tv;
-	socklen_t sslen;
-	int error;
 
-	tv.tv_sec = io_timeout_ms / 1000;
-	tv.tv_usec = (io_timeout_ms % 1000) * 1000;
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
 		return (errno);
+	return (0);
+}
+
+int
+mig_socket_setup(int fd, uint32_t io_timeout_ms)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int error;
+
+	if ((error = mig_socket_timeout(fd, io_timeout_ms)) != 0)
+		return (error);
 	sslen = sizeof(ss);
 	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) != 0)
 		return (errno);

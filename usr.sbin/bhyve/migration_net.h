@@ -27,6 +27,8 @@ struct mig_ratelimit {
 };
 
 uint64_t mig_now_us(void);
+/* Set both directions' socket timeouts. */
+int	mig_socket_timeout(int fd, uint32_t timeout_ms);
 
 /* Paced by rl when it has a rate; rl may be NULL. */
 int	mig_writev_full(int fd, struct iovec *iov, int iovcnt,

@@ -27,6 +27,7 @@
 #include "migration_wire.h"
 
 #define	BITS_PER_WORD	64
+#define	MIG_SETUP_TIMEOUT_MS	120000	/* destination's memory set-up */
 
 struct sender {
 	struct mig_chan	ch;
@@ -373,8 +374,15 @@ describe_and_check(struct sender *s)
 		    "the guest's description does not fit a message"));
 	if ((error = mig_chan_send(&s->ch, MIG_MSG_VMINFO, buf, len)) != 0)
 		return (chan_fail(s, error, "describing the guest"));
-	/* The destination sets its memory up before it answers. */
-	if ((error = mig_chan_recv(&s->ch, &hdr, &payload)) != 0)
+	/*
+	 * The destination may set a large guest's memory and devices up
+	 * before it answers: allow that more than one I/O timeout.
+	 */
+	(void)mig_socket_timeout(s->ch.fd, MIG_SETUP_TIMEOUT_MS >
+	    s->p->io_timeout_ms ? MIG_SETUP_TIMEOUT_MS : s->p->io_timeout_ms);
+	error = mig_chan_recv(&s->ch, &hdr, &payload);
+	(void)mig_socket_timeout(s->ch.fd, s->p->io_timeout_ms);
+	if (error != 0)
 		return (chan_fail(s, error, "waiting for the compatibility "
 		    "verdict"));
 	if (hdr.type == MIG_MSG_ERROR) {
@@ -487,7 +495,8 @@ live_rounds(struct sender *s)
 {
 	struct mig_round_stats *r;
 	struct mig_decision d;
-	uint64_t dirty;
+	uint64_t dirty, state_bytes;
+	uint32_t i;
 	int error;
 
 	s->phase = MIG_PHASE_PRECOPY;
@@ -495,7 +504,12 @@ live_rounds(struct sender *s)
 		return (backend_fail(s, error, "could not start dirty page "
 		    "tracking"));
 	s->tracking = true;
-	mig_policy_init(&s->pol, s->p, mig_now_us(), 0, s->st->rtt_us);
+	/* The state goes over during the downtime too: count it. */
+	state_bytes = 0;
+	for (i = 0; i < s->vi.nsections; i++)
+		state_bytes += s->vi.sections[i].size_hint;
+	mig_policy_init(&s->pol, s->p, mig_now_us(), state_bytes,
+	    s->st->rtt_us);
 
 	/* Round 1: all of memory.  Writes from now on are logged. */
 	dirty = mark_all(s);
