@@ -86,18 +86,6 @@ local_fail(struct mig_conn *c, int error, const char *what)
 	return (error);
 }
 
-static bool
-page_is_zero(const uint8_t *page)
-{
-	const uint64_t *w = (const uint64_t *)(const void *)page;
-	size_t i;
-
-	for (i = 0; i < MIG_PAGE_SIZE / 8; i++)
-		if (w[i] != 0)
-			return (false);
-	return (true);
-}
-
 int
 mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
     struct mig_vminfo *vi, struct mig_error *err)
@@ -261,7 +249,7 @@ on_pages(struct mig_conn *c, uint32_t len)
 		page = host + (v & ~MIG_PAGE_ZERO) * MIG_PAGE_SIZE;
 		if ((v & MIG_PAGE_ZERO) != 0) {
 			/* Reading an untouched page faults in no memory. */
-			if (!page_is_zero(page))
+			if (!mig_page_is_zero(page))
 				memset(page, 0, MIG_PAGE_SIZE);
 			c->round->zero_pages++;
 		} else {

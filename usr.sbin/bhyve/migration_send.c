@@ -70,19 +70,6 @@ popcount_words(const uint64_t *w, size_t n)
 	return (c);
 }
 
-static bool
-page_is_zero(const uint8_t *page)
-{
-	const uint64_t *w = (const uint64_t *)(const void *)page;
-	size_t i;
-
-	for (i = 0; i < MIG_PAGE_SIZE / 8; i += 8)
-		if ((w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] |
-		    w[i + 5] | w[i + 6] | w[i + 7]) != 0)
-			return (false);
-	return (true);
-}
-
 static void
 progress(struct sender *s, uint32_t round, uint64_t remaining,
     const struct mig_round_stats *last)
@@ -303,7 +290,7 @@ send_round(struct sender *s, struct mig_round_stats *r)
 				}
 				page = s->vi.segs[seg].host +
 				    idx * MIG_PAGE_SIZE;
-				if (page_is_zero(page)) {
+				if (mig_page_is_zero(page)) {
 					idx |= MIG_PAGE_ZERO;
 					r->zero_pages++;
 				} else {

@@ -240,6 +240,20 @@ mig_msg_name(uint16_t type)
 	return (msg_names[type]);
 }
 
+bool
+mig_page_is_zero(const uint8_t *page)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)page;
+	size_t i;
+
+	/* Eight words a step: most non-zero pages fail on the first. */
+	for (i = 0; i < MIG_PAGE_SIZE / 8; i += 8)
+		if ((w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] |
+		    w[i + 5] | w[i + 6] | w[i + 7]) != 0)
+			return (false);
+	return (true);
+}
+
 void
 mig_hdr_encode(uint8_t out[MIG_HDR_LEN], const struct mig_hdr *h)
 {

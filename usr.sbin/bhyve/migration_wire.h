@@ -195,6 +195,9 @@ int	mig_pages_index_check(const uint64_t *idx, uint32_t count,
 
 const char *mig_msg_name(uint16_t type);
 
+/* Whether a page can travel as a zero marker. */
+bool	mig_page_is_zero(const uint8_t *page);
+
 /*
  * Compare the source's description with the destination's own; fill msg
  * with the first difference, in words, and return EINVAL.
