@@ -85,8 +85,7 @@ def raw_tcp_mb_s(nbytes: int = 1 << 30, runs: int = 3) -> float:
     return statistics.median(rates)
 
 
-def _one_run(case: BenchCase, guest: Guest, endpoints: tuple[Endpoint, Endpoint],
-             tag: str) -> dict[str, Any]:  # fmt: skip
+def _one_run(guest: Guest, endpoints: tuple[Endpoint, Endpoint], tag: str) -> dict[str, Any]:
     flow = FlowOptions(warmup_s=0.5, run_after_s=0.2)
     src = start_guest(endpoints[0], guest, flow, tag)
     time.sleep(flow.warmup_s)
@@ -102,7 +101,7 @@ def run_case(
         name=f"bench-{case.name}", memory=memory, vcpus=vcpus,
         testbed=TestbedGuest(workload=case.workload, fill=case.fill),
     )  # fmt: skip
-    reports = [_one_run(case, guest, endpoints, f"{case.name}{i}") for i in range(repeats)]
+    reports = [_one_run(guest, endpoints, f"{case.name}{i}") for i in range(repeats)]
     firsts = [(r.get("rounds") or [{}])[0] for r in reports]
     stream = statistics.median(f.get("bytes", 0) / (f.get("duration_ms") or 1) / 1000.0
                                for f in firsts)  # fmt: skip

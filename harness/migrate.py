@@ -17,9 +17,9 @@ verifies the source instead, so a rollback that lost memory is caught too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,7 +84,7 @@ class RunningGuest:
     def verify(self) -> dict[str, Any]:
         # Exit 1 means "checked, and the check failed": the JSON says how.
         result = self.tbctl("verify", timeout=120.0, check=False)
-        return _parse_json(result.stdout, f"{self.endpoint.name}: tbctl verify")
+        return last_json(result.stdout, f"{self.endpoint.name}: tbctl verify")
 
     def stop(self) -> None:
         if self.process.alive():
@@ -101,7 +101,8 @@ class MigrationOutcome:
     guest: RunningGuest | None = None  # where the guest runs now, if kept running
 
 
-def _parse_json(text: str, what: str) -> dict[str, Any]:
+def last_json(text: str, what: str) -> dict[str, Any]:
+    """The last JSON object line a tool printed (tbctl's result); what names the tool."""
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):
@@ -231,7 +232,7 @@ def migrate_once(
         if prober:
             prober.stop()
         raise _cancel(source, receiver, migrate, on_progress) from None
-    src_result = _parse_json(migrate.output(), f"{src_ep.name}: tbctl migrate")
+    src_result = last_json(migrate.output(), f"{src_ep.name}: tbctl migrate")
     wall_ms = (time.monotonic() - started) * 1000.0
 
     dst_running = False
@@ -369,10 +370,6 @@ def describe_failure(report: dict[str, Any]) -> str:
     )
 
 
-def command_line(argv: list[str]) -> str:
-    return shlex.join(argv)
-
-
 @dataclass
 class PingPong:
     """Migrate a guest back and forth between two endpoints count times."""
@@ -391,7 +388,7 @@ class PingPong:
         try:
             for i in range(count):
                 keep = i < count - 1
-                flow = FlowOptions(**{**self.flow.__dict__, "keep_running": keep})
+                flow = dataclasses.replace(self.flow, keep_running=keep)
                 outcome = migrate_once(
                     current, other, self.guest, self.policy, flow, f"pp{i + 1}", on_progress
                 )

@@ -108,7 +108,7 @@ class _LineCollector:
 class LocalProcess:
     """A background process on this machine."""
 
-    def __init__(self, host: str, argv: list[str], env: dict[str, str] | None = None):
+    def __init__(self, host: str, argv: list[str]):
         self.host = host
         self.argv = argv
         self._proc = subprocess.Popen(
@@ -117,7 +117,6 @@ class LocalProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=env,
             start_new_session=True,
         )
         assert self._proc.stdout is not None

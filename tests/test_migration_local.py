@@ -17,7 +17,14 @@ import pytest
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest
 from harness.local import local_endpoints
-from harness.migrate import Endpoint, FlowOptions, guest_args, migrate_once, start_guest
+from harness.migrate import (
+    Endpoint,
+    FlowOptions,
+    guest_args,
+    last_json,
+    migrate_once,
+    start_guest,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test bed needs root")
 
@@ -125,7 +132,7 @@ def _tbctl_migrate(src, port: int, key: str, *extra: str):
 
 
 def _result(stdout: str) -> dict:
-    return json.loads([ln for ln in stdout.splitlines() if ln.startswith("{")][-1])
+    return last_json(stdout, "tbctl migrate")
 
 
 def test_wrong_key_is_refused_before_memory_moves(endpoints) -> None:

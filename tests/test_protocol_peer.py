@@ -7,7 +7,6 @@ malformed stream on a real socket, says why, and never runs the guest.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -20,7 +19,7 @@ import pytest
 
 from harness.config import Guest, TestbedGuest
 from harness.local import local_endpoints
-from harness.migrate import FlowOptions, guest_args, start_guest
+from harness.migrate import FlowOptions, guest_args, last_json, start_guest
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test bed needs root")
 
@@ -64,7 +63,7 @@ def captured_vminfo(endpoints) -> bytes:
         res = src.tbctl("migrate", "--to", f"127.0.0.1:{port}", "--key-file", key_path,
                         check=False, timeout=60)  # fmt: skip
         thread.join(10)
-        result = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("{")][-1])
+        result = last_json(res.stdout, "tbctl migrate")
         assert res.returncode == 1
         assert result["error"]["side"] == "destination"
         assert "python peer refuses on purpose" in result["error"]["message"]

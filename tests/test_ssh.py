@@ -13,6 +13,7 @@ import pytest
 
 from harness import netns
 from harness.config import load_hosts
+from harness.deploy import deploy_testbed_programs
 from harness.runner import CommandFailed
 from harness.ssh import (
     AuthenticationFailed,
@@ -26,7 +27,6 @@ from harness.ssh import (
     run_parallel,
     runners_for,
 )
-from harness.tasks.hosts import deploy_testbed_programs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test bed needs root")
 

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest, load_hosts
-from harness.migrate import Endpoint, FlowOptions, PingPong, guest_args, start_guest
+from harness.deploy import endpoints_for
+from harness.migrate import Endpoint, FlowOptions, PingPong, guest_args, last_json, start_guest
 from harness.netns import Testbed, TestbedSpec
-from harness.ssh import SSHRunner
-from harness.tasks.hosts import DEFAULT_OUT, build_testbed, deploy_testbed_programs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the namespace test bed needs root")
 
@@ -33,19 +32,10 @@ def hosts():
                        state_dir=Path("/var/lib/bhyve-migration-testbed-pytest-mig"))  # fmt: skip
     testbed = Testbed(spec)
     config = load_hosts(testbed.up())
-    bin_dir = build_testbed(Path(DEFAULT_OUT))
-    endpoints = []
-    runners = []
-    for host in config.migration_pair():
-        runner = SSHRunner.from_config(config, host.name)
-        runners.append(runner)
-        remote_bin = deploy_testbed_programs(runner, bin_dir)
-        endpoints.append(
-            Endpoint(runner, remote_bin, host.migration_address, host.address, host.name)
-        )
+    endpoints = endpoints_for(config)
     yield config, endpoints
-    for runner in runners:
-        runner.close()
+    for endpoint in endpoints:
+        endpoint.runner.close()
     testbed.down()
 
 
@@ -54,9 +44,7 @@ def _leftovers(ep: Endpoint) -> tuple[list[str], list[str]]:
     listing = ep.runner.run(["sh", "-c", "pgrep -a -x tbvm; pgrep -a -x tbctl; true"]).stdout
     procs = [line for line in listing.splitlines() if ep.runner.workdir in line]
     files = ep.runner.run(["sh", "-c", f"ls {ep.runner.workdir}"]).stdout.split()
-    return procs, [
-        f for f in files if f.endswith((".ctl", ".key"))
-    ]
+    return procs, [f for f in files if f.endswith((".ctl", ".key"))]
 
 
 def test_migration_across_hosts_is_verified(hosts) -> None:
@@ -106,8 +94,7 @@ def test_destination_dying_leaves_guest_on_source(hosts) -> None:
         t0 = time.monotonic()
         assert migrate.wait(30) == 1
         assert time.monotonic() - t0 < 10
-        result = json.loads([ln for ln in migrate.output().splitlines()
-                             if ln.startswith("{")][-1])  # fmt: skip
+        result = last_json(migrate.output(), "tbctl migrate")
         assert result["status"] == "failed"
         assert result["error"]["side"] == "destination"
         status = json.loads(guest.tbctl("status").stdout)

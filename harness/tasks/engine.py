@@ -10,11 +10,11 @@ from pathlib import Path
 from invoke import task
 
 from harness.config import Guest, HostsConfig, MigrationPolicy, TestbedGuest, parse_rate
+from harness.deploy import endpoints_for, load_or_testbed
 from harness.errors import HarnessError
-from harness.migrate import Endpoint, FlowOptions, PingPong, describe_failure
+from harness.migrate import FlowOptions, PingPong, describe_failure
 from harness.report import plot_rounds, summary, write_json
 from harness.ssh import SSHRunner
-from harness.tasks.hosts import DEFAULT_OUT, build_testbed, deploy_testbed_programs, load_or_testbed
 from harness.units import parse_size
 
 
@@ -53,26 +53,6 @@ def _policy(base: MigrationPolicy | None, downtime_limit, max_rounds, fixed_roun
     if no_throttle:
         policy.auto_throttle = False
     return policy
-
-
-def _hosts_endpoints(config: HostsConfig) -> tuple[Endpoint, Endpoint]:
-    """SSH endpoints for a test-bed hosts file, with freshly deployed programs."""
-    source, destination = config.migration_pair()
-    for host in (source, destination):
-        if host.kind != "testbed":
-            raise HarnessError(
-                f"{config.path}: host {host.name} is of kind {host.kind!r}; "
-                "FreeBSD hosts migrate with bhyve, see harness/freebsd_migrate.py"
-            )
-    bin_dir = build_testbed(Path(DEFAULT_OUT))
-    endpoints = []
-    for host in (source, destination):
-        runner = SSHRunner.from_config(config, host.name)
-        remote_bin = deploy_testbed_programs(runner, bin_dir)
-        endpoints.append(
-            Endpoint(runner, remote_bin, host.migration_address, host.address, host.name)
-        )
-    return endpoints[0], endpoints[1]
 
 
 def _freebsd_migrations(
@@ -143,7 +123,7 @@ def migrate(
             reports = _freebsd_migrations(config, guest, policy, runs)
         else:
             if config is not None:
-                endpoints = _hosts_endpoints(config)
+                endpoints = endpoints_for(config)
             flow = FlowOptions(run_after_s=run_after)
             reports = PingPong(*endpoints, guest, policy, flow).run(runs)
     except (HarnessError, ValueError) as exc:
