@@ -231,6 +231,33 @@ mig_fail_peer(struct mig_error *err, struct mig_chan *ch,
 	    em.code != 0 ? (int)em.code : EIO, "%s", em.msg);
 }
 
+int
+mig_expect(struct mig_chan *ch, struct mig_error *err, enum mig_phase phase,
+    uint16_t want, const char *doing, void **payload, uint32_t *len)
+{
+	struct mig_hdr hdr;
+	int error;
+
+	if ((error = mig_chan_recv(ch, &hdr, payload)) != 0) {
+		mig_fail_chan(err, ch, phase, error, doing);
+		return (error);
+	}
+	if (hdr.type == MIG_MSG_ERROR) {
+		mig_fail_peer(err, ch, *payload, hdr.len);
+		return (err->code);
+	}
+	if (hdr.type != want || (len == NULL && hdr.len != 0)) {
+		snprintf(ch->why, sizeof(ch->why), "expected %s%s, got %s",
+		    len == NULL ? "an empty " : "", mig_msg_name(want),
+		    mig_msg_name(hdr.type));
+		mig_fail_chan(err, ch, phase, EPROTO, doing);
+		return (EPROTO);
+	}
+	if (len != NULL)
+		*len = hdr.len;
+	return (0);
+}
+
 void
 mig_tell_peer(struct mig_chan *ch, const struct mig_error *err)
 {

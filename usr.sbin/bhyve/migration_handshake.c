@@ -40,35 +40,6 @@ hs_refuse(struct hs_state *hs, enum mig_phase phase, int code,
 	return (code);
 }
 
-/* Receive one frame of the expected type; a peer's ERROR ends it. */
-static int
-hs_recv(struct hs_state *hs, enum mig_phase phase, uint16_t want,
-    void **payload, uint32_t *len)
-{
-	struct mig_hdr hdr;
-	char doing[64];
-	int error;
-
-	snprintf(doing, sizeof(doing), "waiting for %s", mig_msg_name(want));
-	if ((error = mig_chan_recv(hs->ch, &hdr, payload)) != 0) {
-		mig_fail_chan(hs->err, hs->ch, phase, error, doing);
-		return (error);
-	}
-	if (hdr.type == MIG_MSG_ERROR) {
-		mig_fail_peer(hs->err, hs->ch, *payload, hdr.len);
-		return (hs->err->code);
-	}
-	if (hdr.type != want) {
-		snprintf(hs->ch->why, sizeof(hs->ch->why),
-		    "expected %s, got %s", mig_msg_name(want),
-		    mig_msg_name(hdr.type));
-		mig_fail_chan(hs->err, hs->ch, phase, EPROTO, doing);
-		return (EPROTO);
-	}
-	*len = hdr.len;
-	return (0);
-}
-
 static int
 hs_hello(struct hs_state *hs, const struct mig_params *p,
     bool require_encrypt)
@@ -100,8 +71,8 @@ hs_hello(struct hs_state *hs, const struct mig_params *p,
 		    "sending HELLO");
 		return (error);
 	}
-	if ((error = hs_recv(hs, MIG_PHASE_HANDSHAKE, MIG_MSG_HELLO,
-	    &payload, &len)) != 0)
+	if ((error = mig_expect(hs->ch, hs->err, MIG_PHASE_HANDSHAKE,
+	    MIG_MSG_HELLO, "waiting for HELLO", &payload, &len)) != 0)
 		return (error);
 	if ((error = mig_hello_decode(payload, len, &hs->peer, hs->ch->why,
 	    sizeof(hs->ch->why))) != 0) {
@@ -194,8 +165,8 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 		mig_fail_chan(err, ch, MIG_PHASE_AUTH, error, "sending AUTH");
 		goto out;
 	}
-	if ((error = hs_recv(&hs, MIG_PHASE_AUTH, MIG_MSG_AUTH, &payload,
-	    &len)) != 0)
+	if ((error = mig_expect(ch, err, MIG_PHASE_AUTH, MIG_MSG_AUTH,
+	    "waiting for AUTH", &payload, &len)) != 0)
 		goto out;
 	*rtt_us = mig_now_us() - *rtt_us;
 	if (len != MIG_AUTH_LEN || !mig_mac_equal(payload, their_proof,

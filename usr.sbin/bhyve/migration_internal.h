@@ -23,6 +23,13 @@ void	mig_fail_chan(struct mig_error *, const struct mig_chan *,
 /* Record the peer's own ERROR message. */
 void	mig_fail_peer(struct mig_error *, struct mig_chan *,
 	    const void *payload, size_t len);
+/*
+ * Receive one whole frame that must be of type want.  A peer's ERROR is
+ * recorded as its failure, any other type as a protocol error.  With a
+ * NULL len the frame must be empty.  Returns 0 or the recorded error.
+ */
+int	mig_expect(struct mig_chan *, struct mig_error *, enum mig_phase,
+	    uint16_t want, const char *doing, void **payload, uint32_t *len);
 /* Tell the peer why this side gives up; best effort. */
 void	mig_tell_peer(struct mig_chan *, const struct mig_error *);
 /* The side a role stands for, and its name in messages. */

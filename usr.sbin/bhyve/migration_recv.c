@@ -91,8 +91,8 @@ mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
     struct mig_vminfo *vi, struct mig_error *err)
 {
 	struct mig_conn *c;
-	struct mig_hdr hdr;
 	void *payload;
+	uint32_t len;
 	int error;
 
 	memset(err, 0, sizeof(*err));
@@ -118,21 +118,10 @@ mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
 	    &c->rtt_us, err)) != 0)
 		goto fail;
 	c->phase = MIG_PHASE_COMPAT;
-	if ((error = mig_chan_recv(&c->ch, &hdr, &payload)) != 0) {
-		chan_fail(c, error, "waiting for the guest's description");
+	if ((error = mig_expect(&c->ch, err, c->phase, MIG_MSG_VMINFO,
+	    "waiting for the guest's description", &payload, &len)) != 0)
 		goto fail;
-	}
-	if (hdr.type == MIG_MSG_ERROR) {
-		mig_fail_peer(err, &c->ch, payload, hdr.len);
-		error = err->code;
-		goto fail;
-	}
-	if (hdr.type != MIG_MSG_VMINFO) {
-		error = proto_fail(c, "expected VMINFO, got %s",
-		    mig_msg_name(hdr.type));
-		goto fail;
-	}
-	if ((error = mig_vminfo_decode(payload, hdr.len, &c->peer,
+	if ((error = mig_vminfo_decode(payload, len, &c->peer,
 	    c->ch.why, sizeof(c->ch.why))) != 0) {
 		chan_fail(c, error, "reading the guest's description");
 		goto fail;
@@ -361,7 +350,6 @@ static int
 on_ready(struct mig_conn *c, void *payload, uint32_t len)
 {
 	struct mig_ready ready;
-	struct mig_hdr hdr;
 	uint8_t buf[32];
 	int error;
 
@@ -381,15 +369,9 @@ on_ready(struct mig_conn *c, void *payload, uint32_t len)
 	if ((error = mig_chan_send(&c->ch, MIG_MSG_READY, buf,
 	    mig_ready_encode(buf, sizeof(buf), &ready))) != 0)
 		return (chan_fail(c, error, "reporting ready"));
-	if ((error = mig_chan_recv(&c->ch, &hdr, &payload)) != 0)
-		return (chan_fail(c, error, "waiting for GO"));
-	if (hdr.type == MIG_MSG_ERROR) {
-		mig_fail_peer(c->err, &c->ch, payload, hdr.len);
-		return (c->err->code);
-	}
-	if (hdr.type != MIG_MSG_GO || hdr.len != 0)
-		return (proto_fail(c, "expected GO, got %s",
-		    mig_msg_name(hdr.type)));
+	if ((error = mig_expect(&c->ch, c->err, c->phase, MIG_MSG_GO,
+	    "waiting for GO", &payload, NULL)) != 0)
+		return (error);
 	c->go = true;
 	return (0);
 }

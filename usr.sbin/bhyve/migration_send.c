@@ -346,7 +346,6 @@ next_round(struct sender *s, uint64_t dirty, bool final)
 static int
 describe_and_check(struct sender *s)
 {
-	struct mig_hdr hdr;
 	uint8_t buf[8192];
 	void *payload;
 	size_t len;
@@ -367,21 +366,11 @@ describe_and_check(struct sender *s)
 	 */
 	(void)mig_socket_timeout(s->ch.fd, MIG_SETUP_TIMEOUT_MS >
 	    s->p->io_timeout_ms ? MIG_SETUP_TIMEOUT_MS : s->p->io_timeout_ms);
-	error = mig_chan_recv(&s->ch, &hdr, &payload);
+	error = mig_expect(&s->ch, s->err, s->phase, MIG_MSG_ACCEPT,
+	    "waiting for the compatibility verdict", &payload, NULL);
 	(void)mig_socket_timeout(s->ch.fd, s->p->io_timeout_ms);
 	if (error != 0)
-		return (chan_fail(s, error, "waiting for the compatibility "
-		    "verdict"));
-	if (hdr.type == MIG_MSG_ERROR) {
-		mig_fail_peer(s->err, &s->ch, payload, hdr.len);
-		return (s->err->code);
-	}
-	if (hdr.type != MIG_MSG_ACCEPT || hdr.len != 0) {
-		snprintf(s->ch.why, sizeof(s->ch.why), "expected ACCEPT, "
-		    "got %s", mig_msg_name(hdr.type));
-		return (chan_fail(s, EPROTO, "waiting for the compatibility "
-		    "verdict"));
-	}
+		return (error);
 	s->st->memory_bytes = 0;
 	for (i = 0; i < s->vi.nsegs; i++)
 		s->st->memory_bytes += s->vi.segs[i].len;
@@ -533,11 +522,10 @@ stop_and_copy(struct sender *s)
 	struct saved_state ss;
 	struct mig_round_stats *r;
 	struct mig_ready ready;
-	struct mig_hdr hdr;
 	uint8_t buf[32];
 	void *payload;
 	uint64_t dirty, t0;
-	uint32_t i;
+	uint32_t i, len;
 	int error;
 
 	memset(&ss, 0, sizeof(ss));
@@ -592,22 +580,8 @@ stop_and_copy(struct sender *s)
 		error = chan_fail(s, error, "announcing the end of the stream");
 		goto out;
 	}
-	if ((error = mig_chan_recv(&s->ch, &hdr, &payload)) != 0) {
-		error = chan_fail(s, error, "waiting for the destination to "
-		    "be ready");
-		goto out;
-	}
-	if (hdr.type == MIG_MSG_ERROR) {
-		mig_fail_peer(s->err, &s->ch, payload, hdr.len);
-		error = s->err->code;
-		goto out;
-	}
-	if (hdr.type != MIG_MSG_READY) {
-		snprintf(s->ch.why, sizeof(s->ch.why), "expected READY, got %s",
-		    mig_msg_name(hdr.type));
-		error = chan_fail(s, EPROTO, "waiting for the destination to "
-		    "be ready");
-	}
+	error = mig_expect(&s->ch, s->err, s->phase, MIG_MSG_READY,
+	    "waiting for the destination to be ready", &payload, &len);
 out:
 	free_state(&ss);
 	return (error);
@@ -617,7 +591,6 @@ out:
 static enum mig_result
 go(struct sender *s)
 {
-	struct mig_hdr hdr;
 	void *payload;
 	uint64_t now;
 	int error;
@@ -627,23 +600,16 @@ go(struct sender *s)
 		(void)chan_fail(s, error, "sending GO");
 		return (MIG_INDETERMINATE);
 	}
-	error = mig_chan_recv(&s->ch, &hdr, &payload);
+	error = mig_expect(&s->ch, s->err, s->phase, MIG_MSG_RUNNING,
+	    "waiting for the destination to confirm that the guest runs",
+	    &payload, NULL);
 	now = mig_now_us();
-	if (error == 0 && hdr.type == MIG_MSG_ERROR) {
-		/* An authenticated refusal of GO: the guest runs nowhere. */
-		mig_fail_peer(s->err, &s->ch, payload, hdr.len);
-		return (MIG_FAILED);
-	}
-	if (error == 0 && hdr.type != MIG_MSG_RUNNING) {
-		snprintf(s->ch.why, sizeof(s->ch.why),
-		    "expected RUNNING, got %s", mig_msg_name(hdr.type));
-		error = EPROTO;
-	}
-	if (error != 0) {
-		(void)chan_fail(s, error, "waiting for the destination to "
-		    "confirm that the guest runs");
-		return (MIG_INDETERMINATE);
-	}
+	/*
+	 * An authenticated refusal of GO means the guest runs nowhere and
+	 * may resume here; silence leaves nobody sure.
+	 */
+	if (error != 0)
+		return (s->ch.peer_gave_up ? MIG_FAILED : MIG_INDETERMINATE);
 	/* RUNNING took half a round trip to arrive. */
 	s->st->downtime_us = now - s->pause_us;
 	if (s->st->downtime_us > s->st->rtt_us / 2)
