@@ -249,6 +249,9 @@ def migrate_once(
         # a connection refused before it leaves it listening for the source.
         if receiver.wait(5.0) is None:
             receiver.kill()
+    if prober and dst_running:
+        # RUNNING is printed as the vCPUs start: give the first answer time to arrive.
+        prober.wait_for_answer(prober.destination.label, 2.0)
     probe = prober.stop() if prober else None
     time.sleep(flow.run_after_s if dst_running else 0.2)
 
@@ -349,7 +352,9 @@ def build_report(
         "total_time_ms": total_ms,
         "wall_time_ms": round(wall_ms, 3),
         "downtime_ms": src.get("downtime_ms"),
-        "downtime_probe_ms": round(probe.outage_ms, 3) if probe and probe.outage_ms else None,
+        "downtime_probe_ms": (
+            round(probe.outage_ms, 3) if probe and probe.outage_ms is not None else None
+        ),
         "bytes_sent": bytes_sent,
         "throughput_mb_s": round(bytes_sent / total_ms / 1000.0, 1) if total_ms else 0.0,
         "stop_reason": src.get("stop_reason"),

@@ -60,6 +60,15 @@ class Prober:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def wait_for_answer(self, label: str, timeout: float) -> bool:
+        """Wait until the target labelled label has answered at least once."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._answers.get(label):
+                return True
+            time.sleep(self.interval)
+        return False
+
     def stop(self) -> ProbeResult:
         self._stop.set()
         if self._thread is not None:
