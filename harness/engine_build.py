@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 REPO = Path(__file__).resolve().parent.parent
-TESTBED_SRC = REPO / "harness" / "testbed"
+TESTBED_SRC = REPO / "testbed"
 DEFAULT_OUT = REPO / "build" / "testbed"
 PROGRAMS = ("tbvm", "tbctl")
 
