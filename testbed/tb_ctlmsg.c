@@ -157,33 +157,22 @@ take_rights(struct tb_ctlmsg *m, struct msghdr *mh)
 	}
 }
 
+/* The command line, then the body: the request payload, verbatim. */
 static int
 parse(struct tb_ctlmsg *m, char *msg, size_t msglen)
 {
-	char *line, *next, *eq;
+	char *nl, *end;
 
-	line = m->buf;
-	next = strchr(line, '\n');
-	*next++ = '\0';
-	m->cmd = line;
-	for (line = next; *line != '\n'; line = next) {
-		next = strchr(line, '\n');
-		*next++ = '\0';
-		eq = strchr(line, '=');
-		if (eq == NULL || eq == line) {
-			snprintf(msg, msglen, "malformed request line '%s'",
-			    line);
-			return (EINVAL);
-		}
-		if (m->nkv == TB_CTL_MAXKV) {
-			snprintf(msg, msglen, "too many request lines");
-			return (EINVAL);
-		}
-		*eq = '\0';
-		m->key[m->nkv] = line;
-		m->val[m->nkv++] = eq + 1;
+	end = strstr(m->buf, "\n\n");
+	nl = strchr(m->buf, '\n');
+	*nl = '\0';
+	m->cmd = m->buf;
+	m->body = nl + 1;
+	m->bodylen = nl == end ? 0 : (size_t)(end + 1 - m->body);
+	if (m->cmd[0] == '\0') {
+		snprintf(msg, msglen, "empty request");
+		return (EINVAL);
 	}
-	*line = '\0';
 	return (0);
 }
 
@@ -228,22 +217,7 @@ tb_ctl_recv(int fd, struct tb_ctlmsg *m, char *msg, size_t msglen)
 			return (EINVAL);
 		}
 	}
-	if (m->buf[0] == '\n') {
-		snprintf(msg, msglen, "empty request");
-		return (EINVAL);
-	}
 	return (parse(m, msg, msglen));
-}
-
-const char *
-tb_ctl_get(const struct tb_ctlmsg *m, const char *key)
-{
-	int i;
-
-	for (i = 0; i < m->nkv; i++)
-		if (strcmp(m->key[i], key) == 0)
-			return (m->val[i]);
-	return (NULL);
 }
 
 int

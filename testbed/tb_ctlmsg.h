@@ -6,8 +6,9 @@
 
 /*
  * The VM's control socket: an AF_UNIX stream carrying one request per
- * connection, a command line and key=value lines ended by an empty line,
- * with descriptors passed in SCM_RIGHTS; the reply is one JSON line.
+ * connection, a command line and a body (a migration request's payload,
+ * migration_ctl.h) ended by an empty line, with descriptors passed in
+ * SCM_RIGHTS; the reply is one JSON line.
  */
 
 #ifndef _TB_CTLMSG_H_
@@ -17,14 +18,12 @@
 
 #define	TB_CTL_MAX	4096	/* request bytes */
 #define	TB_CTL_MAXFDS	2
-#define	TB_CTL_MAXKV	32
 
 struct tb_ctlmsg {
 	char		buf[TB_CTL_MAX + 1];
 	const char	*cmd;
-	int		nkv;
-	const char	*key[TB_CTL_MAXKV];
-	const char	*val[TB_CTL_MAXKV];
+	const char	*body;		/* the payload, bodylen bytes */
+	size_t		bodylen;
 	int		nfds;
 	int		fds[TB_CTL_MAXFDS];
 };
@@ -36,7 +35,6 @@ int	tb_ctl_connect(const char *path, int *fd, char *msg, size_t msglen);
 int	tb_ctl_send(int fd, const char *text, const int *fds, int nfds);
 /* Receive and parse one request; on error msg says why. */
 int	tb_ctl_recv(int fd, struct tb_ctlmsg *, char *msg, size_t msglen);
-const char *tb_ctl_get(const struct tb_ctlmsg *, const char *key);
 /* Take descriptor i out of the message; -1 if not sent. */
 int	tb_ctl_takefd(struct tb_ctlmsg *, int i);
 /* Close the descriptors nobody took. */

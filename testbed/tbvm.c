@@ -38,17 +38,19 @@
 
 #include "migration.h"
 #include "migration_backend.h"
+#include "migration_ctl.h"
+#include "migration_dest_listen.h"
+#include "migration_json.h"
+#include "migration_seam.h"
+#include "migration_source_cmd.h"
 
 #include "tb_backend.h"
 #include "tb_ctlmsg.h"
 #include "tb_dirty.h"
 #include "tb_guest.h"
-#include "tb_json.h"
 #include "tb_net.h"
 #include "tb_parse.h"
 #include "tb_probe.h"
-#include "tb_progress.h"
-#include "tb_report.h"
 
 #ifndef __unused
 #define	__unused	__attribute__((__unused__))	/* as sys/cdefs.h */
@@ -75,13 +77,9 @@ struct opts {
 	const char	*listen;
 	const char	*keyfile;
 	const char	*report;
+	const char	*fault;		/* post-GO fault of receive */
 	bool		require_encryption;
 	uint32_t	timeout_ms;	/* 0: the engine's default */
-};
-
-struct migrate_job {
-	int		fd;
-	struct mig_params params;
 };
 
 static struct vm {
@@ -92,15 +90,10 @@ static struct vm {
 	int		ctl_fd;
 	int		wake[2];	/* exit requests: one byte, the code */
 	struct tb_probe	*probe;
-	/* The outgoing migration's progress; its thread's alone. */
-	struct tb_progress *progress;
+	bool		receiving;	/* "tbvm receive" */
 
 	pthread_mutex_t	mtx;		/* what follows */
-	enum vm_state	state;
 	bool		exiting;
-	bool		migrate_started;
-	bool		migrate_running;
-	pthread_t	migrate_thread;
 } vm = {
 	.ctl_fd = -1,
 	.wake = { -1, -1 },
@@ -120,7 +113,8 @@ usage(void)
 	    "       tbvm receive (the guest options of run) --listen "
 	    "HOST:PORT\n"
 	    "\t    --key-file FILE --control PATH [--probe HOST:PORT]\n"
-	    "\t    [--report FILE] [--require-encryption] [--timeout MS]\n");
+	    "\t    [--report FILE] [--require-encryption] [--timeout MS]\n"
+	    "\t    [--fault lose-running|die-after-go]\n");
 	exit(EX_USAGE);
 }
 
@@ -178,6 +172,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "report", required_argument, NULL, 'r' },
 		{ "require-encryption", no_argument, NULL, 'E' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "fault", required_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 }
 	};
 	char msg[256];
@@ -189,7 +184,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 	cfg->fill = TB_FILL_PATTERN;
 	cfg->workload.kind = TB_WL_IDLE;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (!o->receive && strchr("lkrEt", ch) != NULL)
+		if (!o->receive && strchr("lkrEtF", ch) != NULL)
 			usage_error("--%s is an option of 'tbvm receive'",
 			    option_name(longopts, ch));
 		switch (ch) {
@@ -252,6 +247,13 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 			o->timeout_ms = (uint32_t)opt_number("timeout", optarg,
 			    1, UINT32_MAX);
 			break;
+		case 'F':
+			if (strcmp(optarg, "lose-running") != 0 &&
+			    strcmp(optarg, "die-after-go") != 0)
+				usage_error("--fault: '%s' is neither "
+				    "'lose-running' nor 'die-after-go'", optarg);
+			o->fault = optarg;
+			break;
 		default:
 			usage();
 		}
@@ -310,6 +312,24 @@ reply(int fd, const char *fmt, ...)
 	free(buf);
 }
 
+/* An operator command's answer: {"ok":B,"message":TEXT}. */
+static void
+reply_answer(int fd, bool ok, const char *message)
+{
+	char *buf;
+	size_t len;
+	FILE *f;
+
+	if ((f = open_memstream(&buf, &len)) == NULL)
+		return;
+	fprintf(f, "{\"ok\":%s,\"message\":", ok ? "true" : "false");
+	mig_json_string(f, message);
+	fputs("}\n", f);
+	if (fclose(f) == 0)
+		(void)send(fd, buf, len, MSG_NOSIGNAL);
+	free(buf);
+}
+
 static void
 reply_error(int fd, bool usage_err, const char *why)
 {
@@ -323,19 +343,122 @@ reply_error(int fd, bool usage_err, const char *why)
 	fputs("{\"ok\":false,\"usage\":", f);
 	fputs(usage_err ? "true" : "false", f);
 	fputs(",\"error\":", f);
-	tb_json_string(f, why);
+	mig_json_string(f, why);
 	fputs("}\n", f);
 	if (fclose(f) == 0)
 		(void)send(fd, buf, len, MSG_NOSIGNAL);
 	free(buf);
 }
 
-static void
-vm_progress(void *arg __unused, const struct mig_progress *p)
+/* The guest's state, as status and the probe report it. */
+static enum vm_state
+vm_state(void)
 {
 
-	if (vm.progress != NULL)
-		tb_progress_post(vm.progress, tb_report_progress_event(p));
+	if (vm.receiving && mig_dest_state() != MIG_DEST_RUNNING)
+		return (VM_PAUSED);
+	switch (mig_source_state()) {
+	case MIG_SOURCE_MIGRATING:
+		return (VM_MIGRATING);
+	case MIG_SOURCE_INDETERMINATE:
+	case MIG_SOURCE_CHECKPOINT:
+		return (VM_PAUSED);
+	case MIG_SOURCE_MIGRATED:
+		return (VM_MIGRATED);
+	default:
+		return (VM_RUNNING);
+	}
+}
+
+/* The source seam (migration_seam.h): the guest's backend and its end. */
+static struct mig_backend *
+seam_backend_create(void *arg __unused, mig_progress_cb *cb, void *cbarg)
+{
+
+	tb_backend_init(&vm.be, vm.guest, cb, cbarg);
+	return (&vm.be.mb);
+}
+
+static void
+seam_backend_destroy(void *arg __unused, struct mig_backend *be __unused)
+{
+}
+
+static void
+seam_migrated(void *arg __unused)
+{
+
+	printf("MIGRATED\n");
+	fflush(stdout);
+	request_exit(0);
+}
+
+static void
+seam_log(void *arg __unused, const char *line)
+{
+
+	fprintf(stderr, "tbvm: %s\n", line);
+}
+
+static const struct mig_source_seam source_seam = {
+	.backend_create = seam_backend_create,
+	.backend_destroy = seam_backend_destroy,
+	.migrated = seam_migrated,
+	.log = seam_log,
+};
+
+/* migrate, migrate-check: the connection, then the event channel. */
+static void
+cmd_migrate(int fd, struct tb_ctlmsg *m, bool check)
+{
+	char msg[MIG_ERRMSG_MAX];
+	int events, sock;
+
+	if (m->nfds != 2) {
+		reply_error(fd, true, "migrate needs two descriptors: the "
+		    "connected migration socket and the event channel");
+		return;
+	}
+	if (vm.receiving && mig_dest_state() != MIG_DEST_RUNNING) {
+		reply_error(fd, false, "the guest does not run here yet");
+		return;
+	}
+	sock = tb_ctl_takefd(m, 0);
+	events = tb_ctl_takefd(m, 1);
+	/* Refusals travel as a result on the event channel. */
+	reply(fd, "{\"ok\":true}");
+	(void)mig_source_migrate(m->body, m->bodylen, sock, events, check,
+	    msg, sizeof(msg));
+}
+
+/* cancel, resume, migrate-status: the answer on the reply channel. */
+static void
+cmd_operator(int fd, struct tb_ctlmsg *m)
+{
+	char msg[MIG_ERRMSG_MAX], *line;
+	int error, rfd;
+
+	if (m->nfds != 1) {
+		reply_error(fd, true, "the command needs its reply channel");
+		return;
+	}
+	rfd = tb_ctl_takefd(m, 0);
+	reply(fd, "{\"ok\":true}");
+	if (strcmp(m->cmd, "migrate-status") == 0) {
+		line = vm.receiving && mig_dest_state() != MIG_DEST_RUNNING ?
+		    mig_dest_status_json() : mig_source_status_json();
+		if (line != NULL)
+			reply(rfd, "%s", line);
+		free(line);
+		close(rfd);
+		return;
+	}
+	if (strcmp(m->cmd, "migrate-cancel") == 0)
+		error = mig_source_cancel(msg, sizeof(msg));
+	else
+		error = mig_source_resume(msg, sizeof(msg));
+	reply_answer(rfd, error == 0, msg);
+	close(rfd);
 }
 
 static bool
@@ -348,283 +471,13 @@ vm_probe_state(void *arg __unused, uint64_t *iterations, uint8_t *state)
 	g = __atomic_load_n(&vm.guest, __ATOMIC_ACQUIRE);
 	if (g == NULL || !tb_guest_is_running(g))
 		return (false);
-	pthread_mutex_lock(&vm.mtx);
-	st = vm.state;
-	pthread_mutex_unlock(&vm.mtx);
+	st = vm_state();
 	*iterations = tb_guest_iterations(g);
 	*state = (uint8_t)st;
 	return (true);
 }
 
-static int
-write_report_file(const char *path, const struct tb_report *r)
-{
-	char *json;
-	FILE *f;
-	int error;
 
-	json = tb_report_json(r);
-	if (json == NULL)
-		return (ENOMEM);
-	f = fopen(path, "w");
-	if (f == NULL) {
-		error = errno;
-		fprintf(stderr, "tbvm: report %s: %s\n", path,
-		    strerror(error));
-		free(json);
-		return (error);
-	}
-	fprintf(f, "%s\n", json);
-	free(json);
-	error = fclose(f) != 0 ? errno : 0;
-	if (error != 0)
-		fprintf(stderr, "tbvm: report %s: %s\n", path,
-		    strerror(error));
-	return (error);
-}
-
-static void
-fill_report(struct tb_report *r, const char *role, const char *status,
-    const struct mig_error *err, const struct mig_stats *st)
-{
-
-	r->role = role;
-	r->status = status;
-	r->error = err;
-	r->stats = st;
-	r->name = vm.cfg.name;
-	r->memory_bytes = vm.cfg.memory;
-	r->vcpus = vm.cfg.nvcpus;
-}
-
-static void *
-migrate_main(void *arg)
-{
-	struct migrate_job *job = arg;
-	static const char *const status[] = {
-		[MIG_OK] = "completed",
-		[MIG_FAILED] = "failed",
-		[MIG_INDETERMINATE] = "indeterminate"
-	};
-	struct mig_stats st;
-	struct mig_error err;
-	struct tb_report rep;
-	struct tb_progress *pr;
-	enum mig_result r;
-
-	memset(&err, 0, sizeof(err));
-	if (mig_stats_init(&st) != 0) {
-		err.side = MIG_SIDE_SOURCE;
-		err.code = ENOMEM;
-		err.guest_running_on_source = true;
-		snprintf(err.msg, sizeof(err.msg), "out of memory");
-		r = MIG_FAILED;
-	} else
-		r = mig_send(job->fd, &vm.be.mb, &job->params, &st, &err);
-	close(job->fd);
-
-	/* The state first: whoever reads the result may act on it. */
-	pthread_mutex_lock(&vm.mtx);
-	pr = vm.progress;
-	vm.progress = NULL;
-	vm.state = r == MIG_OK ? VM_MIGRATED : r == MIG_FAILED ? VM_RUNNING :
-	    VM_PAUSED;
-	vm.migrate_running = false;
-	pthread_mutex_unlock(&vm.mtx);
-
-	fill_report(&rep, "source", status[r], r == MIG_OK ? NULL : &err,
-	    &st);
-	tb_progress_post(pr, tb_report_result_event(&rep));
-	tb_progress_close(pr);
-	switch (r) {
-	case MIG_OK:
-		printf("MIGRATED\n");
-		fflush(stdout);
-		request_exit(0);
-		break;
-	case MIG_FAILED:
-		fprintf(stderr, "tbvm: migration failed: %s side, %s: %s; the "
-		    "guest keeps running here\n", mig_side_name(err.side),
-		    mig_phase_name(err.phase), err.msg);
-		break;
-	case MIG_INDETERMINATE:
-		fprintf(stderr, "tbvm: migration indeterminate: %s side, "
-		    "%s: %s; the guest stays paused here, as the destination "
-		    "may run it\n", mig_side_name(err.side),
-		    mig_phase_name(err.phase), err.msg);
-		request_exit(EX_INDETERMINATE);
-		break;
-	}
-	mig_stats_free(&st);
-	free(job);
-	return (NULL);
-}
-
-/* One numeric request value, in [min, max]. */
-static int
-req_number(const char *key, const char *val, uint64_t min, uint64_t max,
-    uint64_t *v, char *msg, size_t msglen)
-{
-	int error;
-
-	error = key[0] == 'b' ? tb_parse_size(val, v) : tb_parse_u64(val, v);
-	if (error != 0 || *v < min || *v > max) {
-		snprintf(msg, msglen, "%s: '%s' is not a number from %ju to "
-		    "%ju", key, val, (uintmax_t)min, (uintmax_t)max);
-		return (EINVAL);
-	}
-	return (0);
-}
-
-static int
-migrate_params(const struct tb_ctlmsg *m, struct mig_params *p, char *msg,
-    size_t msglen)
-{
-	const char *k, *v;
-	uint64_t n;
-	bool key;
-	int error, i;
-
-	mig_params_init(p);
-	key = false;
-	error = 0;
-	for (i = 0; i < m->nkv && error == 0; i++) {
-		k = m->key[i];
-		v = m->val[i];
-		if (strcmp(k, "key") == 0) {
-			/* tbctl sends hex: 32 characters are no raw key. */
-			if (strlen(v) != 2 * MIG_KEY_LEN ||
-			    mig_key_decode(v, strlen(v), p->key, msg,
-			    msglen) != 0) {
-				snprintf(msg, msglen, "key: expected %zu hex "
-				    "digits", 2 * sizeof(p->key));
-				error = EINVAL;
-			}
-			key = true;
-		} else if (strcmp(k, "downtime_limit_ms") == 0) {
-			error = req_number(k, v, 1, UINT64_MAX / 1000, &n, msg,
-			    msglen);
-			p->downtime_limit_us = n * 1000;
-		} else if (strcmp(k, "max_rounds") == 0) {
-			error = req_number(k, v, 1, MIG_MAX_ROUNDS_LIMIT, &n,
-			    msg, msglen);
-			p->max_rounds = (uint32_t)n;
-		} else if (strcmp(k, "fixed_rounds") == 0) {
-			error = req_number(k, v, 1, MIG_MAX_ROUNDS_LIMIT, &n,
-			    msg, msglen);
-			p->policy = MIG_POLICY_FIXED;
-			p->fixed_rounds = (uint32_t)n;
-		} else if (strcmp(k, "max_time_ms") == 0) {
-			error = req_number(k, v, 0, UINT64_MAX, &n, msg,
-			    msglen);
-			p->max_time_ms = n;
-		} else if (strcmp(k, "bandwidth") == 0) {
-			error = req_number(k, v, 0, UINT64_MAX, &n, msg,
-			    msglen);
-			p->bandwidth_limit = n;
-		} else if (strcmp(k, "encrypt") == 0) {
-			error = req_number(k, v, 0, 1, &n, msg, msglen);
-			p->encrypt = n != 0;
-		} else if (strcmp(k, "live") == 0) {
-			error = req_number(k, v, 0, 1, &n, msg, msglen);
-			p->live = n != 0;
-		} else if (strcmp(k, "throttle") == 0) {
-			error = req_number(k, v, 0, 1, &n, msg, msglen);
-			p->auto_throttle = n != 0;
-		} else if (strcmp(k, "timeout_ms") == 0) {
-			error = req_number(k, v, 1, UINT32_MAX, &n, msg,
-			    msglen);
-			p->io_timeout_ms = (uint32_t)n;
-		} else if (strcmp(k, "fault") == 0) {
-			if (strcmp(v, "drop-page") == 0)
-				p->fault = MIG_FAULT_DROP_DIRTY_PAGE;
-			else if (strcmp(v, "stale-device") == 0)
-				p->fault = MIG_FAULT_STALE_DEVICE_STATE;
-			else if (strcmp(v, "none") != 0) {
-				snprintf(msg, msglen, "fault: unknown fault "
-				    "'%s'", v);
-				error = EINVAL;
-			}
-		} else {
-			snprintf(msg, msglen, "unknown parameter '%s'", k);
-			error = EINVAL;
-		}
-	}
-	if (error == 0 && !key) {
-		snprintf(msg, msglen, "the migration key is missing");
-		error = EINVAL;
-	}
-	if (error == 0)
-		error = mig_params_check(p, msg, msglen);
-	return (error);
-}
-
-static void
-cmd_migrate(int fd, struct tb_ctlmsg *m)
-{
-	struct migrate_job *job;
-	struct tb_progress *pr;
-	char msg[MIG_ERRMSG_MAX];
-	int error, pfd;
-
-	job = calloc(1, sizeof(*job));
-	if (job == NULL) {
-		reply_error(fd, false, "out of memory");
-		return;
-	}
-	if (migrate_params(m, &job->params, msg, sizeof(msg)) != 0) {
-		reply_error(fd, true, msg);
-		free(job);
-		return;
-	}
-	if (m->nfds != 2) {
-		reply_error(fd, false, "migrate needs two descriptors: the "
-		    "connected migration socket and the progress channel");
-		free(job);
-		return;
-	}
-	pthread_mutex_lock(&vm.mtx);
-	if (vm.exiting || vm.state != VM_RUNNING) {
-		pthread_mutex_unlock(&vm.mtx);
-		snprintf(msg, sizeof(msg), "the guest is %s%s",
-		    vm.exiting ? "shutting down" : state_names[vm.state],
-		    vm.state == VM_MIGRATING ? ": one migration at a time" :
-		    "");
-		reply_error(fd, false, msg);
-		free(job);
-		return;
-	}
-	/* The last migration's thread has ended: reap it. */
-	if (vm.migrate_started)
-		pthread_join(vm.migrate_thread, NULL);
-	vm.migrate_started = false;
-	pfd = tb_ctl_takefd(m, 1);
-	error = tb_progress_open(&pr, pfd);
-	if (error != 0) {
-		close(pfd);
-		pthread_mutex_unlock(&vm.mtx);
-		reply_error(fd, false, strerror(error));
-		free(job);
-		return;
-	}
-	job->fd = tb_ctl_takefd(m, 0);
-	vm.progress = pr;
-	vm.state = VM_MIGRATING;
-	error = pthread_create(&vm.migrate_thread, NULL, migrate_main, job);
-	if (error != 0) {
-		vm.state = VM_RUNNING;
-		vm.progress = NULL;
-		pthread_mutex_unlock(&vm.mtx);
-		tb_progress_close(pr);
-		close(job->fd);
-		free(job);
-		reply_error(fd, false, strerror(error));
-		return;
-	}
-	vm.migrate_started = vm.migrate_running = true;
-	pthread_mutex_unlock(&vm.mtx);
-	reply(fd, "{\"ok\":true}");
-}
 
 static void
 cmd_verify(int fd)
@@ -636,18 +489,25 @@ cmd_verify(int fd)
 	FILE *f;
 	int error;
 
-	pthread_mutex_lock(&vm.mtx);
-	if (vm.exiting || vm.state == VM_MIGRATING ||
-	    vm.state == VM_MIGRATED) {
-		snprintf(msg, sizeof(msg), "cannot check a guest that is %s",
-		    vm.exiting ? "shutting down" : state_names[vm.state]);
-		pthread_mutex_unlock(&vm.mtx);
+	bool gated;
+
+	if (vm.receiving && mig_dest_state() != MIG_DEST_RUNNING) {
+		reply_error(fd, false, "cannot check a guest that has not "
+		    "arrived");
+		return;
+	}
+	/*
+	 * The checkpoint gate keeps a migration from starting meanwhile; a
+	 * guest paused by an indeterminate migration holds still anyway.
+	 */
+	gated = mig_source_checkpoint_begin(msg, sizeof(msg)) == 0;
+	if (!gated && mig_source_state() != MIG_SOURCE_INDETERMINATE) {
 		reply_error(fd, false, msg);
 		return;
 	}
-	/* Holding the lock keeps a migration from starting meanwhile. */
 	error = tb_guest_verify(vm.guest, &v, msg, sizeof(msg));
-	pthread_mutex_unlock(&vm.mtx);
+	if (gated)
+		mig_source_checkpoint_end();
 	if (error != 0) {
 		reply_error(fd, false, msg);
 		return;
@@ -661,7 +521,7 @@ cmd_verify(int fd)
 	for (i = 0; i < v.nreported; i++) {
 		if (i > 0)
 			fputc(',', f);
-		tb_json_string(f, v.mismatch[i]);
+		mig_json_string(f, v.mismatch[i]);
 	}
 	fprintf(f, "],\"iterations\":%" PRIu64 "}\n",
 	    tb_guest_iterations(vm.guest));
@@ -678,20 +538,39 @@ cmd_status(int fd)
 	size_t len;
 	FILE *f;
 
-	pthread_mutex_lock(&vm.mtx);
-	st = vm.state;
-	pthread_mutex_unlock(&vm.mtx);
+	st = vm_state();
 	f = open_memstream(&buf, &len);
 	if (f == NULL)
 		return;
 	fprintf(f, "{\"state\":\"%s\",\"name\":", state_names[st]);
-	tb_json_string(f, vm.cfg.name);
+	mig_json_string(f, vm.cfg.name);
 	fprintf(f, ",\"memory_bytes\":%" PRIu64 ",\"vcpus\":%" PRIu32
 	    ",\"iterations\":%" PRIu64 ",\"pid\":%ld}\n", vm.cfg.memory,
 	    vm.cfg.nvcpus, tb_guest_iterations(vm.guest), (long)getpid());
 	if (fclose(f) == 0)
 		(void)send(fd, buf, len, MSG_NOSIGNAL);
 	free(buf);
+}
+
+/*
+ * A checkpoint-like pause through the same gate as bhyve's --checkpoint
+ * and --suspend: refused while a migration holds the guest.
+ */
+static void
+cmd_checkpoint(int fd)
+{
+	struct timespec ts = { 0, 20 * 1000 * 1000 };
+	char msg[MIG_ERRMSG_MAX];
+
+	if (mig_source_checkpoint_begin(msg, sizeof(msg)) != 0) {
+		reply_error(fd, false, msg);
+		return;
+	}
+	tb_guest_pause(vm.guest);
+	(void)nanosleep(&ts, NULL);
+	tb_guest_resume(vm.guest);
+	mig_source_checkpoint_end();
+	reply(fd, "{\"ok\":true}");
 }
 
 static void *
@@ -710,17 +589,30 @@ serve_main(void *arg)
 	if (tb_ctl_recv(fd, m, msg, sizeof(msg)) != 0)
 		reply_error(fd, true, msg);
 	else if (strcmp(m->cmd, "migrate") == 0)
-		cmd_migrate(fd, m);
+		cmd_migrate(fd, m, false);
+	else if (strcmp(m->cmd, "migrate-check") == 0)
+		cmd_migrate(fd, m, true);
+	else if (strcmp(m->cmd, "migrate-cancel") == 0 ||
+	    strcmp(m->cmd, "migrate-resume") == 0 ||
+	    strcmp(m->cmd, "migrate-status") == 0)
+		cmd_operator(fd, m);
+	else if (strcmp(m->cmd, "checkpoint") == 0)
+		cmd_checkpoint(fd);
 	else if (strcmp(m->cmd, "verify") == 0)
 		cmd_verify(fd);
 	else if (strcmp(m->cmd, "status") == 0)
 		cmd_status(fd);
 	else if (strcmp(m->cmd, "stop") == 0) {
 		reply(fd, "{\"ok\":true}");
+		/* Nothing to tear down before a guest arrived. */
+		if (vm.receiving && mig_dest_state() != MIG_DEST_RUNNING)
+			_exit(0);
 		request_exit(0);
 	} else {
 		snprintf(msg, sizeof(msg), "unknown command '%.64s' (migrate, "
-		    "verify, status or stop)", m->cmd);
+		    "migrate-check, migrate-cancel, migrate-resume, "
+		    "migrate-status, checkpoint, verify, status or stop)",
+		    m->cmd);
 		reply_error(fd, true, msg);
 	}
 	tb_ctl_release(m);
@@ -729,38 +621,23 @@ serve_main(void *arg)
 	return (NULL);
 }
 
-/* Serve control requests until an exit is requested; its code. */
-static int
-serve(void)
+/* Serve the control socket from start to exit, one thread a request. */
+static void *
+serve_loop(void *arg __unused)
 {
-	struct sigaction sa;
-	struct pollfd pfd[2];
 	pthread_attr_t attr;
 	pthread_t t;
-	unsigned char code;
 	int fd;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pfd[0].fd = vm.wake[0];
-	pfd[0].events = POLLIN;
-	pfd[1].fd = vm.ctl_fd;
-	pfd[1].events = POLLIN;
 	for (;;) {
-		if (poll(pfd, 2, -1) < 0)
-			continue;
-		if ((pfd[0].revents & POLLIN) != 0 &&
-		    read(vm.wake[0], &code, 1) == 1)
-			break;
-		if ((pfd[1].revents & POLLIN) == 0)
-			continue;
 		fd = accept4(vm.ctl_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			break;
+		}
 		if (pthread_create(&t, &attr, serve_main,
 		    (void *)(intptr_t)fd) != 0) {
 			reply_error(fd, false, "cannot start a thread");
@@ -768,28 +645,32 @@ serve(void)
 		}
 	}
 	pthread_attr_destroy(&attr);
+	return (NULL);
+}
+
+/* Wait until an exit is requested; its code. */
+static int
+wait_exit(void)
+{
+	unsigned char code;
+
+	while (read(vm.wake[0], &code, 1) != 1)
+		;
 	return (code);
 }
 
 static void
 teardown(void)
 {
-	bool running;
 
 	if (vm.ctl_fd >= 0) {
-		close(vm.ctl_fd);
+		shutdown(vm.ctl_fd, SHUT_RDWR);
 		(void)unlink(vm.control);
 	}
 	tb_probe_stop(vm.probe);
-	pthread_mutex_lock(&vm.mtx);
-	vm.exiting = true;
-	running = vm.migrate_running;
-	pthread_mutex_unlock(&vm.mtx);
 	/* A migration still running uses the guest until we exit. */
-	if (running)
+	if (mig_source_state() == MIG_SOURCE_MIGRATING)
 		return;
-	if (vm.migrate_started)
-		pthread_join(vm.migrate_thread, NULL);
 	tb_guest_destroy(vm.guest);
 	vm.guest = NULL;
 }
@@ -800,6 +681,7 @@ setup(const struct opts *o)
 {
 	char msg[256], host[TB_HOST_MAX], port[TB_PORT_MAX];
 	char reqhost[TB_HOST_MAX], reqport[TB_PORT_MAX];
+	struct sigaction sa;
 	int error;
 
 	error = tb_dirty_selftest(msg, sizeof(msg));
@@ -813,6 +695,11 @@ setup(const struct opts *o)
 		fprintf(stderr, "tbvm: pipe: %s\n", strerror(error));
 		return (error);
 	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	mig_source_init(&source_seam);
 	vm.control = o->control;
 	error = tb_ctl_listen(o->control, &vm.ctl_fd, msg, sizeof(msg));
 	if (error != 0) {
@@ -834,6 +721,22 @@ setup(const struct opts *o)
 	return (0);
 }
 
+/* The control socket is served from here on. */
+static int
+start_serving(void)
+{
+	pthread_t t;
+	int error;
+
+	if ((error = pthread_create(&t, NULL, serve_loop, NULL)) != 0) {
+		fprintf(stderr, "tbvm: cannot serve the control socket: %s\n",
+		    strerror(error));
+		return (error);
+	}
+	pthread_detach(t);
+	return (0);
+}
+
 static int
 run(const struct opts *o)
 {
@@ -849,39 +752,41 @@ run(const struct opts *o)
 		return (1);
 	}
 	__atomic_store_n(&vm.guest, g, __ATOMIC_RELEASE);
-	tb_backend_init(&vm.be, vm.guest, vm_progress, NULL);
-	vm.state = VM_RUNNING;
 	tb_guest_resume(vm.guest);
+	if (start_serving() != 0)
+		return (1);
 	printf("RUNNING pid=%ld\n", (long)getpid());
 	fflush(stdout);
-	return (serve());
+	return (wait_exit());
 }
 
-static int
-receive_failed(const struct opts *o, const struct mig_error *err,
-    const struct mig_stats *st)
+/* The destination's report: the result event's object. */
+static void
+write_report(const char *path, enum mig_outcome out,
+    const struct mig_error *err, const struct mig_stats *st)
 {
-	struct tb_report rep;
+	struct mig_event ev;
+	char *line;
+	FILE *f;
 
-	fprintf(stderr, "tbvm: migration failed: %s side, %s: %s\n",
-	    mig_side_name(err->side), mig_phase_name(err->phase), err->msg);
-	if (o->report != NULL) {
-		fill_report(&rep, "destination", "failed", err, st);
-		(void)write_report_file(o->report, &rep);
-	}
-	return (1);
+	if (path == NULL)
+		return;
+	mig_event_result(&ev, out, err, st);
+	ev.runs_on = out == MIG_OUT_OK ? MIG_RUNS_ON_DEST : MIG_RUNS_ON_SOURCE;
+	if ((line = mig_event_encode(&ev)) == NULL)
+		return;
+	if ((f = fopen(path, "w")) == NULL ||
+	    (fprintf(f, "%s\n", line) < 0) + fclose(f) != 0)
+		fprintf(stderr, "tbvm: report %s: %s\n", path,
+		    strerror(errno));
+	free(line);
 }
 
 static void
-local_error(struct mig_error *err, enum mig_phase phase, int code,
-    const char *msg)
+dest_log(void *arg __unused, const char *line)
 {
 
-	memset(err, 0, sizeof(*err));
-	err->side = MIG_SIDE_DEST;
-	err->phase = phase;
-	err->code = code;
-	snprintf(err->msg, sizeof(err->msg), "%s", msg);
+	fprintf(stderr, "tbvm: %s\n", line);
 }
 
 static int
@@ -894,10 +799,14 @@ receive(const struct opts *o)
 	struct mig_stats st;
 	struct mig_error err;
 	struct mig_conn *conn;
-	struct tb_report rep;
+	struct mig_dest d;
 	struct tb_guest *g;
-	int error, lfd, fd;
+	int error;
 
+	vm.receiving = true;
+	conn = NULL;
+	memset(&d, 0, sizeof(d));
+	d.log = dest_log;
 	mig_params_init(&params);
 	error = tb_read_keyfile(o->keyfile, params.key, msg, sizeof(msg));
 	if (error != 0) {
@@ -924,74 +833,51 @@ receive(const struct opts *o)
 		goto fail_stats;
 	}
 	__atomic_store_n(&vm.guest, g, __ATOMIC_RELEASE);
-	error = tb_net_bind(o->listen, SOCK_STREAM, &lfd, host, port, msg,
-	    sizeof(msg));
-	if (error != 0) {
-		fprintf(stderr, "tbvm: --listen: %s\n", msg);
+	tb_backend_init(&vm.be, vm.guest, NULL, NULL);
+	if (mig_dest_listen(&d, o->listen, host, sizeof(host), port,
+	    sizeof(port), msg, sizeof(msg)) != 0) {
+		fprintf(stderr, "tbvm: --listen %s: %s\n", o->listen, msg);
 		goto fail_stats;
 	}
+	if (start_serving() != 0)
+		goto fail_stats;
 	printf("LISTENING %s %s\n", host, port);
 	fflush(stdout);
-	/*
-	 * A connection that fails before proving the key (a port scan, a
-	 * stray client, a wrong key) must not cost the real source its
-	 * destination: refuse it and keep listening.
-	 */
-	for (;;) {
-		do
-			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		while (fd < 0 && errno == EINTR);
-		if (fd < 0) {
-			error = errno;
-			close(lfd);
-			snprintf(msg, sizeof(msg), "accept: %s",
-			    strerror(error));
-			local_error(&err, MIG_PHASE_CONNECT, error, msg);
-			goto fail;
-		}
-		if (mig_recv_accept(fd, &params, &conn, &peer, &err) == 0)
-			break;
-		close(fd);
-		if (err.phase > MIG_PHASE_AUTH) {
-			close(lfd);
-			goto fail;
-		}
-		fprintf(stderr, "tbvm: refused a connection (%s side, %s): "
-		    "%s; still waiting for the source\n",
-		    mig_side_name(err.side), mig_phase_name(err.phase),
-		    err.msg);
-	}
-	close(lfd);
-	tb_backend_init(&vm.be, vm.guest, vm_progress, NULL);
-	if (mig_recv_run(conn, &vm.be.mb, &st, &err) != 0)
-		goto fail_conn;
+	if (mig_dest_accept(&d, &params, &conn, &peer, &err) != 0 ||
+	    mig_dest_receive(&d, &params, &conn, &vm.be.mb, &st, &err) != 0)
+		goto fail;
+	mig_dest_close(&d);
 	if (tb_backend_missing_section(&vm.be, section, sizeof(section))) {
-		snprintf(msg, sizeof(msg), "state section %s never arrived",
-		    section);
-		local_error(&err, MIG_PHASE_STATE, EINVAL, msg);
-		goto fail_conn;
+		snprintf(err.msg, sizeof(err.msg), "state section %s never "
+		    "arrived", section);
+		err.side = MIG_SIDE_DEST;
+		err.phase = MIG_PHASE_STATE;
+		err.code = EINVAL;
+		goto fail;
 	}
-	vm.state = VM_RUNNING;
+	/* Test-only faults after GO: the harness must resolve them. */
+	if (o->fault != NULL && strcmp(o->fault, "die-after-go") == 0) {
+		fprintf(stderr, "tbvm: fault die-after-go: exiting after GO\n");
+		_exit(1);
+	}
 	tb_guest_resume(vm.guest);
-	if (mig_recv_finish(conn, &err) != 0) {
-		/* The source keeps its copy paused; ours must not run. */
-		tb_guest_pause(vm.guest);
-		goto fail_conn;
-	}
+	/* Unconfirmed or not, the guest runs here now, as in bhyve. */
+	(void)mig_dest_finish(&d, conn, o->fault == NULL, &err);
 	mig_conn_free(conn);
-	if (o->report != NULL) {
-		fill_report(&rep, "destination", "completed", NULL, &st);
-		(void)write_report_file(o->report, &rep);
-	}
+	write_report(o->report, MIG_OUT_OK, NULL, &st);
 	mig_stats_free(&st);
 	printf("RUNNING pid=%ld\n", (long)getpid());
 	fflush(stdout);
-	return (serve());
+	return (wait_exit());
 
-fail_conn:
-	mig_conn_free(conn);
 fail:
-	receive_failed(o, &err, &st);
+	mig_dest_set_state(MIG_DEST_FAILED);
+	mig_dest_close(&d);
+	mig_conn_free(conn);
+	fprintf(stderr, "tbvm: migration failed: %s side, %s: %s; this "
+	    "destination discards what it received\n", mig_side_name(err.side),
+	    mig_phase_name(err.phase), err.msg);
+	write_report(o->report, MIG_OUT_FAILED, &err, &st);
 fail_stats:
 	mig_stats_free(&st);
 	return (1);

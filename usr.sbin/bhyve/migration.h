@@ -68,7 +68,7 @@ enum mig_fault {
 /* Round policy. */
 enum mig_policy_mode {
 	MIG_POLICY_CONVERGE = 0,	/* iterate while it pays */
-	MIG_POLICY_FIXED		/* the seed's fixed round count */
+	MIG_POLICY_FIXED		/* fixed rounds (as in D30954) */
 };
 
 struct mig_params {
@@ -85,7 +85,26 @@ struct mig_params {
 	bool		auto_throttle;		/* slow vCPUs to converge */
 	uint32_t	io_timeout_ms;		/* per socket operation */
 	enum mig_fault	fault;
+	/*
+	 * Source: a dry run (handshake, authentication, the compatibility
+	 * check; no memory moves), and the operator's cancel, or NULL.
+	 */
+	bool		check_only;
+	struct mig_cancel *cancel;
 };
+
+/*
+ * An operator's cancel raced against the source's commit to GO: exactly
+ * one of mig_cancel_request() and mig_cancel_commit() returns true.
+ */
+struct mig_cancel {
+	int		state;		/* __atomic: open, cancelled, committed */
+};
+
+void	mig_cancel_init(struct mig_cancel *);
+bool	mig_cancel_request(struct mig_cancel *);
+bool	mig_cancel_commit(struct mig_cancel *);
+bool	mig_cancelled(const struct mig_cancel *);
 
 /* Fill in the defaults (live, 300 ms downtime, 30 rounds, 10 s timeouts). */
 void	mig_params_init(struct mig_params *);
@@ -224,5 +243,11 @@ int	mig_recv_run(struct mig_conn *, struct mig_backend *,
 	    struct mig_stats *, struct mig_error *);
 int	mig_recv_finish(struct mig_conn *, struct mig_error *);
 void	mig_conn_free(struct mig_conn *);
+/*
+ * The source asked for a dry run: mig_recv_run() returns after the
+ * compatibility verdict (0: compatible), and the destination waits for
+ * the next connection.
+ */
+bool	mig_conn_check_only(const struct mig_conn *);
 
 #endif /* _MIGRATION_H_ */

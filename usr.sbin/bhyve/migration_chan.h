@@ -33,6 +33,7 @@ struct mig_chan {
 	bool		keyed;
 	bool		encrypt;
 	bool		peer_gave_up;	/* it sent ERROR */
+	bool		check_only;	/* the source asked for a dry run */
 	struct mig_aead	tx;
 	struct mig_aead	rx;
 	struct mig_ratelimit rl;

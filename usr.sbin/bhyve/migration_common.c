@@ -278,3 +278,44 @@ mig_tell_peer(struct mig_chan *ch, const struct mig_error *err)
 	if (len > 0)
 		(void)mig_chan_send(ch, MIG_MSG_ERROR, buf, len);
 }
+
+enum { CANCEL_OPEN = 0, CANCEL_REQUESTED, CANCEL_COMMITTED };
+
+void
+mig_cancel_init(struct mig_cancel *c)
+{
+
+	__atomic_store_n(&c->state, CANCEL_OPEN, __ATOMIC_SEQ_CST);
+}
+
+static bool
+cancel_move(struct mig_cancel *c, int to)
+{
+	int expected;
+
+	expected = CANCEL_OPEN;
+	return (__atomic_compare_exchange_n(&c->state, &expected, to, false,
+	    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST) || expected == to);
+}
+
+bool
+mig_cancel_request(struct mig_cancel *c)
+{
+
+	return (cancel_move(c, CANCEL_REQUESTED));
+}
+
+bool
+mig_cancel_commit(struct mig_cancel *c)
+{
+
+	return (c == NULL || cancel_move(c, CANCEL_COMMITTED));
+}
+
+bool
+mig_cancelled(const struct mig_cancel *c)
+{
+
+	return (c != NULL &&
+	    __atomic_load_n(&c->state, __ATOMIC_SEQ_CST) == CANCEL_REQUESTED);
+}

@@ -56,6 +56,8 @@ hs_hello(struct hs_state *hs, const struct mig_params *p,
 	me.caps = MIG_CAPS_SUPPORTED;
 	if (p->encrypt || require_encrypt)
 		me.caps |= MIG_CAP_WANT_ENCRYPT;
+	if (p->check_only && hs->ch->role == MIG_ROLE_SOURCE)
+		me.caps |= MIG_CAP_CHECK_ONLY;
 	if ((error = mig_random(me.nonce, sizeof(me.nonce))) != 0) {
 		mig_fail(hs->err, mig_role_side(hs->ch->role),
 		    MIG_PHASE_HANDSHAKE, error, "no random numbers for the "
@@ -115,6 +117,8 @@ hs_negotiate(struct hs_state *hs, uint32_t *version, bool *encrypt)
 		    "the peer does not support zero-page markers"));
 	*version = hi;
 	*encrypt = (hs->peer.caps & MIG_CAP_WANT_ENCRYPT) != 0;
+	hs->ch->check_only = hs->ch->role == MIG_ROLE_DEST &&
+	    (hs->peer.caps & MIG_CAP_CHECK_ONLY) != 0;
 	return (0);
 }
 

@@ -135,6 +135,13 @@ fail:
 	return (error != 0 ? error : EIO);
 }
 
+bool
+mig_conn_check_only(const struct mig_conn *c)
+{
+
+	return (c->ch.check_only);
+}
+
 void
 mig_conn_free(struct mig_conn *c)
 {
@@ -394,7 +401,7 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 	st->protocol_version = c->version;
 	st->encrypted = c->ch.encrypt;
 	st->rtt_us = c->rtt_us;
-	if ((error = check_compat(c)) != 0)
+	if ((error = check_compat(c)) != 0 || c->ch.check_only)
 		goto out;
 	c->phase = MIG_PHASE_PRECOPY;
 	while (!c->go) {

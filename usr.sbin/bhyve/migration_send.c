@@ -217,6 +217,8 @@ frozen_copy_needed(const struct sender *s)
 	return (!s->ch.encrypt && !s->paused);
 }
 
+static int	check_cancel(struct sender *);
+
 static int
 flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
     const uint8_t **datapages, struct mig_round_stats *r)
@@ -227,6 +229,9 @@ flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
 	uint32_t i;
 	int error, n;
 
+	/* A big round must not make an operator's cancel wait. */
+	if ((error = check_cancel(s)) != 0)
+		return (error);
 	ph.seg = seg;
 	ph.count = count;
 	(void)mig_pages_hdr_encode(s->meta, MIG_PAGES_HDR_LEN, &ph);
@@ -353,6 +358,7 @@ describe_and_check(struct sender *s)
 	int error;
 
 	s->phase = MIG_PHASE_COMPAT;
+	progress(s, 0, 0, NULL);
 	if ((error = s->be->ops->vminfo(s->be->arg, &s->vi)) != 0)
 		return (backend_fail(s, error, "could not describe the guest"));
 	if ((len = mig_vminfo_encode(buf, sizeof(buf), &s->vi)) == 0)
@@ -466,6 +472,18 @@ mark_all(struct sender *s)
 	return (total);
 }
 
+/* The operator cancelled: fail as any error before GO does. */
+static int
+check_cancel(struct sender *s)
+{
+
+	if (!mig_cancelled(s->p->cancel))
+		return (0);
+	mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, ECANCELED,
+	    "cancelled by the operator");
+	return (ECANCELED);
+}
+
 static int
 live_rounds(struct sender *s)
 {
@@ -500,6 +518,8 @@ live_rounds(struct sender *s)
 		mig_policy_decide(&s->pol, dirty, mig_now_us(), &d);
 		r->est_downtime_us = d.est_downtime_us;
 		progress(s, r->index, dirty, r);
+		if ((error = check_cancel(s)) != 0)
+			return (error);
 		if (d.stop) {
 			s->st->stop_reason = d.reason;
 			return (0);
@@ -560,6 +580,7 @@ stop_and_copy(struct sender *s)
 		goto out;
 
 	s->phase = MIG_PHASE_STATE;
+	progress(s, r->index, 0, NULL);
 	t0 = mig_now_us();
 	if ((s->p->fault != MIG_FAULT_STALE_DEVICE_STATE &&
 	    (error = save_state(s, &ss, false)) != 0) ||
@@ -573,6 +594,7 @@ stop_and_copy(struct sender *s)
 	progress(s, r->index, 0, r);
 
 	s->phase = MIG_PHASE_SWITCHOVER;
+	progress(s, r->index, 0, NULL);
 	ready.pages = s->pages_total;
 	ready.nsections = s->vi.nsections;
 	if ((error = mig_chan_send(&s->ch, MIG_MSG_READY, buf,
@@ -595,6 +617,11 @@ go(struct sender *s)
 	uint64_t now;
 	int error;
 
+	/* Past this point an operator's cancel comes too late. */
+	if (!mig_cancel_commit(s->p->cancel)) {
+		(void)check_cancel(s);
+		return (MIG_FAILED);
+	}
 	if ((error = mig_chan_send(&s->ch, MIG_MSG_GO, NULL, 0)) != 0) {
 		/* GO may or may not have left: nobody can tell. */
 		(void)chan_fail(s, error, "sending GO");
@@ -615,6 +642,7 @@ go(struct sender *s)
 	if (s->st->downtime_us > s->st->rtt_us / 2)
 		s->st->downtime_us -= s->st->rtt_us / 2;
 	s->phase = MIG_PHASE_DONE;
+	progress(s, s->st->nrounds, 0, NULL);
 	return (MIG_OK);
 }
 
@@ -677,18 +705,27 @@ mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
 		goto done;
 	}
 	s.phase = MIG_PHASE_HANDSHAKE;
+	progress(&s, 0, 0, NULL);
 	if (mig_handshake(&s.ch, p, false, &version, &st->rtt_us, err) != 0)
 		goto done;
 	st->protocol_version = version;
 	st->encrypted = s.ch.encrypt;
-	if (describe_and_check(&s) != 0 ||
+	if (describe_and_check(&s) != 0)
+		goto done;
+	/* A dry run ends at the verdict: nothing to roll back. */
+	if (p->check_only) {
+		result = MIG_OK;
+		goto done;
+	}
+	if ((error = check_cancel(&s)) != 0 ||
 	    (error = alloc_bitmaps(&s)) != 0) {
 		if (err->code == 0)
 			mig_fail(err, MIG_SIDE_SOURCE, s.phase, error,
 			    "out of memory for dirty page bitmaps");
 		goto done;
 	}
-	if ((p->live && live_rounds(&s) != 0) || stop_and_copy(&s) != 0)
+	if ((p->live && live_rounds(&s) != 0) || check_cancel(&s) != 0 ||
+	    stop_and_copy(&s) != 0)
 		goto done;
 	result = go(&s);
 	if (result == MIG_INDETERMINATE)

@@ -43,6 +43,7 @@
 #define	MIG_CAP_AEAD		0x00000001u	/* AES-256-GCM frames */
 #define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
+#define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
 #define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES)
 
 /* In a PAGES index entry: the page is all zero and carries no data. */

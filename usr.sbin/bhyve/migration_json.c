@@ -10,12 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tb_json.h"
+#include "migration_json.h"
 
 #define	MAX_DEPTH	32
 
 void
-tb_json_string(FILE *f, const char *s)
+mig_json_string(FILE *f, const char *s)
 {
 	const unsigned char *p;
 
@@ -142,7 +142,7 @@ find_member(const char *p, const char *key, size_t keylen)
 }
 
 const char *
-tb_json_find(const char *text, const char *path)
+mig_json_find(const char *text, const char *path)
 {
 	const char *dot;
 
@@ -153,15 +153,45 @@ tb_json_find(const char *text, const char *path)
 	return (text == NULL ? NULL : find_member(text, path, strlen(path)));
 }
 
-bool
-tb_json_get_string(const char *text, const char *path, char *buf,
-    size_t buflen)
+const char *
+mig_json_index(const char *value, unsigned int idx)
 {
 	const char *p;
+
+	if (value == NULL)
+		return (NULL);
+	p = skip_ws(value);
+	if (*p++ != '[')
+		return (NULL);
+	p = skip_ws(p);
+	if (*p == ']')
+		return (NULL);
+	for (;;) {
+		if (idx-- == 0)
+			return (p);
+		if ((p = skip_value(p, 0)) == NULL)
+			return (NULL);
+		p = skip_ws(p);
+		if (*p++ != ',')
+			return (NULL);
+		p = skip_ws(p);
+	}
+}
+
+bool
+mig_json_get_string(const char *text, const char *path, char *buf,
+    size_t buflen)
+{
+
+	return (mig_json_string_at(mig_json_find(text, path), buf, buflen));
+}
+
+bool
+mig_json_string_at(const char *p, char *buf, size_t buflen)
+{
 	size_t n;
 	unsigned int u;
 
-	p = tb_json_find(text, path);
 	if (p == NULL || *p != '"' || buflen == 0)
 		return (false);
 	n = 0;
@@ -201,12 +231,12 @@ tb_json_get_string(const char *text, const char *path, char *buf,
 }
 
 bool
-tb_json_get_u64(const char *text, const char *path, uint64_t *v)
+mig_json_get_u64(const char *text, const char *path, uint64_t *v)
 {
 	const char *p;
 	char *end;
 
-	p = tb_json_find(text, path);
+	p = mig_json_find(text, path);
 	if (p == NULL || !isdigit((unsigned char)*p))
 		return (false);
 	errno = 0;
@@ -215,12 +245,12 @@ tb_json_get_u64(const char *text, const char *path, uint64_t *v)
 }
 
 bool
-tb_json_get_double(const char *text, const char *path, double *v)
+mig_json_get_double(const char *text, const char *path, double *v)
 {
 	const char *p;
 	char *end;
 
-	p = tb_json_find(text, path);
+	p = mig_json_find(text, path);
 	if (p == NULL)
 		return (false);
 	*v = strtod(p, &end);
@@ -228,11 +258,11 @@ tb_json_get_double(const char *text, const char *path, double *v)
 }
 
 bool
-tb_json_get_bool(const char *text, const char *path, bool *v)
+mig_json_get_bool(const char *text, const char *path, bool *v)
 {
 	const char *p;
 
-	p = tb_json_find(text, path);
+	p = mig_json_find(text, path);
 	if (p != NULL && strncmp(p, "true", 4) == 0)
 		*v = true;
 	else if (p != NULL && strncmp(p, "false", 5) == 0)
