@@ -24,7 +24,7 @@ from typing import Any
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest
 from harness.errors import HarnessError
-from harness.migrate import Endpoint, FlowOptions, migrate_once, start_guest
+from harness.migrate import Endpoint, FlowOptions, migrate_once, quiet, start_guest
 
 
 @dataclass
@@ -89,9 +89,8 @@ def _one_run(guest: Guest, endpoints: tuple[Endpoint, Endpoint], tag: str) -> di
     flow = FlowOptions(warmup_s=0.5, run_after_s=0.2)
     src = start_guest(endpoints[0], guest, flow, tag)
     time.sleep(flow.warmup_s)
-    outcome = migrate_once(src, endpoints[1], guest, MigrationPolicy(), flow, tag,
-                           on_progress=lambda _line: None)  # fmt: skip
-    return outcome.report
+    outcome = migrate_once(src, endpoints[1], guest, MigrationPolicy(), flow, tag, quiet())
+    return outcome.report.as_json()
 
 
 def run_case(
@@ -103,10 +102,10 @@ def run_case(
     )  # fmt: skip
     reports = [_one_run(guest, endpoints, f"{case.name}{i}") for i in range(repeats)]
     firsts = [(r.get("rounds") or [{}])[0] for r in reports]
-    stream = statistics.median(f.get("bytes", 0) / (f.get("duration_ms") or 1) / 1000.0
+    stream = statistics.median(f.get("bytes", 0) / (f.get("duration_us") or 1)
                                for f in firsts)  # fmt: skip
     covered = statistics.median(
-        f.get("dirty_pages", 0) * 4096 / (f.get("duration_ms") or 1) / 1000.0 for f in firsts
+        f.get("dirty_pages", 0) * 4096 / (f.get("duration_us") or 1) for f in firsts
     )
     mid = sorted(reports, key=lambda r: r.get("total_time_ms") or 0.0)[len(reports) // 2]
     return BenchRow(

@@ -89,7 +89,7 @@ class ErrorInfo:
 
     side: str
     phase: str
-    code: str
+    code: int  # errno-style
     message: str
     peer_message: str | None = None
 
@@ -174,7 +174,7 @@ def _error(obj: Any, where: str) -> ErrorInfo | None:
     return ErrorInfo(
         side=f.req_str("side"),
         phase=f.req_str("phase"),
-        code=f.str("code", optional=True) or "",
+        code=f.int("code", optional=True) or 0,
         message=f.req_str("message"),
         peer_message=f.str("peer_message", optional=True),
     )
@@ -316,6 +316,6 @@ class EventLog:
             # Usage errors and refusals happen before any guest state moved.
             result, where = "failed", "source"
         self.result = ResultEvent(
-            result, where, ErrorInfo("source", self.last_phase, "no-result", message)
+            result, where, ErrorInfo("source", self.last_phase, 0, message)
         )
         return self.result

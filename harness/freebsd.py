@@ -44,15 +44,16 @@ BRANCH = "bhyvemig"
 GIT_IDENTITY = ["-c", "user.name=bhyvemig harness", "-c", "user.email=bhyvemig@localhost"]
 HOUR = 3600.0
 
-# bhyvectl options for the migration policy (usr.sbin/bhyvectl/bhyvectl_migrate.c).
-# bhyvectl has no option for the overall timeout (the harness bounds the command instead)
-# nor for turning auto-throttle off.
+# bhyvectl options for the migration policy: --migrate-NAME for each NAME of the control
+# plane's option table (mig_opts[] in usr.sbin/bhyve/migration_ctl.c, the same table as
+# tbctl's --NAME).  The overall timeout is not one of them: the harness bounds the command.
 BHYVECTL_POLICY_OPTIONS = {
-    "downtime_limit_ms": "--migrate-downtime",
+    "downtime_limit_ms": "--migrate-downtime-limit",
     "max_rounds": "--migrate-max-rounds",
     "fixed_rounds": "--migrate-fixed-rounds",
     "bandwidth": "--migrate-bandwidth",
     "encrypt": "--migrate-encrypt",
+    "no_throttle": "--migrate-no-throttle",
 }
 
 
@@ -470,13 +471,8 @@ def bhyvectl_migrate_argv(
     """bhyvectl's command line on the source: migrate vm to destination (host:port).
 
     The policy's timeout is not passed (bhyvectl has none): run it with that timeout."""
-    if not policy.auto_throttle:
-        raise HarnessError(
-            "migration.auto_throttle: false is not supported on FreeBSD hosts yet "
-            "(bhyvectl has no option to turn throttling off)"
-        )
     opt = BHYVECTL_POLICY_OPTIONS
-    argv = ["bhyvectl", f"--vm={vm}"]
+    argv = ["bhyvectl", f"--vm={vm}", BHYVECTL_EVENTS_OPTION]
     argv.append(f"--migrate-live={destination}" if live else f"--migrate={destination}")
     argv.append(f"--migrate-keyfile={keyfile}")
     if live:
@@ -490,7 +486,26 @@ def bhyvectl_migrate_argv(
         argv.append(f"{opt['bandwidth']}={policy.bandwidth}")
     if policy.encrypt:
         argv.append(opt["encrypt"])
+    if not policy.auto_throttle:
+        argv.append(opt["no_throttle"])
     return argv
+
+
+# bhyvectl's control-plane options beyond the policy: JSON event lines on stdout
+# (harness.events), and the operator commands (cancel and resume on the source, the
+# "does the guest run here?" query on the destination: {"state", "guest_runs_here"}).
+BHYVECTL_EVENTS_OPTION = "--migrate-json"
+BHYVECTL_OPERATOR_OPTIONS = {
+    "cancel": "--migrate-cancel",
+    "resume": "--migrate-resume",
+    "status": "--migrate-status",
+}
+
+
+def bhyvectl_operator_argv(vm: str, command: str) -> list[str]:
+    """bhyvectl's command line for an operator command (cancel, resume, status); the
+    answer is one JSON line."""
+    return ["bhyvectl", f"--vm={vm}", BHYVECTL_EVENTS_OPTION, BHYVECTL_OPERATOR_OPTIONS[command]]
 
 
 def destroy_vm_argv(vm: str) -> list[str]:

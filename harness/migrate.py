@@ -1,18 +1,15 @@
-"""One live migration of a test-bed guest between two hosts, measured and verified.
+"""The test-bed host driver: a test-bed guest moved between two hosts with tbvm and tbctl.
 
-The flow only talks to hosts through the Runner protocol, so the same code runs
-two local processes or two namespace hosts over SSH:
+harness.flow runs the migration; this module says how, on test-bed hosts, over the
+Runner protocol only (two local processes, or two namespace hosts over SSH):
 
-  1. hand both ends a fresh per-migration key (a 0600 file on each host);
-  2. start the guest on the source (`tbvm run`), let its workload warm up;
-  3. start the receiver on the destination (`tbvm receive`), learn its port;
-  4. probe the guest over UDP from outside while `tbctl migrate` runs on the
-     source, printing progress as it comes;
-  5. collect both ends' reports, let the guest run on at the destination,
-     then check its memory and devices (`tbctl verify`).
-
-A failed migration must leave the guest running on the source: the flow then
-verifies the source instead, so a rollback that lost memory is caught too.
+  - the guest runs on the source (`tbvm run`), the destination listens
+    (`tbvm receive`, which prints "LISTENING <port>", then "RUNNING");
+  - `tbctl migrate` is the controller (the same control-plane code as bhyvectl),
+    `tbctl cancel | resume | status | stop` the operator commands;
+  - the guest is probed over UDP from outside, and checked page by page
+    (`tbctl verify`) where it runs afterwards: after a rollback that is the source,
+    so a rollback that lost memory is caught too.
 """
 
 from __future__ import annotations
@@ -27,13 +24,23 @@ from typing import Any
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest
 from harness.errors import HarnessError, MigrationError
+from harness.flow import FlowOptions, Report, run_migration
 from harness.probe import Prober, ProbeTarget
+from harness.progress import Display, PlainDisplay
 from harness.runner import Process, Runner
 
-# Exit statuses of tbctl migrate.
-TBCTL_COMPLETED = 0
-TBCTL_FAILED = 1
-TBCTL_INDETERMINATE = 3
+__all__ = [
+    "Endpoint",
+    "FlowOptions",
+    "MigrationOutcome",
+    "PingPong",
+    "RunningGuest",
+    "TestbedDriver",
+    "guest_args",
+    "last_json",
+    "migrate_once",
+    "start_guest",
+]
 
 
 @dataclass
@@ -55,20 +62,6 @@ class Endpoint:
 
 
 @dataclass
-class FlowOptions:
-    """Knobs of the flow itself, beyond the engine's policy."""
-
-    warmup_s: float = 0.5  # workload runs this long before migrating
-    run_after_s: float = 1.0  # guest runs on the destination before the check
-    start_timeout_s: float = 60.0
-    migrate_timeout_s: float = 600.0
-    probe: bool = True
-    fault: str | None = None  # test-only: drop-page | stale-device
-    max_time_ms: int = 0
-    keep_running: bool = False  # leave the guest running at the end (ping-pong)
-
-
-@dataclass
 class RunningGuest:
     """A guest process on some endpoint, with its control socket."""
 
@@ -80,6 +73,10 @@ class RunningGuest:
     def tbctl(self, *args: str, timeout: float = 60.0, check: bool = True):
         argv = [self.endpoint.tool("tbctl"), "--control", self.control, *args]
         return self.endpoint.runner.run(argv, timeout=timeout, check=check)
+
+    def status(self) -> dict[str, Any]:
+        return last_json(self.tbctl("status", timeout=30.0).stdout,
+                         f"{self.endpoint.name}: tbctl status")  # fmt: skip
 
     def verify(self) -> dict[str, Any]:
         # Exit 1 means "checked, and the check failed": the JSON says how.
@@ -97,12 +94,12 @@ class RunningGuest:
 class MigrationOutcome:
     """Everything one migration produced: the report and the guest's new home."""
 
-    report: dict[str, Any]
+    report: Report
     guest: RunningGuest | None = None  # where the guest runs now, if kept running
 
 
 def last_json(text: str, what: str) -> dict[str, Any]:
-    """The last JSON object line a tool printed (tbctl's result); what names the tool."""
+    """The last JSON object line a tool printed (tbctl verify/status); what names the tool."""
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):
@@ -129,14 +126,20 @@ def guest_args(guest: Guest) -> list[str]:
     ]  # fmt: skip
 
 
+def guest_summary(guest: Guest) -> dict[str, Any]:
+    """The report's description of a test-bed guest."""
+    return {"name": guest.name, "memory_bytes": guest.memory, "vcpus": guest.vcpus,
+            "workload": (guest.testbed or TestbedGuest()).workload}  # fmt: skip
+
+
 def policy_args(policy: MigrationPolicy, flow: FlowOptions) -> list[str]:
     """tbctl migrate options for the engine's round policy."""
-    args = [
-        "--downtime-limit", str(policy.downtime_limit_ms),
-        "--max-rounds", str(policy.max_rounds),
-    ]  # fmt: skip
+    args = ["--downtime-limit", str(policy.downtime_limit_ms)]
+    # The two exclude each other: fixed rounds replace the bound.
     if policy.fixed_rounds:
         args += ["--fixed-rounds", str(policy.fixed_rounds)]
+    else:
+        args += ["--max-rounds", str(policy.max_rounds)]
     if policy.bandwidth:
         args += ["--bandwidth", str(policy.bandwidth)]
     if policy.encrypt:
@@ -145,6 +148,8 @@ def policy_args(policy: MigrationPolicy, flow: FlowOptions) -> list[str]:
         args.append("--no-throttle")
     if flow.max_time_ms:
         args += ["--max-time", str(flow.max_time_ms)]
+    if flow.peer_timeout_ms:
+        args += ["--timeout", str(flow.peer_timeout_ms)]
     if flow.fault:
         args += ["--fault", flow.fault]
     return args
@@ -172,10 +177,258 @@ def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str) -
     return RunningGuest(endpoint, proc, control, port)
 
 
-def _write_key(endpoint: Endpoint, key_hex: str, tag: str) -> str:
-    path = f"{endpoint.runner.workdir}/migration-{tag}.key"
-    endpoint.runner.put_text(path, key_hex + "\n", mode=0o600)
-    return path
+@dataclass
+class TestbedDriver:
+    """harness.flow.HostDriver for test-bed hosts: the guest at `source` moves to
+    `destination`."""
+
+    source: RunningGuest
+    destination: Endpoint
+    guest: Guest
+    policy: MigrationPolicy
+    flow: FlowOptions
+    tag: str
+    kind: str = "testbed"
+    controller: str = "tbctl migrate"
+    receiver: Process | None = None
+    arrived: RunningGuest | None = None  # the guest on the destination, once it runs
+    _keys: list[tuple[Runner, str]] = field(default_factory=list)
+    _prober: Prober | None = None
+    _port: int = 0
+
+    __test__ = False  # not a pytest class, despite the name
+
+    def __post_init__(self) -> None:
+        work = self.destination.runner.workdir
+        self.dst_control = f"{work}/{self.guest.name}-{self.tag}-in.ctl"
+        self.dst_report = f"{work}/{self.guest.name}-{self.tag}-in.json"
+        self.dst_probe = _free_udp_port()
+
+    @property
+    def source_name(self) -> str:
+        return self.source.endpoint.name
+
+    @property
+    def destination_name(self) -> str:
+        return self.destination.name
+
+    def write_keys(self, key_hex: str) -> None:
+        for ep in (self.source.endpoint, self.destination):
+            path = f"{ep.runner.workdir}/migration-{self.tag}.key"
+            ep.runner.put_text(path, key_hex + "\n", mode=0o600)
+            self._keys.append((ep.runner, path))
+
+    def remove_keys(self) -> None:
+        # The key is single-use; the destination's report is in ours by now.
+        for runner, path in self._keys:
+            runner.run(["rm", "-f", path], check=False)
+        self.destination.runner.run(["rm", "-f", self.dst_report], check=False)
+
+    def _key(self, ep: Endpoint) -> str:
+        return f"{ep.runner.workdir}/migration-{self.tag}.key"
+
+    def start_source(self) -> None:
+        if not self.source.process.alive():
+            raise MigrationError(f"{self.source_name}: the guest to migrate is not running")
+
+    def start_destination(self) -> None:
+        dst = self.destination
+        argv = [
+            dst.tool("tbvm"), "receive", *guest_args(self.guest),
+            "--listen", _addr(dst.migration_address, 0),
+            "--key-file", self._key(dst), "--control", self.dst_control,
+            "--probe", _addr(dst.probe_address, self.dst_probe),
+            "--report", self.dst_report,
+        ]  # fmt: skip
+        if self.flow.destination_fault:
+            argv += ["--fault", self.flow.destination_fault]
+        self.receiver = dst.runner.spawn(argv)
+        try:
+            line = self.receiver.wait_line("LISTENING", self.flow.start_timeout_s)
+            self._port = int(line.split()[-1])
+        except (ValueError, IndexError) as exc:
+            self.receiver.kill()
+            raise MigrationError(f"{dst.name}: tbvm receive printed no port") from exc
+
+    def start_probe(self) -> None:
+        self._prober = Prober(
+            ProbeTarget("source", self.source.endpoint.probe_address, self.source.probe_port),
+            ProbeTarget("destination", self.destination.probe_address, self.dst_probe),
+            max_seconds=self.flow.migrate_timeout_s + 30,
+        )
+        self._prober.start()
+
+    def stop_probe(self, migrated: bool) -> float | None:
+        if self._prober is None:
+            return None
+        if migrated:
+            # RUNNING is printed as the vCPUs start: give the first answer time to arrive.
+            self._prober.wait_for_answer(self._prober.destination.label, 2.0)
+        outage = self._prober.stop().outage_ms
+        self._prober = None
+        return round(outage, 3) if outage is not None else None
+
+    def start_migration(self) -> Process:
+        ep = self.source.endpoint
+        return ep.runner.spawn([
+            ep.tool("tbctl"), "--control", self.source.control, "migrate",
+            "--to", _addr(self.destination.migration_address, self._port),
+            "--key-file", self._key(ep), *policy_args(self.policy, self.flow),
+        ])  # fmt: skip
+
+    def cancel(self) -> None:
+        self.source.tbctl("cancel", timeout=30.0)
+
+    def _receiver_alive(self) -> bool:
+        return self.receiver is not None and self.receiver.alive()
+
+    def destination_runs_guest(self) -> bool | None:
+        if not self._receiver_alive():
+            return False
+        status = guest_status(self.destination, self.dst_control)
+        if status is None:
+            return None if self._receiver_alive() else False
+        if status["guest_runs_here"]:
+            return True
+        # Not running yet: end it so that it never can, before the source resumes.
+        assert self.receiver is not None
+        self.receiver.kill()
+        return False
+
+    def resume_source(self) -> None:
+        self.source.tbctl("resume", timeout=30.0)
+
+    def destroy_source(self) -> None:
+        self.source.stop()
+
+    def _arrive(self) -> None:
+        assert self.receiver is not None
+        self.arrived = RunningGuest(self.destination, self.receiver, self.dst_control,
+                                    self.dst_probe)  # fmt: skip
+
+    def confirm_destination(self) -> str | None:
+        assert self.receiver is not None
+        try:
+            self.receiver.wait_line("RUNNING", self.flow.start_timeout_s)
+        except HarnessError as exc:
+            return str(exc)
+        self._arrive()
+        return None
+
+    def discard_destination(self) -> int | None:
+        # After authentication the destination discards and exits non-zero; a
+        # connection refused before it leaves it listening for the source.
+        if self.receiver is None:
+            return None
+        code = self.receiver.wait(5.0)
+        if code is None:
+            self.receiver.kill()
+        return code
+
+    def verify(self, where: str) -> dict[str, Any]:
+        if where == "destination" and self.arrived is None:
+            self._arrive()
+        home = self.arrived if where == "destination" else self.source
+        assert home is not None
+        if not home.process.alive():
+            return {"ok": False, "pages_checked": 0, "where": where,
+                    "errors": [f"the guest is gone from the {where}"]}  # fmt: skip
+        result = home.verify()
+        result["where"] = where
+        other = self.source.process if where == "destination" else self.receiver
+        if other is not None and other.wait(10.0) is None:
+            result["ok"] = False
+            gone = "source" if where == "destination" else "destination"
+            result.setdefault("errors", []).append(f"the guest still runs on the {gone}")
+        return result
+
+    def destination_report(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.destination.runner.read_text(self.dst_report))
+        except (OSError, HarnessError, json.JSONDecodeError):
+            return None
+
+    def home(self, where: str) -> RunningGuest | None:
+        return {"destination": self.arrived, "source": self.source}.get(where)
+
+    def finish(self, where: str, keep_running: bool) -> None:
+        kept = self.home(where) if keep_running else None
+        for guest in (self.source, self.arrived):
+            if guest is not None and guest is not kept:
+                guest.stop()
+        receiver_kept = kept is not None and kept is self.arrived
+        if self.receiver is not None and not receiver_kept and self.receiver.wait(0) is None:
+            self.receiver.kill()
+
+    def resolve_hint(self) -> str:
+        return (f"invoke resolve --source-control {self.source.control} "
+                f"--destination-control {self.dst_control}")  # fmt: skip
+
+
+def guest_status(ep: Endpoint, control: str) -> dict[str, Any] | None:
+    """`tbctl guest-status`: {"state": ..., "guest_runs_here": bool}; None when nobody
+    answers on that control socket (no process serves it)."""
+    result = ep.runner.run([ep.tool("tbctl"), "--control", control, "guest-status"],
+                           timeout=30.0, check=False)  # fmt: skip
+    if result.returncode != 0:
+        return None
+    status = last_json(result.stdout, f"{ep.name}: tbctl guest-status")
+    if not isinstance(status.get("guest_runs_here"), bool):
+        raise HarnessError(f"{ep.name}: tbctl guest-status gave no guest_runs_here: {status}")
+    return status
+
+
+@dataclass
+class ControlSockets:
+    """harness.flow.Resolvable from two control sockets alone (`invoke resolve`), for an
+    indeterminate migration whose harness run has ended."""
+
+    source: Endpoint
+    source_control: str
+    destination: Endpoint
+    destination_control: str
+
+    @property
+    def source_name(self) -> str:
+        return self.source.name
+
+    @property
+    def destination_name(self) -> str:
+        return self.destination.name
+
+    def _tbctl(self, ep: Endpoint, control: str, command: str) -> None:
+        ep.runner.run([ep.tool("tbctl"), "--control", control, command], timeout=30.0)
+
+    def destination_runs_guest(self) -> bool | None:
+        status = guest_status(self.destination, self.destination_control)
+        if status is not None and status["guest_runs_here"]:
+            return True
+        if status is not None:
+            # It answers but does not run the guest: stop it so that it never will.
+            self._tbctl(self.destination, self.destination_control, "stop")
+        # No answer: no process serves that socket, so the guest cannot run there.
+        return False
+
+    def resume_source(self) -> None:
+        self._tbctl(self.source, self.source_control, "resume")
+
+    def destroy_source(self) -> None:
+        self._tbctl(self.source, self.source_control, "stop")
+
+
+def resolve_testbed(hosts: str | None, source_control: str, destination_control: str):
+    """`invoke resolve` on the test bed: the migration pair of the hosts file (or the two
+    local endpoints), and the two control sockets the indeterminate report named."""
+    from harness.config import load_hosts
+    from harness.deploy import endpoints_for
+    from harness.flow import resolve
+    from harness.local import local_endpoints
+
+    if not source_control or not destination_control:
+        raise HarnessError("give both --source-control and --destination-control")
+    src, dst = endpoints_for(load_hosts(hosts)) if hosts else local_endpoints()
+    return resolve(ControlSockets(src, source_control, dst, destination_control),
+                   PlainDisplay())  # fmt: skip
 
 
 def migrate_once(
@@ -185,194 +438,20 @@ def migrate_once(
     policy: MigrationPolicy,
     flow: FlowOptions,
     tag: str,
-    on_progress: Callable[[str], None] = print,
+    display: Display | None = None,
 ) -> MigrationOutcome:
-    """Move the guest running at `source` to `destination`; return the report.
-
-    Raises MigrationError only when the flow itself cannot proceed; a migration
-    that the engine refused or rolled back is reported with status "failed".
-    """
-    src_ep = source.endpoint
-    key_hex = secrets.token_hex(32)
-    src_key = _write_key(src_ep, key_hex, tag)
-    dst_key = _write_key(destination, key_hex, tag)
-    dst_control = f"{destination.runner.workdir}/{guest.name}-{tag}-in.ctl"
-    dst_report = f"{destination.runner.workdir}/{guest.name}-{tag}-in.json"
-    dst_probe = _free_udp_port()
-    receiver = destination.runner.spawn([
-        destination.tool("tbvm"), "receive", *guest_args(guest),
-        "--listen", _addr(destination.migration_address, 0),
-        "--key-file", dst_key, "--control", dst_control,
-        "--probe", _addr(destination.probe_address, dst_probe),
-        "--report", dst_report,
-    ])  # fmt: skip
-    try:
-        port = int(receiver.wait_line("LISTENING", flow.start_timeout_s).split()[-1])
-    except (ValueError, IndexError) as exc:
-        receiver.kill()
-        raise MigrationError(f"{destination.name}: tbvm receive printed no port") from exc
-
-    prober = None
-    if flow.probe:
-        prober = Prober(
-            ProbeTarget("source", src_ep.probe_address, source.probe_port),
-            ProbeTarget("destination", destination.probe_address, dst_probe),
-            max_seconds=flow.migrate_timeout_s + 30,
-        )
-        prober.start()
-    started = time.monotonic()
-    migrate = src_ep.runner.spawn([
-        src_ep.tool("tbctl"), "--control", source.control, "migrate",
-        "--to", _addr(destination.migration_address, port),
-        "--key-file", src_key, *policy_args(policy, flow),
-    ])  # fmt: skip
-    try:
-        status = _follow(migrate, flow.migrate_timeout_s, on_progress, src_ep.name)
-    except KeyboardInterrupt:
-        if prober:
-            prober.stop()
-        raise _cancel(source, receiver, migrate, on_progress) from None
-    src_result = last_json(migrate.output(), f"{src_ep.name}: tbctl migrate")
-    wall_ms = (time.monotonic() - started) * 1000.0
-
-    dst_running = False
-    if status == TBCTL_COMPLETED:
-        try:
-            receiver.wait_line("RUNNING", flow.start_timeout_s)
-            dst_running = True
-        except HarnessError as exc:
-            src_result["status"] = "failed"
-            src_result["error"] = {"side": "destination", "phase": "switchover",
-                                   "message": str(exc)}  # fmt: skip
-    else:
-        # After authentication the destination discards and exits non-zero;
-        # a connection refused before it leaves it listening for the source.
-        if receiver.wait(5.0) is None:
-            receiver.kill()
-    if prober and dst_running:
-        # RUNNING is printed as the vCPUs start: give the first answer time to arrive.
-        prober.wait_for_answer(prober.destination.label, 2.0)
-    probe = prober.stop() if prober else None
-    time.sleep(flow.run_after_s if dst_running else 0.2)
-
-    dst_result: dict[str, Any] | None = None
-    if dst_running:
-        dst_result = json.loads(destination.runner.read_text(dst_report))
-    home = RunningGuest(destination, receiver, dst_control, dst_probe) if dst_running else source
-    verification = _verify(home, source, dst_running)
-    report = build_report(
-        guest, src_ep, destination, src_result, dst_result, verification, probe, wall_ms
-    )
-    report["destination_exit"] = None if dst_running else receiver.wait(0)
-    report["destination_output"] = receiver.output()[-4000:] if not dst_running else ""
-    # The key is single-use; the destination's report is in ours now.
-    src_ep.runner.run(["rm", "-f", src_key], check=False)
-    destination.runner.run(["rm", "-f", dst_key, dst_report], check=False)
-    if not flow.keep_running:
-        home.stop()
-        return MigrationOutcome(report)
+    """Move the guest running at `source` to `destination` (harness.flow.run_migration)."""
+    driver = TestbedDriver(source, destination, guest, policy, flow, tag)
+    report = run_migration(driver, guest_summary(guest), flow, display)
+    home = driver.home(report.guest_runs_on) if flow.keep_running else None
     return MigrationOutcome(report, home)
 
 
-def _cancel(
-    source: RunningGuest, receiver: Process, migrate: Process, on_progress: Callable[[str], None]
-) -> MigrationError:
-    """Ctrl-C: end the destination so that the source rolls back, and say where the guest is."""
-    if any(line.startswith("RUNNING") for line in receiver.output().splitlines()):
-        return MigrationError("cancelled too late: the guest already runs on the destination")
-    on_progress("cancelling: stopping the destination; the source resumes the guest")
-    receiver.kill()
-    code = migrate.wait(60.0)
-    if code is None:
-        migrate.kill()
-    try:
-        state = json.loads(source.tbctl("status", timeout=30.0).stdout).get("state")
-        ok = source.verify().get("ok")
-    except HarnessError as exc:
-        return MigrationError(f"cancelled, but the source guest did not answer: {exc}")
-    where = f"{source.endpoint.name}"
-    if state == "running" and ok:
-        return MigrationError(f"cancelled: the guest kept running on {where} (memory check ok)")
-    return MigrationError(f"cancelled: the guest on {where} is {state}, memory check ok={ok}")
+def quiet() -> Display:
+    """A display that shows nothing (tests, benchmarks)."""
+    import io
 
-
-def _follow(proc: Process, timeout: float, on_progress: Callable[[str], None], host: str) -> int:
-    """Relay progress lines until the process exits; its exit status."""
-    deadline = time.monotonic() + timeout
-    shown = 0
-    while True:
-        code = proc.wait(0.1)
-        lines = proc.output().splitlines()
-        for line in lines[shown:]:
-            if not line.startswith("{"):
-                on_progress(f"[{host}] {line}")
-        shown = len(lines)
-        if code is not None:
-            return code
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise MigrationError(f"{host}: tbctl migrate did not finish within {timeout:.0f}s")
-
-
-def _verify(home: RunningGuest, source: RunningGuest, migrated: bool) -> dict[str, Any]:
-    if not migrated and not source.process.alive():
-        return {"ok": False, "pages_checked": 0, "where": "source",
-                "errors": ["the source guest is gone although the migration failed"]}  # fmt: skip
-    result = home.verify()
-    result["where"] = "destination" if migrated else "source"
-    if migrated and source.process.wait(10.0) is None:
-        result["ok"] = False
-        result.setdefault("errors", []).append("the source VM still runs after a migration")
-    return result
-
-
-def build_report(
-    guest: Guest,
-    source: Endpoint,
-    destination: Endpoint,
-    src: dict[str, Any],
-    dst: dict[str, Any] | None,
-    verification: dict[str, Any],
-    probe: Any,
-    wall_ms: float,
-) -> dict[str, Any]:
-    """The JSON report: the source's engine stats plus what the harness saw."""
-    total_ms = float(src.get("total_time_ms") or 0.0)
-    bytes_sent = int(src.get("bytes_sent") or 0)
-    report: dict[str, Any] = {
-        "status": src.get("status", "failed"),
-        "error": src.get("error"),
-        "hosts": {"source": source.name, "destination": destination.name},
-        "guest": {
-            "name": guest.name,
-            "memory_bytes": guest.memory,
-            "vcpus": guest.vcpus,
-            "workload": (guest.testbed or TestbedGuest()).workload,
-        },
-        "total_time_ms": total_ms,
-        "wall_time_ms": round(wall_ms, 3),
-        "downtime_ms": src.get("downtime_ms"),
-        "downtime_probe_ms": (
-            round(probe.outage_ms, 3) if probe and probe.outage_ms is not None else None
-        ),
-        "bytes_sent": bytes_sent,
-        "throughput_mb_s": round(bytes_sent / total_ms / 1000.0, 1) if total_ms else 0.0,
-        "stop_reason": src.get("stop_reason"),
-        "encrypted": src.get("encrypted"),
-        "protocol_version": src.get("protocol_version"),
-        "rounds": src.get("rounds", []),
-        "destination": dst,
-        "verification": verification,
-    }
-    return report
-
-
-def describe_failure(report: dict[str, Any]) -> str:
-    err = report.get("error") or {}
-    return (
-        f"migration failed on the {err.get('side', '?')} side during "
-        f"{err.get('phase', '?')}: {err.get('message', 'no message')}"
-    )
+    return PlainDisplay(io.StringIO())
 
 
 @dataclass
@@ -385,8 +464,9 @@ class PingPong:
     policy: MigrationPolicy
     flow: FlowOptions = field(default_factory=FlowOptions)
 
-    def run(self, count: int, on_progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
-        reports: list[dict[str, Any]] = []
+    def run(self, count: int, display: Display | None = None,
+            on_report: Callable[[Report], None] | None = None) -> list[Report]:  # fmt: skip
+        reports: list[Report] = []
         current = start_guest(self.a, self.guest, self.flow, "pp0")
         other = self.b
         time.sleep(self.flow.warmup_s)
@@ -394,11 +474,12 @@ class PingPong:
             for i in range(count):
                 keep = i < count - 1
                 flow = dataclasses.replace(self.flow, keep_running=keep)
-                outcome = migrate_once(
-                    current, other, self.guest, self.policy, flow, f"pp{i + 1}", on_progress
-                )
+                outcome = migrate_once(current, other, self.guest, self.policy, flow,
+                                       f"pp{i + 1}", display)  # fmt: skip
                 reports.append(outcome.report)
-                if outcome.report["status"] != "completed" or not keep:
+                if on_report is not None:
+                    on_report(outcome.report)
+                if outcome.report.status != "completed" or not keep:
                     if outcome.guest is not None:
                         outcome.guest.stop()
                     break

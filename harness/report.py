@@ -29,12 +29,18 @@ def summary(report: dict[str, Any]) -> str:
     if report.get("error"):
         err = report["error"]
         lines.append(f"  error: {err.get('side')} side, {err.get('phase')}: {err.get('message')}")
+    for reason in report.get("reasons") or []:
+        lines.append(f"  reason: {reason}")
+    if report.get("resolution"):
+        res = report["resolution"]
+        lines.append(f"  resolved: {res.get('action')} ({res.get('detail')})")
     lines.append(
         f"  total {report.get('total_time_ms', 0):.1f} ms, downtime "
         f"{_fmt_ms(report.get('downtime_ms'))} (probe {_fmt_ms(report.get('downtime_probe_ms'))}), "
         f"{_mib(report.get('bytes_sent', 0))} MiB sent, {report.get('throughput_mb_s', 0)} MB/s, "
         f"stop: {report.get('stop_reason')}"
     )
+    lines.append(f"  the guest runs on the {report.get('guest_runs_on')}")
     lines.append(
         f"  verification ({ver.get('where', '?')}): {'ok' if ver.get('ok') else 'FAILED'}, "
         f"{ver.get('pages_checked', 0)} pages checked"
@@ -49,7 +55,7 @@ def summary(report: dict[str, Any]) -> str:
                 f"  {r.get('index', 0):5d}  {'yes' if r.get('final') else 'no':5s}  "
                 f"{r.get('dirty_pages', 0):11d}  {r.get('pages_sent', 0):10d}  "
                 f"{r.get('zero_pages', 0):10d}  {_mib(r.get('bytes', 0)):>5s}  "
-                f"{r.get('duration_ms', 0):7.1f} {r.get('throttle_pct', 0):3d}%"
+                f"{r.get('duration_us', 0) / 1000.0:7.1f} {r.get('throttle_pct', 0):3d}%"
             )
     return "\n".join(lines)
 

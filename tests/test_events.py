@@ -37,7 +37,7 @@ RESULT_OK = dict(
 )  # fmt: skip
 RESULT_FAILED = dict(
     event="result", result="failed", guest_runs_on="source",
-    error=dict(side="destination", phase="compat", code="vcpus",
+    error=dict(side="destination", phase="compat", code=22,
                message="the destination has 3 vCPUs, the source 2",
                peer_message="refused: vCPU count"),
 )  # fmt: skip

@@ -216,9 +216,9 @@ def test_migration_command_lines() -> None:
                              timeout=300)  # fmt: skip
     src = freebsd.bhyvectl_migrate_argv("fbsd-guest", freebsd.endpoint("192.0.2.11", 24981),
                                         "/k", policy)  # fmt: skip
-    assert src[:4] == ["bhyvectl", "--vm=fbsd-guest", "--migrate-live=192.0.2.11:24981",
-                       "--migrate-keyfile=/k"]  # fmt: skip
-    assert "--migrate-downtime=200" in src
+    assert src[:5] == ["bhyvectl", "--vm=fbsd-guest", "--migrate-json",
+                       "--migrate-live=192.0.2.11:24981", "--migrate-keyfile=/k"]  # fmt: skip
+    assert "--migrate-downtime-limit=200" in src
     assert "--migrate-fixed-rounds=4" in src
     assert not any(a.startswith("--migrate-max-rounds") for a in src)  # bhyvectl: exclusive
     assert "--migrate-bandwidth=125000000" in src
@@ -226,7 +226,8 @@ def test_migration_command_lines() -> None:
     assert not any("timeout" in a for a in src)  # bhyvectl has none: the harness bounds it
     default = freebsd.bhyvectl_migrate_argv("g", "h:1", "/k", MigrationPolicy())
     assert "--migrate-encrypt" not in default
-    with pytest.raises(HarnessError, match="auto_throttle"):
-        freebsd.bhyvectl_migrate_argv("g", "h:1", "/k", MigrationPolicy(auto_throttle=False))
+    assert "--migrate-no-throttle" not in default
+    assert "--migrate-no-throttle" in freebsd.bhyvectl_migrate_argv(
+        "g", "h:1", "/k", MigrationPolicy(auto_throttle=False))
     cold = freebsd.bhyvectl_migrate_argv("g", "h:1", "/k", MigrationPolicy(), live=False)
     assert "--migrate=h:1" in cold and not any("rounds" in a for a in cold)

@@ -16,7 +16,15 @@ import pytest
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest, load_hosts
 from harness.deploy import endpoints_for
-from harness.migrate import Endpoint, FlowOptions, PingPong, guest_args, last_json, start_guest
+from harness.migrate import (
+    Endpoint,
+    FlowOptions,
+    PingPong,
+    guest_args,
+    last_json,
+    quiet,
+    start_guest,
+)
 from harness.netns import Testbed, TestbedSpec
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the namespace test bed needs root")
@@ -49,24 +57,26 @@ def _leftovers(ep: Endpoint) -> tuple[list[str], list[str]]:
 
 def test_migration_across_hosts_is_verified(hosts) -> None:
     config, (src, dst) = hosts
-    reports = PingPong(src, dst, GUEST, MigrationPolicy(), FlowOptions(run_after_s=0.5)).run(1)
-    report = reports[0]
+    reports = PingPong(src, dst, GUEST, MigrationPolicy(), FlowOptions(run_after_s=0.5)).run(
+        1, quiet())
+    report = reports[0].as_json()
     assert report["status"] == "completed", report.get("error")
     assert report["hosts"] == {"source": src.name, "destination": dst.name}
     assert report["verification"]["ok"], report["verification"]
     assert report["verification"]["pages_checked"] == GUEST.memory // 4096
     assert report["downtime_probe_ms"] is not None  # the guest answered from both hosts
-    assert report["destination"]["role"] == "destination"
+    assert report["guest_runs_on"] == "destination"
 
 
 def test_ipv6_migration_link(hosts) -> None:
     config, (src, dst) = hosts
     v6 = [a for a in config.host(dst.name).migration_addresses if ":" in a][0]
     dst6 = Endpoint(dst.runner, dst.bindir, v6, dst.probe_address, dst.name)
-    report = PingPong(src, dst6, GUEST, MigrationPolicy(encrypt=True), FlowOptions()).run(1)[0]
-    assert report["status"] == "completed", report.get("error")
-    assert report["encrypted"] is True
-    assert report["verification"]["ok"]
+    report = PingPong(src, dst6, GUEST, MigrationPolicy(encrypt=True), FlowOptions()).run(
+        1, quiet())[0]
+    assert report.status == "completed", report.error
+    assert report.encrypted is True
+    assert report.verification["ok"]
 
 
 def test_destination_dying_leaves_guest_on_source(hosts) -> None:
@@ -95,7 +105,7 @@ def test_destination_dying_leaves_guest_on_source(hosts) -> None:
         assert migrate.wait(30) == 1
         assert time.monotonic() - t0 < 10
         result = last_json(migrate.output(), "tbctl migrate")
-        assert result["status"] == "failed"
+        assert result["result"] == "failed" and result["guest_runs_on"] == "source"
         assert result["error"]["side"] == "destination"
         status = json.loads(guest.tbctl("status").stdout)
         assert status["state"] == "running"
@@ -111,10 +121,10 @@ def test_destination_dying_leaves_guest_on_source(hosts) -> None:
 def test_ten_ping_pong_migrations_leak_nothing(hosts) -> None:
     config, (src, dst) = hosts
     reports = PingPong(src, dst, GUEST, MigrationPolicy(),
-                       FlowOptions(warmup_s=0.2, run_after_s=0.2)).run(10)  # fmt: skip
-    assert [r["status"] for r in reports] == ["completed"] * 10
-    assert all(r["verification"]["ok"] for r in reports)
-    assert [r["hosts"]["source"] for r in reports[:2]] == [src.name, dst.name]
+                       FlowOptions(warmup_s=0.2, run_after_s=0.2)).run(10, quiet())  # fmt: skip
+    assert [r.status for r in reports] == ["completed"] * 10
+    assert all(r.verification["ok"] for r in reports)
+    assert [r.hosts["source"] for r in reports[:2]] == [src.name, dst.name]
     time.sleep(0.5)
     for ep in (src, dst):
         procs, files = _leftovers(ep)

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from invoke import task
 
-from harness.config import Guest, HostsConfig, MigrationPolicy, TestbedGuest, parse_rate
+from harness.config import (
+    Guest,
+    HostsConfig,
+    MigrationPolicy,
+    TestbedGuest,
+    load_hosts,
+    parse_rate,
+)
 from harness.deploy import endpoints_for, load_or_testbed
 from harness.errors import HarnessError
-from harness.migrate import FlowOptions, PingPong, describe_failure
+from harness.flow import FlowOptions, Report, require_ok
+from harness.migrate import PingPong, resolve_testbed
+from harness.progress import Display, PlainDisplay, make_display
 from harness.report import plot_rounds, summary, write_json
 from harness.ssh import SSHRunner
 from harness.units import parse_size
@@ -56,8 +66,9 @@ def _policy(base: MigrationPolicy | None, downtime_limit, max_rounds, fixed_roun
 
 
 def _freebsd_migrations(
-    config: HostsConfig, guest: Guest, policy: MigrationPolicy, runs: int
-) -> list[dict]:
+    config: HostsConfig, guest: Guest, policy: MigrationPolicy, runs: int, display: Display,
+    flow: FlowOptions,
+) -> list[Report]:  # fmt: skip
     """bhyve guests between FreeBSD hosts, back and forth `runs` times (not run here)."""
     from harness.freebsd_migrate import migrate_freebsd
 
@@ -66,11 +77,13 @@ def _freebsd_migrations(
         raise HarnessError(f"{config.path}: {source.name} is FreeBSD but {destination.name} is not")
     runners = (SSHRunner.from_config(config, source.name),
                SSHRunner.from_config(config, destination.name))  # fmt: skip
-    reports: list[dict] = []
+    reports: list[Report] = []
     for _ in range(runs):
-        report = migrate_freebsd(config, source, destination, guest, policy, runners)
+        report = migrate_freebsd(config, source, destination, guest, policy, runners, display,
+                                 flow=dataclasses.replace(
+                                     flow, migrate_timeout_s=policy.timeout + 60.0))  # fmt: skip
         reports.append(report)
-        if report["status"] != "completed":
+        if report.status != "completed":
             break
         source, destination = destination, source
         runners = (runners[1], runners[0])
@@ -88,7 +101,7 @@ def _freebsd_migrations(
         "segments": "guest memory segments (like bhyve's NUMA domains)",
         "downtime_limit": "target downtime in ms (default 300)",
         "max_rounds": "upper bound of live rounds (default 30)",
-        "fixed_rounds": "the seed's fixed round count instead of the convergence policy",
+        "fixed_rounds": "a fixed number of live rounds (as in D30954) instead of the policy",
         "bandwidth": "migration bandwidth limit, e.g. 100M (bytes/s)",
         "encrypt": "encrypt the stream (it is always authenticated)",
         "no_throttle": "never slow the vCPUs down to converge",
@@ -96,16 +109,21 @@ def _freebsd_migrations(
         "ping_pong": "migrate back and forth --count times",
         "report": "write the JSON report here (and a PNG plot beside it)",
         "run_after": "seconds the guest runs on the destination before the check",
+        "plain": "plain progress lines instead of the live bar (the default when not a tty)",
+        "no_resolve": "leave an indeterminate outcome alone (default: ask the destination, "
+        "then resume or destroy the source)",
     }
 )
 def migrate(
     c, hosts=None, local=False, memory=None, vcpus=None, workload=None, fill=None,
     segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
     encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
+    plain=False, no_resolve=False,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
 
+    display: Display | None = None
     try:
         if local or (hosts is None and os.geteuid() != 0):
             if not local:
@@ -119,27 +137,66 @@ def migrate(
         policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
                          fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
         runs = count if ping_pong else 1
+        flow = FlowOptions(run_after_s=run_after, resolve=not no_resolve)
+        display = make_display(guest.memory, plain)
         if config is not None and config.migration_pair()[0].kind == "freebsd":
-            reports = _freebsd_migrations(config, guest, policy, runs)
+            reports = _freebsd_migrations(config, guest, policy, runs, display, flow)
         else:
             if config is not None:
                 endpoints = endpoints_for(config)
-            flow = FlowOptions(run_after_s=run_after)
-            reports = PingPong(*endpoints, guest, policy, flow).run(runs)
+            reports = PingPong(*endpoints, guest, policy, flow).run(runs, display)
     except (HarnessError, ValueError) as exc:
         sys.exit(f"migrate: {exc}")
+    finally:
+        if display is not None:
+            display.close()
     for rep in reports:
-        print(summary(rep))
+        print(summary(rep.as_json()))
     if report:
         path = Path(report)
-        write_json(reports[0] if len(reports) == 1 else reports, path)
-        plot_rounds(reports[-1], path.with_suffix(".png"))
+        docs = [r.as_json() for r in reports]
+        write_json(docs[0] if len(docs) == 1 else docs, path)
+        plot_rounds(docs[-1], path.with_suffix(".png"))
         print(f"report: {path} (plot {path.with_suffix('.png')})")
-    last = reports[-1]
-    if last["status"] != "completed":
-        sys.exit(describe_failure(last))
-    if not all(r["verification"].get("ok") for r in reports):
-        sys.exit("migration completed but the guest's memory check FAILED")
+    try:
+        for rep in reports:
+            require_ok(rep)
+    except HarnessError as exc:
+        sys.exit(str(exc))
+
+
+@task(
+    help={
+        "hosts": "hosts file; freebsd hosts: the pair of its migration section",
+        "guest": "freebsd: the guest's name (default: the hosts file's guest)",
+        "source_control": "test bed: the source guest's control socket (from the report)",
+        "destination_control": "test bed: the receiving guest's control socket",
+    }
+)
+def resolve(c, hosts=None, guest=None, source_control="", destination_control=""):
+    """After an indeterminate migration: ask the destination whether the guest runs there,
+    then destroy the paused copy on the source (it does) or resume it (it does not)."""
+    try:
+        if source_control or destination_control:
+            resolution = resolve_testbed(hosts, source_control, destination_control)
+        else:
+            if not hosts:
+                raise HarnessError("give --hosts (FreeBSD) or both --source-control and "
+                                   "--destination-control (test bed)")  # fmt: skip
+            from harness.freebsd_migrate import resolve_freebsd
+
+            config = load_hosts(hosts)
+            source, destination = config.migration_pair()
+            runners = (SSHRunner.from_config(config, source.name),
+                       SSHRunner.from_config(config, destination.name))  # fmt: skip
+            resolution = resolve_freebsd(config, source, destination, config.guest(guest),
+                                         runners, PlainDisplay())  # fmt: skip
+    except (HarnessError, ValueError) as exc:
+        sys.exit(f"resolve: {exc}")
+    print(f"{resolution.action}: {resolution.detail}; the guest runs on the "
+          f"{resolution.guest_runs_on}")  # fmt: skip
+    if resolution.action == "none":
+        sys.exit(1)
 
 
 @task(

@@ -1,0 +1,376 @@
+"""One migration flow for every kind of host, over a HostDriver; one report type.
+
+The flow is the same for the test bed (tbvm/tbctl) and for FreeBSD (bhyve/bhyvectl):
+
+  1. hand both ends a fresh per-migration key;
+  2. the guest runs on the source; the destination listens;
+  3. the controller runs on the source and streams the control plane's events
+     (harness.events), shown live as they come;
+  4. by the result: after "ok" the destination must run the guest; after "failed" or
+     "cancelled" the destination discards; after "indeterminate" the harness asks the
+     destination whether the guest runs there and destroys or resumes the source
+     accordingly (resolve(): one of the two, never both);
+  5. the guest is checked where it runs now, and a Report is built.
+
+Ctrl-C during step 3 sends the operator's cancel command; the source rolls back.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from harness.errors import HarnessError, MigrationError
+from harness.events import EventLog, ResultEvent
+from harness.progress import Display, PlainDisplay
+from harness.runner import Process
+
+# Report.status for each control-plane result of a migration.
+STATUS_OF_RESULT = {
+    "ok": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "indeterminate": "indeterminate",
+}
+
+
+class Resolvable(Protocol):
+    """What resolving an indeterminate outcome needs: the destination's answer, and the
+    two things that can be done with the paused source."""
+
+    source_name: str
+    destination_name: str
+
+    def destination_runs_guest(self) -> bool | None:
+        """Ask the destination over its control socket: True, False (also when its
+        process is gone; a receiver that does not run the guest is ended first, so that
+        it never will), or None when it cannot tell."""
+        ...
+
+    def resume_source(self) -> None: ...
+
+    def destroy_source(self) -> None: ...
+
+
+class HostDriver(Resolvable, Protocol):
+    """What the flow needs from a pair of hosts of one kind."""
+
+    kind: str
+    controller: str  # the controller program's name, for messages
+
+    def write_keys(self, key_hex: str) -> None: ...
+
+    def remove_keys(self) -> None: ...
+
+    def start_source(self) -> None:
+        """Make sure the guest runs on the source."""
+        ...
+
+    def start_destination(self) -> None:
+        """Start the receiver; return once it listens."""
+        ...
+
+    def start_probe(self) -> None: ...
+
+    def stop_probe(self, migrated: bool) -> float | None:
+        """Stop probing the guest from outside; the outage seen, in ms, if measured."""
+        ...
+
+    def start_migration(self) -> Process:
+        """Start the controller on the source; its stdout carries the events."""
+        ...
+
+    def cancel(self) -> None:
+        """The operator's cancel: the source rolls back, the destination discards."""
+        ...
+
+    def confirm_destination(self) -> str | None:
+        """After "ok": None when the guest runs on the destination, else why not."""
+        ...
+
+    def discard_destination(self) -> int | None:
+        """After a failure: make sure the destination discarded; its exit status."""
+        ...
+
+    def verify(self, where: str) -> dict[str, Any]:
+        """Check the guest where it runs now ("source" or "destination")."""
+        ...
+
+    def destination_report(self) -> dict[str, Any] | None: ...
+
+    def finish(self, where: str, keep_running: bool) -> None:
+        """Stop what the flow started (keep the guest at `where` if keep_running)."""
+        ...
+
+    def resolve_hint(self) -> str:
+        """The command an operator runs to resolve an indeterminate outcome later."""
+        ...
+
+
+@dataclass
+class FlowOptions:
+    """Knobs of the flow itself, beyond the engine's policy."""
+
+    warmup_s: float = 0.5  # workload runs this long before migrating
+    run_after_s: float = 1.0  # guest runs on the destination before the check
+    start_timeout_s: float = 60.0
+    migrate_timeout_s: float = 600.0
+    cancel_timeout_s: float = 30.0  # for the source to roll back after a cancel
+    probe: bool = True
+    resolve: bool = True  # resolve an indeterminate outcome automatically
+    fault: str | None = None  # test-only engine fault (migration.h enum mig_fault)
+    destination_fault: str | None = None  # test-only fault of the receiver
+    max_time_ms: int = 0
+    peer_timeout_ms: int = 0  # give up on a silent peer after this long (0: the engine's)
+    keep_running: bool = False  # leave the guest running at the end (ping-pong)
+
+
+@dataclass
+class Resolution:
+    """What the harness did about an indeterminate outcome."""
+
+    destination_runs_guest: bool | None
+    action: str  # destroyed-source | resumed-source | none
+    guest_runs_on: str  # destination | source | undecided
+    detail: str
+
+
+@dataclass
+class Report:
+    """One migration as the harness saw it; as_json() is the file format."""
+
+    kind: str
+    status: str  # completed | failed | cancelled | indeterminate
+    hosts: dict[str, str]
+    guest: dict[str, Any]
+    guest_runs_on: str  # where it runs now: source | destination | undecided
+    error: dict[str, Any] | None = None
+    reasons: list[str] = field(default_factory=list)
+    total_time_ms: float = 0.0
+    wall_time_ms: float = 0.0
+    downtime_ms: float | None = None
+    downtime_probe_ms: float | None = None
+    bytes_sent: int = 0
+    throughput_mb_s: float = 0.0
+    stop_reason: str | None = None
+    encrypted: bool | None = None
+    protocol_version: int | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)
+    resolution: dict[str, Any] | None = None
+    destination: dict[str, Any] | None = None
+    verification: dict[str, Any] = field(default_factory=dict)
+    controller_exit: int | None = None
+    destination_exit: int | None = None
+    destination_output: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ms(us: int | None) -> float | None:
+    return None if us is None else us / 1000.0
+
+
+def build_report(
+    driver: HostDriver,
+    guest: dict[str, Any],
+    log: EventLog,
+    result: ResultEvent,
+    wall_ms: float,
+) -> Report:
+    """The report's engine part, from the controller's events."""
+    stats = result.stats
+    total_ms = _ms(stats.total_time_us) or 0.0
+    sent = stats.bytes_sent or 0
+    return Report(
+        kind=driver.kind,
+        status=STATUS_OF_RESULT.get(result.result, "failed"),
+        hosts={"source": driver.source_name, "destination": driver.destination_name},
+        guest=guest,
+        guest_runs_on=result.guest_runs_on or "undecided",
+        error=asdict(result.error) if result.error else None,
+        reasons=list(result.reasons),
+        total_time_ms=total_ms,
+        wall_time_ms=round(wall_ms, 3),
+        downtime_ms=_ms(stats.downtime_us),
+        bytes_sent=sent,
+        throughput_mb_s=round(sent / total_ms / 1000.0, 1) if total_ms else 0.0,
+        stop_reason=stats.stop_reason,
+        encrypted=stats.encrypted,
+        protocol_version=stats.protocol_version,
+        rounds=[asdict(r) for r in log.rounds],
+        phases=list(log.phases),
+    )
+
+
+def follow(
+    proc: Process, log: EventLog, display: Display, host: str, timeout: float
+) -> int | None:
+    """Read the controller's events until it exits; its exit status, None on timeout."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while True:
+        code = proc.wait(0.1)
+        lines = proc.output().splitlines()
+        for line in lines[seen:]:
+            event = log.feed(line)
+            if event is not None:
+                display.event(host, event)
+            elif line.strip() and not line.lstrip().startswith("{"):
+                display.say(f"[{host}] {line.rstrip()}")
+        seen = len(lines)
+        if code is not None:
+            return code
+        if time.monotonic() > deadline:
+            return None
+
+
+def resolve(driver: Resolvable, display: Display) -> Resolution:
+    """After "indeterminate": keep exactly one guest, by asking the destination."""
+    runs = driver.destination_runs_guest()
+    if runs is True:
+        display.say(f"resolving: the guest runs on {driver.destination_name}; "
+                    f"destroying the paused copy on {driver.source_name}")  # fmt: skip
+        driver.destroy_source()
+        return Resolution(True, "destroyed-source", "destination",
+                          f"{driver.destination_name} runs the guest")  # fmt: skip
+    if runs is False:
+        display.say(f"resolving: the guest does not run on {driver.destination_name}; "
+                    f"resuming it on {driver.source_name}")  # fmt: skip
+        driver.resume_source()
+        return Resolution(False, "resumed-source", "source",
+                          f"{driver.destination_name} does not run the guest")  # fmt: skip
+    return Resolution(
+        None, "none", "undecided",
+        f"{driver.destination_name} did not say whether it runs the guest; both copies "
+        "left as they are",
+    )  # fmt: skip
+
+
+def _cancel(driver: HostDriver, proc: Process, log: EventLog, display: Display,
+            opts: FlowOptions) -> int | None:  # fmt: skip
+    """Ctrl-C: the operator's cancel command, then the controller's result."""
+    display.say(f"cancelling: the source rolls back; {driver.destination_name} discards")
+    try:
+        driver.cancel()
+    except HarnessError as exc:
+        display.say(f"cancel command failed ({exc}); stopping the destination instead")
+        driver.discard_destination()
+    code = follow(proc, log, display, driver.source_name, opts.cancel_timeout_s)
+    if code is None:
+        proc.kill()
+    return code
+
+
+def run_migration(
+    driver: HostDriver,
+    guest: dict[str, Any],
+    opts: FlowOptions,
+    display: Display | None = None,
+) -> Report:
+    """Migrate once over driver and report.  A migration the engine refused, rolled back
+    or left undecided is a Report, not an exception; MigrationError when the flow
+    itself cannot proceed."""
+    display = display or PlainDisplay()
+    driver.write_keys(secrets.token_hex(32))
+    try:
+        driver.start_source()
+        driver.start_destination()
+        if opts.probe:
+            driver.start_probe()
+        started = time.monotonic()
+        proc = driver.start_migration()
+        log = EventLog(f"{driver.source_name}: {driver.controller}")
+        notes: list[str] = []
+        cancelled = False
+        try:
+            code = follow(proc, log, display, driver.source_name, opts.migrate_timeout_s)
+        except KeyboardInterrupt:
+            code = _cancel(driver, proc, log, display, opts)
+            cancelled = True
+            notes.append("cancelled by the user (Ctrl-C)")
+        if code is None and log.result is None:
+            proc.kill()
+            notes.append(f"{driver.controller} gave no result within "
+                         f"{opts.migrate_timeout_s:.0f}s; the harness stopped it")  # fmt: skip
+        result = log.finish(code)
+        wall_ms = (time.monotonic() - started) * 1000.0
+        report = build_report(driver, guest, log, result, wall_ms)
+        report.controller_exit = code
+        report.notes += notes
+        if cancelled and report.status == "failed":
+            # Rolled back by the fallback (the destination was stopped): still a cancel.
+            report.status = "cancelled"
+        _settle(driver, report, opts, display)
+        report.downtime_probe_ms = driver.stop_probe(report.guest_runs_on == "destination")
+        if report.guest_runs_on == "destination":
+            time.sleep(opts.run_after_s)
+            report.destination = driver.destination_report()
+        if report.guest_runs_on in ("source", "destination"):
+            report.verification = driver.verify(report.guest_runs_on)
+        else:
+            report.verification = {
+                "ok": False, "where": "undecided", "pages_checked": 0,
+                "errors": ["the outcome is undecided: nothing checked"],
+            }  # fmt: skip
+            report.notes.append(f"resolve it with: {driver.resolve_hint()}")
+        driver.finish(report.guest_runs_on, opts.keep_running)
+        return report
+    finally:
+        driver.remove_keys()
+
+
+def _settle(driver: HostDriver, report: Report, opts: FlowOptions, display: Display) -> None:
+    """Bring both hosts in line with the result; set where the guest runs now."""
+    if report.status == "completed":
+        late = driver.confirm_destination()
+        if late is None:
+            report.guest_runs_on = "destination"
+            return
+        # The controller said ok but the destination does not run it: the worst case.
+        report.status = "failed"
+        report.error = {"side": "destination", "phase": "switchover", "code": 0,
+                        "message": late, "peer_message": None}  # fmt: skip
+        report.guest_runs_on = "undecided"
+        return
+    if report.status in ("failed", "cancelled"):
+        report.destination_exit = driver.discard_destination()
+        report.guest_runs_on = "source"
+        return
+    if not opts.resolve:
+        report.guest_runs_on = "undecided"
+        return
+    resolution = resolve(driver, display)
+    report.resolution = asdict(resolution)
+    report.guest_runs_on = resolution.guest_runs_on
+
+
+def describe_failure(report: Report) -> str:
+    """One sentence for a report whose status is not "completed"."""
+    err = report.error or {}
+    where = report.guest_runs_on
+    if report.status == "cancelled":
+        ok = report.verification.get("ok")
+        host = report.hosts["source"]
+        if where == "source" and ok:
+            return f"cancelled: the guest kept running on {host} (memory check ok)"
+        return f"cancelled: the guest is on the {where} ({host}), memory check ok={ok}"
+    text = (
+        f"migration {report.status} on the {err.get('side', '?')} side during "
+        f"{err.get('phase', '?')}: {err.get('message', 'no message')}"
+    )
+    if report.resolution:
+        text += f"; resolved: {report.resolution['action']} ({report.resolution['detail']})"
+    return text + f"; the guest runs on the {where}"
+
+
+def require_ok(report: Report) -> None:
+    """MigrationError unless the report is a completed, verified migration."""
+    if report.status != "completed":
+        raise MigrationError(describe_failure(report))
+    if not report.verification.get("ok"):
+        raise MigrationError("migration completed but the guest's check FAILED")

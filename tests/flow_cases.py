@@ -1,0 +1,141 @@
+"""Migration cases shared by both host drivers, and the recorder of their transcripts.
+
+Each case runs for real on the test bed (two tbvm processes over loopback, tbctl as the
+controller).  What the controller printed is the case's transcript,
+tests/transcripts/<case>.jsonl: the FreeBSD driver's tests replay it as bhyvectl's output
+(bhyvectl links the same control-plane code), so the FreeBSD flow is tested against
+output the code produces, not against hand-written text.
+
+Record (as root, builds the test bed's programs):  python3 tests/flow_cases.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness.config import Guest, MigrationPolicy, TestbedGuest  # noqa: E402
+from harness.flow import FlowOptions, Report, run_migration  # noqa: E402
+from harness.migrate import (  # noqa: E402
+    Endpoint,
+    TestbedDriver,
+    guest_summary,
+    quiet,
+    start_guest,
+)
+from harness.runner import Process  # noqa: E402
+
+TRANSCRIPTS = Path(__file__).resolve().parent / "transcripts"
+
+
+def make_guest(vcpus: int = 2) -> Guest:
+    return Guest(name="t", memory=128 << 20, vcpus=vcpus,
+                 testbed=TestbedGuest(workload="hotset:16M", fill="pattern"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What both drivers must report for a case."""
+
+    status: str
+    guest_runs_on: str
+    side: str | None = None
+    phase: str | None = None
+    message: str = ""  # a word the error message contains
+    resolution: str | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    expect: Expect
+    destination_vcpus: int = 2  # differs from the source's: incompatible
+    wrong_key: bool = False  # the destination gets another key
+    destination_fault: str | None = None  # test-only fault of the receiver
+    flow: dict = field(default_factory=dict)
+
+
+CASES = [
+    Case("completed", Expect("completed", "destination")),
+    Case("incompatible", Expect("failed", "source", "destination", "compat", "vCPU"),
+         destination_vcpus=3),  # fmt: skip
+    Case("wrong-key", Expect("failed", "source", phase="auth", message="key"), wrong_key=True),
+    # Past GO: RUNNING never reaches the source, which stays paused (indeterminate); the
+    # harness asks the destination and keeps exactly one guest.
+    Case("lose-running", Expect("indeterminate", "destination", phase="switchover",
+                                resolution="destroyed-source"),
+         destination_fault="lose-running", flow={"peer_timeout_ms": 2000}),
+    Case("die-after-go", Expect("indeterminate", "source", phase="switchover",
+                                resolution="resumed-source"),
+         destination_fault="die-after-go", flow={"peer_timeout_ms": 2000}),
+]
+
+
+class CaseDriver(TestbedDriver):
+    """The test-bed driver with a case's deliberate mismatch, keeping the transcript."""
+
+    case: Case
+    controller_process: Process | None = None
+
+    def write_keys(self, key_hex: str) -> None:
+        super().write_keys(key_hex)
+        if self.case.wrong_key:
+            path = f"{self.destination.runner.workdir}/migration-{self.tag}.key"
+            self.destination.runner.put_text(path, secrets.token_hex(32) + "\n")
+
+    def start_destination(self) -> None:
+        real = self.guest
+        self.guest = dataclasses.replace(real, vcpus=self.case.destination_vcpus)
+        try:
+            super().start_destination()
+        finally:
+            self.guest = real
+
+    def start_migration(self) -> Process:
+        self.controller_process = super().start_migration()
+        return self.controller_process
+
+
+def run_testbed_case(case: Case, endpoints: tuple[Endpoint, Endpoint],
+                     keep: Callable[[str], None] | None = None) -> Report:  # fmt: skip
+    """Run case on the test bed; keep(transcript) receives what the controller printed."""
+    guest = make_guest()
+    flow = FlowOptions(warmup_s=0.3, run_after_s=0.3,
+                       destination_fault=case.destination_fault, **case.flow)  # fmt: skip
+    tag = secrets.token_hex(4)
+    src = start_guest(endpoints[0], guest, flow, tag)
+    time.sleep(flow.warmup_s)
+    driver = CaseDriver(src, endpoints[1], guest, MigrationPolicy(), flow, tag)
+    driver.case = case
+    try:
+        report = run_migration(driver, guest_summary(guest), flow, quiet())
+    finally:
+        src.stop()
+    if keep is not None and driver.controller_process is not None:
+        keep(driver.controller_process.output())
+    return report
+
+
+def record(names: list[str]) -> None:
+    from harness.local import local_endpoints
+
+    TRANSCRIPTS.mkdir(exist_ok=True)
+    endpoints = local_endpoints()
+    for case in CASES:
+        if names and case.name not in names:
+            continue
+        path = TRANSCRIPTS / f"{case.name}.jsonl"
+        report = run_testbed_case(case, endpoints, lambda text, p=path: p.write_text(
+            "".join(ln + "\n" for ln in text.splitlines() if ln.startswith("{"))))  # fmt: skip
+        print(f"{path}: {report.status}, the guest runs on the {report.guest_runs_on}")
+
+
+if __name__ == "__main__":
+    record(sys.argv[1:])
