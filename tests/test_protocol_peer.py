@@ -99,7 +99,7 @@ class Receiver:
 
     def refused_connection(self, reason: str) -> None:
         """Before the key is proven: that connection is refused, the receiver keeps waiting."""
-        line = self.proc.wait_line("tbvm: refused a connection", 20)
+        line = self.proc.wait_line("tbvm: Refused a migration connection", 20)
         assert reason in line, line
         assert self.proc.alive()
         self.proc.kill()
@@ -218,7 +218,7 @@ def test_stray_connection_does_not_cost_the_source_its_destination(endpoints) ->
     key = secrets.token_bytes(32)
     rx = Receiver(endpoints, key)
     socket.create_connection(("127.0.0.1", rx.port)).close()
-    rx.proc.wait_line("tbvm: refused a connection", 20)
+    rx.proc.wait_line("tbvm: Refused a migration connection", 20)
     src_ep = endpoints[0]
     key_path = f"{src_ep.runner.workdir}/stray.key"
     src_ep.runner.put_text(key_path, key.hex() + "\n")
