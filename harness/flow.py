@@ -163,6 +163,7 @@ class Report:
     destination: dict[str, Any] | None = None
     verification: dict[str, Any] = field(default_factory=dict)
     controller_exit: int | None = None
+    controller_messages: list[str] = field(default_factory=list)  # its lines for people
     destination_exit: int | None = None
     destination_output: str = ""
     notes: list[str] = field(default_factory=list)
@@ -217,11 +218,10 @@ def follow(
         code = proc.wait(0.1)
         lines = proc.output().splitlines()
         for line in lines[seen:]:
+            # The controller's words for people repeat the events; the report keeps them.
             event = log.feed(line)
             if event is not None:
                 display.event(host, event)
-            elif line.strip() and not line.lstrip().startswith("{"):
-                display.say(f"[{host}] {line.rstrip()}")
         seen = len(lines)
         if code is not None:
             return code
@@ -301,6 +301,7 @@ def run_migration(
         wall_ms = (time.monotonic() - started) * 1000.0
         report = build_report(driver, guest, log, result, wall_ms)
         report.controller_exit = code
+        report.controller_messages = log.text[-20:]
         report.notes += notes
         if cancelled and report.status == "failed":
             # Rolled back by the fallback (the destination was stopped): still a cancel.

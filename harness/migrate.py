@@ -352,6 +352,8 @@ class TestbedDriver:
         return {"destination": self.arrived, "source": self.source}.get(where)
 
     def finish(self, where: str, keep_running: bool) -> None:
+        if where == "undecided":
+            return  # both copies stay as they are, for an operator to resolve
         kept = self.home(where) if keep_running else None
         for guest in (self.source, self.arrived):
             if guest is not None and guest is not kept:

@@ -36,7 +36,7 @@ import socket
 import stat
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -206,11 +206,6 @@ class TestbedSpec:
     @property
     def state_file(self) -> Path:
         return self.state_dir / STATE_FILE
-
-
-def default_hosts_file(state_dir: Path = DEFAULT_STATE_DIR) -> Path:
-    """Where `testbed.up` writes the hosts file for the two namespace hosts."""
-    return Path(state_dir) / HOSTS_FILE
 
 
 def load_spec(state_dir: Path) -> TestbedSpec | None:
@@ -865,14 +860,3 @@ def _tail(path: Path, lines: int = 10) -> str:
     except OSError:
         return "(no log)"
 
-
-def describe(spec: TestbedSpec) -> dict[str, object]:
-    """A summary of the layout for printing."""
-    return {
-        "spec": {k: str(v) for k, v in asdict(spec).items()},
-        "hosts": {
-            ns: {"management": spec.mgmt_addrs(ns), "migration": spec.mig_addrs(ns)}
-            for ns in spec.namespaces
-        },
-        "hosts_file": str(spec.hosts_file),
-    }

@@ -19,11 +19,3 @@ def parse_size(text: str | int, what: str = "size") -> int:
         raise ValueError(f"{what}: {text!r} is not a size such as 256M or 1G")
     return int(match.group(1)) * _SCALE[match.group(2).upper()]
 
-
-def format_size(nbytes: int) -> str:
-    """Render bytes as the largest exact binary unit, e.g. 268435456 -> '256M'."""
-    for unit in ("T", "G", "M", "K"):
-        scale = _SCALE[unit]
-        if nbytes >= scale and nbytes % scale == 0:
-            return f"{nbytes // scale}{unit}"
-    return str(nbytes)

@@ -103,9 +103,14 @@ class CaseDriver(TestbedDriver):
         return self.controller_process
 
 
-def run_testbed_case(case: Case, endpoints: tuple[Endpoint, Endpoint],
-                     keep: Callable[[str], None] | None = None) -> Report:  # fmt: skip
-    """Run case on the test bed; keep(transcript) receives what the controller printed."""
+def run_testbed_case(
+    case: Case,
+    endpoints: tuple[Endpoint, Endpoint],
+    keep: Callable[[str], None] | None = None,
+    keep_driver: Callable[[CaseDriver], None] | None = None,
+) -> Report:
+    """Run case on the test bed; keep(transcript) receives what the controller printed,
+    keep_driver the driver (then the caller stops what is left running)."""
     guest = make_guest()
     flow = FlowOptions(warmup_s=0.3, run_after_s=0.3,
                        destination_fault=case.destination_fault, **case.flow)  # fmt: skip
@@ -117,7 +122,10 @@ def run_testbed_case(case: Case, endpoints: tuple[Endpoint, Endpoint],
     try:
         report = run_migration(driver, guest_summary(guest), flow, quiet())
     finally:
-        src.stop()
+        if keep_driver is None:
+            src.stop()
+    if keep_driver is not None:
+        keep_driver(driver)
     if keep is not None and driver.controller_process is not None:
         keep(driver.controller_process.output())
     return report

@@ -10,10 +10,12 @@ Nothing here runs FreeBSD.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,6 +295,49 @@ def test_case_on_both_drivers(driver: str, case: Case, request) -> None:
         assert want.resolution in describe_failure(report)
     else:
         assert report.resolution is None
+
+
+@pytest.mark.parametrize(("case", "where"), [("lose-running", "destination"),
+                                             ("die-after-go", "source")])  # fmt: skip
+def test_testbed_resolve_later_from_the_control_sockets(local, case: str, where: str) -> None:
+    """--no-resolve leaves both copies alone; `invoke resolve`'s code settles it after."""
+    from harness.flow import resolve
+    from harness.migrate import ControlSockets, guest_status
+
+    spec = next(c for c in CASES if c.name == case)
+    held: dict = {}
+    report = run_testbed_case(
+        dataclasses.replace(spec, flow={**spec.flow, "resolve": False}), local,
+        keep_driver=lambda d: held.update(driver=d),
+    )  # fmt: skip
+    assert report.status == "indeterminate" and report.guest_runs_on == "undecided"
+    assert report.resolution is None
+    hint = next(n for n in report.notes if "invoke resolve" in n)
+    driver = held["driver"]
+    assert driver.source.control in hint and driver.dst_control in hint
+    src_ep, dst_ep = local
+    sockets = ControlSockets(src_ep, driver.source.control, dst_ep, driver.dst_control)
+    try:
+        assert guest_status(src_ep, driver.source.control) == {
+            "state": "paused", "guest_runs_here": False}  # fmt: skip
+        resolution = resolve(sockets, quiet())
+        assert resolution.guest_runs_on == where
+        home = driver.dst_control if where == "destination" else driver.source.control
+        other = driver.source.control if where == "destination" else driver.dst_control
+        home_ep, other_ep = (dst_ep, src_ep) if where == "destination" else (src_ep, dst_ep)
+        assert guest_status(home_ep, home)["guest_runs_here"] is True
+        # Exactly one guest: the other copy answers no more (its process ended).
+        for _ in range(50):
+            if guest_status(other_ep, other) is None:
+                break
+            time.sleep(0.1)
+        assert guest_status(other_ep, other) is None
+    finally:
+        for guest in (driver.source, driver.arrived):
+            if guest is not None:
+                guest.stop()
+        if driver.receiver is not None:
+            driver.receiver.kill()
 
 
 # -- FreeBSD specifics ---------------------------------------------------------------
