@@ -60,6 +60,8 @@ class Case:
     wrong_key: bool = False  # the destination gets another key
     destination_fault: str | None = None  # test-only fault of the receiver
     flow: dict = field(default_factory=dict)
+    policy: dict = field(default_factory=dict)
+    interrupt_after_s: float | None = None  # the user presses Ctrl-C this long in
 
 
 CASES = [
@@ -75,7 +77,30 @@ CASES = [
     Case("die-after-go", Expect("indeterminate", "source", phase="switchover",
                                 resolution="resumed-source"),
          destination_fault="die-after-go", flow={"peer_timeout_ms": 2000}),
+    # Ctrl-C inside round 1 (128 MiB at 20 MB/s takes 6 s): the operator's cancel.
+    Case("cancelled", Expect("cancelled", "source", "source", "precopy", "cancelled"),
+         policy={"bandwidth": 20_000_000}, interrupt_after_s=1.5),
 ]
+
+
+@dataclass
+class CtrlC:
+    """A controller process whose first wait after `after_s` raises KeyboardInterrupt,
+    as the user's Ctrl-C does in the harness."""
+
+    proc: Process
+    after_s: float
+    started: float = field(default_factory=time.monotonic)
+    pressed: bool = False
+
+    def wait(self, timeout: float) -> int | None:
+        if not self.pressed and time.monotonic() - self.started >= self.after_s:
+            self.pressed = True
+            raise KeyboardInterrupt
+        return self.proc.wait(timeout)
+
+    def __getattr__(self, name: str):
+        return getattr(self.proc, name)
 
 
 class CaseDriver(TestbedDriver):
@@ -100,6 +125,8 @@ class CaseDriver(TestbedDriver):
 
     def start_migration(self) -> Process:
         self.controller_process = super().start_migration()
+        if self.case.interrupt_after_s is not None:
+            return CtrlC(self.controller_process, self.case.interrupt_after_s)  # type: ignore[return-value]
         return self.controller_process
 
 
@@ -117,7 +144,7 @@ def run_testbed_case(
     tag = secrets.token_hex(4)
     src = start_guest(endpoints[0], guest, flow, tag)
     time.sleep(flow.warmup_s)
-    driver = CaseDriver(src, endpoints[1], guest, MigrationPolicy(), flow, tag)
+    driver = CaseDriver(src, endpoints[1], guest, MigrationPolicy(**case.policy), flow, tag)
     driver.case = case
     try:
         report = run_migration(driver, guest_summary(guest), flow, quiet())
