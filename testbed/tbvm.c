@@ -444,7 +444,7 @@ cmd_operator(int fd, struct tb_ctlmsg *m)
 	}
 	rfd = tb_ctl_takefd(m, 0);
 	reply(fd, "{\"ok\":true}");
-	if (strcmp(m->cmd, "migrate-status") == 0) {
+	if (strcmp(m->cmd, "migrate_status") == 0) {
 		line = vm.receiving && mig_dest_state() != MIG_DEST_RUNNING ?
 		    mig_dest_status_json() : mig_source_status_json();
 		if (line != NULL)
@@ -453,7 +453,7 @@ cmd_operator(int fd, struct tb_ctlmsg *m)
 		close(rfd);
 		return;
 	}
-	if (strcmp(m->cmd, "migrate-cancel") == 0)
+	if (strcmp(m->cmd, "migrate_cancel") == 0)
 		error = mig_source_cancel(msg, sizeof(msg));
 	else
 		error = mig_source_resume(msg, sizeof(msg));
@@ -590,11 +590,11 @@ serve_main(void *arg)
 		reply_error(fd, true, msg);
 	else if (strcmp(m->cmd, "migrate") == 0)
 		cmd_migrate(fd, m, false);
-	else if (strcmp(m->cmd, "migrate-check") == 0)
+	else if (strcmp(m->cmd, "migrate_check") == 0)
 		cmd_migrate(fd, m, true);
-	else if (strcmp(m->cmd, "migrate-cancel") == 0 ||
-	    strcmp(m->cmd, "migrate-resume") == 0 ||
-	    strcmp(m->cmd, "migrate-status") == 0)
+	else if (strcmp(m->cmd, "migrate_cancel") == 0 ||
+	    strcmp(m->cmd, "migrate_resume") == 0 ||
+	    strcmp(m->cmd, "migrate_status") == 0)
 		cmd_operator(fd, m);
 	else if (strcmp(m->cmd, "checkpoint") == 0)
 		cmd_checkpoint(fd);
@@ -610,8 +610,8 @@ serve_main(void *arg)
 		request_exit(0);
 	} else {
 		snprintf(msg, sizeof(msg), "unknown command '%.64s' (migrate, "
-		    "migrate-check, migrate-cancel, migrate-resume, "
-		    "migrate-status, checkpoint, verify, status or stop)",
+		    "migrate_check, migrate_cancel, migrate_resume, "
+		    "migrate_status, checkpoint, verify, status or stop)",
 		    m->cmd);
 		reply_error(fd, true, msg);
 	}

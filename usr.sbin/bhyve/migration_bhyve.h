@@ -43,4 +43,12 @@ int	bhyve_restore_begin(void);
 int	bhyve_restore_end(void);
 void	bhyve_restore_start(struct vmctx *ctx, int ncpus);
 
+/*
+ * The checkpoint gate (migration_ipc.c): snapshot.c's checkpoint and
+ * suspend handler calls begin (non-zero: a migration holds the guest,
+ * refuse) and end, so that the two never pause the guest together.
+ */
+int	migration_checkpoint_begin(void);
+void	migration_checkpoint_end(void);
+
 #endif /* !_MIGRATION_BHYVE_H_ */

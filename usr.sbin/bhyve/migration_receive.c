@@ -24,13 +24,11 @@
 #include <sys/param.h>
 #include <sys/socket.h>
 
-#include <netinet/in.h>
 
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,15 +46,25 @@
 #include "migration.h"
 #include "migration_backend.h"
 #include "migration_bhyve.h"
+#include "migration_dest_listen.h"
 #include "migration_receive.h"
 
 #define	MIG_RECV_EXIT		4	/* bhyve's "exited due to an error" */
-#define	MIG_RECV_MAXLISTEN	8
 
 static struct mig_conn *recv_conn;
 static struct mig_backend *recv_backend;
 static struct mig_stats recv_stats;
-static char recv_peer[NI_MAXHOST + NI_MAXSERV + 4];
+/* Kept until GO: a dry run's connection is followed by the real one. */
+static struct mig_params recv_params;
+static struct mig_dest recv_dest;
+#define	recv_peer	(recv_dest.peer)
+
+static void
+recv_log(void *arg __unused, const char *line)
+{
+
+	EPRINTLN("%s", line);
+}
 
 bool
 migration_receiving(void)
@@ -81,97 +89,6 @@ recv_read_key(const char *path, uint8_t *key)
 		errx(error == EINVAL ? EX_DATAERR : error == EPERM ?
 		    EX_USAGE : EX_NOINPUT, "migration key file %s %s", path,
 		    msg);
-}
-
-static int
-recv_listen(const char *host, const char *port, int *fds)
-{
-	struct addrinfo hints, *ai, *res;
-	int error, fd, nfds, on;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	error = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
-	if (error != 0)
-		errx(EX_USAGE, "cannot listen for a migration on %s port %s: "
-		    "%s", host[0] != '\0' ? host : "any address", port,
-		    gai_strerror(error));
-	nfds = 0;
-	error = 0;
-	for (ai = res; ai != NULL && nfds < MIG_RECV_MAXLISTEN;
-	    ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-		    ai->ai_protocol);
-		if (fd < 0) {
-			error = errno;
-			continue;
-		}
-		on = 1;
-		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on,
-		    sizeof(on));
-		if (ai->ai_family == AF_INET6)
-			(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on,
-			    sizeof(on));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
-		    listen(fd, 1) != 0) {
-			error = errno;
-			close(fd);
-			continue;
-		}
-		fds[nfds++] = fd;
-	}
-	freeaddrinfo(res);
-	if (nfds == 0)
-		errc(EX_OSERR, error, "cannot listen for a migration on %s "
-		    "port %s", host[0] != '\0' ? host : "any address", port);
-	return (nfds);
-}
-
-static int
-recv_wait(const int *fds, int nfds)
-{
-	struct pollfd pfd[MIG_RECV_MAXLISTEN];
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	char h[NI_MAXHOST], s[NI_MAXSERV];
-	int conn, i;
-
-	for (i = 0; i < nfds; i++) {
-		pfd[i].fd = fds[i];
-		pfd[i].events = POLLIN;
-		pfd[i].revents = 0;
-	}
-	for (;;) {
-		if (poll(pfd, nfds, INFTIM) < 0) {
-			if (errno == EINTR)
-				continue;
-			err(EX_OSERR, "waiting for the migration source");
-		}
-		for (i = 0; i < nfds; i++) {
-			if ((pfd[i].revents & POLLIN) == 0)
-				continue;
-			sslen = sizeof(ss);
-			conn = accept(fds[i], (struct sockaddr *)&ss, &sslen);
-			if (conn < 0) {
-				if (errno == EINTR || errno == ECONNABORTED)
-					continue;
-				err(EX_OSERR, "accepting the migration "
-				    "source's connection");
-			}
-			if (getnameinfo((struct sockaddr *)&ss, sslen, h,
-			    sizeof(h), s, sizeof(s),
-			    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-				snprintf(recv_peer, sizeof(recv_peer),
-				    ss.ss_family == AF_INET6 ? "[%s]:%s" :
-				    "%s:%s", h, s);
-			else
-				strlcpy(recv_peer, "the source",
-				    sizeof(recv_peer));
-			return (conn);
-		}
-	}
 }
 
 /* Take the vCPU count and memory size from the source, as -r does. */
@@ -207,13 +124,11 @@ recv_adopt_shape(const struct mig_vminfo *vi)
 void
 migration_receive_accept(void)
 {
-	char host[MAXHOSTNAMELEN], port[NI_MAXSERV], msg[MIG_ERRMSG_MAX];
-	struct mig_params params;
+	char host[NI_MAXHOST], port[NI_MAXSERV], msg[MIG_ERRMSG_MAX];
 	struct mig_error merr;
 	struct mig_vminfo *vi;
 	const char *keyfile, *spec;
-	int fds[MIG_RECV_MAXLISTEN];
-	int error, fd, i, nfds;
+	int error;
 
 	spec = get_config_value("migration.listen");
 	if (spec == NULL)
@@ -221,49 +136,34 @@ migration_receive_accept(void)
 	if (restore_file != NULL)
 		errx(EX_USAGE, "-r (restore from a checkpoint) and -R "
 		    "(receive a migration) are mutually exclusive");
-	if (mig_hostport_split(spec, MIG_DEFAULT_PORT, host, sizeof(host),
-	    port, sizeof(port), msg, sizeof(msg)) != 0)
-		errx(EX_USAGE, "invalid migration listen address '%s' (%s): "
-		    "use [host:]port or [IPv6-address]:port", spec, msg);
 	keyfile = get_config_value("migration.keyfile");
 	if (keyfile == NULL)
 		errx(EX_USAGE, "receiving a migration needs the key file: "
 		    "set migration.keyfile (-o migration.keyfile=path)");
 
-	mig_params_init(&params);
-	recv_read_key(keyfile, params.key);
-
-	nfds = recv_listen(host, port, fds);
-	EPRINTLN("Waiting for the migration source on %s port %s",
-	    host[0] != '\0' ? host : "any address", port);
+	mig_params_init(&recv_params);
+	recv_read_key(keyfile, recv_params.key);
+	recv_dest.log = recv_log;
+	error = mig_dest_listen(&recv_dest, spec, host, sizeof(host), port,
+	    sizeof(port), msg, sizeof(msg));
+	if (error == EINVAL)
+		errx(EX_USAGE, "invalid migration listen address '%s' (%s): "
+		    "use [host:]port or [IPv6-address]:port", spec, msg);
+	if (error != 0)
+		errx(EX_OSERR, "cannot listen for a migration on %s", msg);
+	EPRINTLN("Waiting for the migration source on %s port %s", host,
+	    port);
 	vi = calloc(1, sizeof(*vi));
 	if (vi == NULL)
 		err(MIG_RECV_EXIT, "out of memory");
-	/*
-	 * A connection that fails before proving the key (a port scan, a
-	 * health check, a wrong key) must not cost the real source its
-	 * destination: refuse it and keep listening.
-	 */
-	for (;;) {
-		fd = recv_wait(fds, nfds);
-		memset(&merr, 0, sizeof(merr));
-		error = mig_recv_accept(fd, &params, &recv_conn, vi, &merr);
-		if (error == 0)
-			break;
-		close(fd);
-		if (merr.phase > MIG_PHASE_AUTH)
-			errx(MIG_RECV_EXIT, "migration from %s failed on the "
-			    "%s side during %s: %s", recv_peer,
-			    mig_side_name(merr.side),
-			    mig_phase_name(merr.phase), merr.msg[0] != '\0' ?
-			    merr.msg : strerror(error));
-		EPRINTLN("Refused a migration connection from %s (%s): %s; "
-		    "still waiting", recv_peer, mig_phase_name(merr.phase),
-		    merr.msg[0] != '\0' ? merr.msg : strerror(error));
-	}
-	explicit_bzero(params.key, sizeof(params.key));
-	for (i = 0; i < nfds; i++)
-		close(fds[i]);
+	memset(&merr, 0, sizeof(merr));
+	error = mig_dest_accept(&recv_dest, &recv_params, &recv_conn, vi,
+	    &merr);
+	if (error != 0)
+		errx(MIG_RECV_EXIT, "migration from %s failed on the %s side "
+		    "during %s: %s", recv_peer, mig_side_name(merr.side),
+		    mig_phase_name(merr.phase), merr.msg[0] != '\0' ?
+		    merr.msg : strerror(error));
 	recv_adopt_shape(vi);
 	free(vi);
 }
@@ -291,7 +191,10 @@ migration_receive_run(struct vmctx *ctx)
 		    "keeps running on the source", recv_peer);
 	}
 	memset(&merr, 0, sizeof(merr));
-	error = mig_recv_run(recv_conn, recv_backend, &recv_stats, &merr);
+	error = mig_dest_receive(&recv_dest, &recv_params, &recv_conn,
+	    recv_backend, &recv_stats, &merr);
+	explicit_bzero(recv_params.key, sizeof(recv_params.key));
+	mig_dest_close(&recv_dest);
 	if (error != 0) {
 		/* Discard what was received. */
 		vm_destroy(ctx);
@@ -318,13 +221,9 @@ migration_receive_finish(void)
 	if (recv_conn == NULL)
 		return;
 	memset(&merr, 0, sizeof(merr));
-	error = mig_recv_finish(recv_conn, &merr);
-	if (error != 0)
-		EPRINTLN("Warning: the guest runs here, but the source did not "
-		    "get the confirmation (%s); it keeps its copy paused: "
-		    "power that copy off", merr.msg[0] != '\0' ? merr.msg :
-		    strerror(error));
-	else
+	/* The guest runs here from now on, confirmed or not. */
+	error = mig_dest_finish(&recv_dest, recv_conn, true, &merr);
+	if (error == 0)
 		EPRINTLN("Migration from %s complete: %ju MiB in %ju ms, "
 		    "downtime %ju ms", recv_peer,
 		    (uintmax_t)(recv_stats.memory_bytes >> 20),

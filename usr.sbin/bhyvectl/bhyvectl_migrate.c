@@ -62,13 +62,48 @@ static const char *const own_names[MIGRATE_OPT_TABLE] = {
 const char *
 migrate_option_name(int opt)
 {
-	static char buf[64];
+	static char names[MIG_OPT_COUNT][64];
+	char *name;
 
 	if (opt < MIGRATE_OPT_TABLE)
 		return (own_names[opt]);
-	snprintf(buf, sizeof(buf), "migrate-%s",
-	    mig_opts[opt - MIGRATE_OPT_TABLE].name);
-	return (buf);
+	name = names[opt - MIGRATE_OPT_TABLE];
+	if (name[0] == '\0')
+		snprintf(name, sizeof(names[0]), "migrate-%s",
+		    mig_opts[opt - MIGRATE_OPT_TABLE].name);
+	return (name);
+}
+
+int
+migrate_option_has_arg(int opt)
+{
+
+	switch (opt) {
+	case MIGRATE_OPT_CANCEL:
+	case MIGRATE_OPT_RESUME:
+	case MIGRATE_OPT_STATUS:
+	case MIGRATE_OPT_JSON:
+		return (0);
+	case MIGRATE_OPT_MIGRATE:
+	case MIGRATE_OPT_LIVE:
+	case MIGRATE_OPT_CHECK:
+	case MIGRATE_OPT_KEYFILE:
+		return (1);
+	default:
+		return (mig_opts[opt - MIGRATE_OPT_TABLE].type ==
+		    MIG_OPT_FLAG ? 0 : 1);
+	}
+}
+
+const char *
+migrate_option_arg(int opt)
+{
+
+	if (opt == MIGRATE_OPT_KEYFILE)
+		return ("file");
+	if (opt < MIGRATE_OPT_TABLE)
+		return ("host[:port]");
+	return (mig_opts[opt - MIGRATE_OPT_TABLE].arg);
 }
 
 static const char *say_prefix = "bhyvectl";
@@ -327,7 +362,7 @@ migrate_or_check(const char *vm, const struct migrate_ctl *c)
 		    c->req.set[MIG_OPT_NO_LIVE] ? "Non-live migration" :
 		    "Live migration", vm, host, port);
 	error = mig_ctl_send(vm, c->cmd == MIGRATE_CMD_CHECK ?
-	    "migrate-check" : "migrate", payload, sock, sp[1], msg,
+	    "migrate_check" : "migrate", payload, sock, sp[1], msg,
 	    sizeof(msg));
 	explicit_bzero(payload, strlen(payload));
 	free(payload);
@@ -347,9 +382,9 @@ static int
 operator_cmd(const char *vm, const struct migrate_ctl *c)
 {
 	static const char *const cmds[] = {
-		[MIGRATE_CMD_CANCEL] = "migrate-cancel",
-		[MIGRATE_CMD_RESUME] = "migrate-resume",
-		[MIGRATE_CMD_STATUS] = "migrate-status",
+		[MIGRATE_CMD_CANCEL] = "migrate_cancel",
+		[MIGRATE_CMD_RESUME] = "migrate_resume",
+		[MIGRATE_CMD_STATUS] = "migrate_status",
 	};
 	char msg[MIG_ERRMSG_MAX], line[1024], text[MIG_ERRMSG_MAX];
 	bool ok;

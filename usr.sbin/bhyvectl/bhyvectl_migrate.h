@@ -28,8 +28,32 @@ enum {
 	MIGRATE_OPT_KEYFILE,		/* --migrate-keyfile=path */
 	MIGRATE_OPT_JSON,		/* --migrate-json */
 	MIGRATE_OPT_TABLE,
-	MIGRATE_OPT_COUNT = MIGRATE_OPT_TABLE + MIG_OPT_COUNT
+	MIGRATE_OPT_COUNT = MIGRATE_OPT_TABLE + MIG_OPT_COUNT,
+	/* The table's last entry, the test bed's fault, is not bhyvectl's. */
+	MIGRATE_OPT_BHYVECTL = MIGRATE_OPT_COUNT - 1
 };
+
+_Static_assert(MIG_OPT_FAULT == MIG_OPT_COUNT - 1,
+    "the test bed's fault option must be the table's last");
+_Static_assert(MIGRATE_OPT_BHYVECTL == 17,
+    "MIGRATE_LONG_OPTIONS() must list every bhyvectl migration option");
+
+/*
+ * bhyvectl.c's long option entries, values base + MIGRATE_OPT_*: the
+ * names, argument kinds and arguments' names come from the table.
+ */
+#define	MIGRATE_LONG_OPTION(base, i)					\
+	{ migrate_option_name(i), migrate_option_has_arg(i), NULL, (base) + (i) }
+#define	MIGRATE_LONG_OPTIONS(base)					\
+	MIGRATE_LONG_OPTION(base, 0), MIGRATE_LONG_OPTION(base, 1),	\
+	MIGRATE_LONG_OPTION(base, 2), MIGRATE_LONG_OPTION(base, 3),	\
+	MIGRATE_LONG_OPTION(base, 4), MIGRATE_LONG_OPTION(base, 5),	\
+	MIGRATE_LONG_OPTION(base, 6), MIGRATE_LONG_OPTION(base, 7),	\
+	MIGRATE_LONG_OPTION(base, 8), MIGRATE_LONG_OPTION(base, 9),	\
+	MIGRATE_LONG_OPTION(base, 10), MIGRATE_LONG_OPTION(base, 11),	\
+	MIGRATE_LONG_OPTION(base, 12), MIGRATE_LONG_OPTION(base, 13),	\
+	MIGRATE_LONG_OPTION(base, 14), MIGRATE_LONG_OPTION(base, 15),	\
+	MIGRATE_LONG_OPTION(base, 16)
 
 /* What the controller does. */
 enum migrate_cmd {
@@ -59,7 +83,9 @@ bool	migrate_requested(void);
 int	migrate_request(const char *vmname);
 /* Run a controller command against the VM named vm; a MIG_EXIT_* code. */
 int	migrate_run(const char *vm, struct migrate_ctl *);
-/* The name of bhyvectl's option opt, "migrate-..." */
+/* bhyvectl's option opt: "migrate-...", getopt's has_arg, its argument. */
 const char *migrate_option_name(int opt);
+int	migrate_option_has_arg(int opt);
+const char *migrate_option_arg(int opt);
 
 #endif /* !_BHYVECTL_MIGRATE_H_ */
