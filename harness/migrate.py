@@ -359,8 +359,11 @@ class TestbedDriver:
             if guest is not None and guest is not kept:
                 guest.stop()
         receiver_kept = kept is not None and kept is self.arrived
-        if self.receiver is not None and not receiver_kept and self.receiver.wait(0) is None:
-            self.receiver.kill()
+        if self.receiver is not None and not receiver_kept:
+            if self.receiver.wait(0) is None:
+                self.receiver.kill()
+            # A receiver that died (or was killed) cannot remove its control socket.
+            self.destination.runner.run(["rm", "-f", self.dst_control], check=False)
 
     def resolve_hint(self) -> str:
         return (f"invoke resolve --source-control {self.source.control} "

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from flow_cases import CASES, run_testbed_case
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest, load_hosts
 from harness.deploy import endpoints_for
@@ -77,6 +78,22 @@ def test_ipv6_migration_link(hosts) -> None:
     assert report.status == "completed", report.error
     assert report.encrypted is True
     assert report.verification["ok"]
+
+
+@pytest.mark.parametrize(("case", "action", "where"), [
+    ("lose-running", "destroyed-source", "destination"),
+    ("die-after-go", "resumed-source", "source"),
+])  # fmt: skip
+def test_past_go_without_running_is_resolved_to_one_guest(hosts, case, action, where) -> None:
+    """A real source past GO across the two hosts; RUNNING never arrives."""
+    config, endpoints = hosts
+    report = run_testbed_case(next(c for c in CASES if c.name == case), endpoints)
+    assert report.status == "indeterminate" and report.error["phase"] == "switchover"
+    assert report.resolution is not None and report.resolution["action"] == action
+    assert report.guest_runs_on == where
+    # Checked where it runs, and the other copy is gone (verify waits for its exit).
+    assert report.verification["ok"], report.verification
+    assert report.verification["where"] == where
 
 
 def test_destination_dying_leaves_guest_on_source(hosts) -> None:
