@@ -36,7 +36,6 @@
 #include "tb_ctlmsg.h"
 
 #define	REPLY_MAX		65536
-#define	CONNECT_TIMEOUT_MS	30000
 #define	OPT_CONTROL		1000
 #define	OPT_TO			1001
 #define	OPT_KEYFILE		1002
@@ -102,14 +101,35 @@ simple(const char *control, const char *cmd)
 	return (ok ? 0 : 1);
 }
 
+/*
+ * tbctl's words for bhyvectl's options: the command names the option
+ * that carries --to's address, the rest map one to one.
+ */
+static void
+option(int opt, const char *arg)
+{
+
+	if (migrate_option(opt, arg) != 0)
+		exit(MIG_EXIT_USAGE);
+}
+
 int
 main(int argc, char **argv)
 {
+	static const struct {
+		const char	*name;
+		int		opt;
+	} cmds[] = {
+		{ "migrate", MIGRATE_OPT_LIVE },
+		{ "check", MIGRATE_OPT_CHECK },
+		{ "cancel", MIGRATE_OPT_CANCEL },
+		{ "resume", MIGRATE_OPT_RESUME },
+		{ "guest-status", MIGRATE_OPT_STATUS },
+	};
 	struct option longopts[MIG_OPT_COUNT + 4];
-	struct migrate_ctl c;
-	const char *control, *cmd;
-	char msg[MIG_ERRMSG_MAX];
+	const char *control, *cmd, *to;
 	bool migrate_opts;
+	size_t c;
 	int ch, i, n;
 
 	n = 0;
@@ -125,12 +145,8 @@ main(int argc, char **argv)
 		    required_argument, NULL, OPT_TABLE + i };
 	longopts[n] = (struct option){ NULL, 0, NULL, 0 };
 
-	memset(&c, 0, sizeof(c));
-	c.progname = "tbctl";
-	c.json = true;
-	c.human = true;
-	c.connect_timeout_ms = CONNECT_TIMEOUT_MS;
-	control = NULL;
+	migrate_output("tbctl", "", true, true);
+	control = to = NULL;
 	migrate_opts = false;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (ch == OPT_CONTROL) {
@@ -139,15 +155,12 @@ main(int argc, char **argv)
 		}
 		migrate_opts = true;
 		if (ch == OPT_TO)
-			c.target = optarg;
+			to = optarg;
 		else if (ch == OPT_KEYFILE)
-			c.keyfile = optarg;
-		else if (ch >= OPT_TABLE && ch < OPT_TABLE + MIG_OPT_COUNT) {
-			if (mig_request_set(&c.req, ch - OPT_TABLE, optarg,
-			    msg, sizeof(msg)) != 0)
-				die(MIG_EXIT_USAGE, "--%s: %s",
-				    mig_opts[ch - OPT_TABLE].name, msg);
-		} else
+			option(MIGRATE_OPT_KEYFILE, optarg);
+		else if (ch >= OPT_TABLE && ch < OPT_TABLE + MIG_OPT_COUNT)
+			option(MIGRATE_OPT_TABLE + ch - OPT_TABLE, optarg);
+		else
 			usage();
 	}
 	if (optind != argc - 1)
@@ -156,22 +169,19 @@ main(int argc, char **argv)
 	if (control == NULL)
 		die(MIG_EXIT_USAGE, "--control is required");
 
-	if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "check") == 0) {
-		c.cmd = cmd[0] == 'm' ? MIGRATE_CMD_MIGRATE : MIGRATE_CMD_CHECK;
-		if (c.target == NULL)
+	for (c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++) {
+		if (strcmp(cmd, cmds[c].name) != 0)
+			continue;
+		if (c < 2 && to == NULL)
 			die(MIG_EXIT_USAGE, "%s: --to is required", cmd);
-		return (migrate_run(control, &c));
+		if (c >= 2 && migrate_opts)
+			die(MIG_EXIT_USAGE, "%s takes no options but --control",
+			    cmd);
+		option(cmds[c].opt, to);
+		return (migrate_request(control));
 	}
 	if (migrate_opts)
 		die(MIG_EXIT_USAGE, "%s takes no options but --control", cmd);
-	if (strcmp(cmd, "cancel") == 0)
-		c.cmd = MIGRATE_CMD_CANCEL;
-	else if (strcmp(cmd, "resume") == 0)
-		c.cmd = MIGRATE_CMD_RESUME;
-	else if (strcmp(cmd, "guest-status") == 0)
-		c.cmd = MIGRATE_CMD_STATUS;
-	if (c.cmd != MIGRATE_CMD_NONE)
-		return (migrate_run(control, &c));
 	if (strcmp(cmd, "verify") != 0 && strcmp(cmd, "status") != 0 &&
 	    strcmp(cmd, "stop") != 0 && strcmp(cmd, "checkpoint") != 0)
 		die(MIG_EXIT_USAGE, "unknown command '%s' (migrate, check, "

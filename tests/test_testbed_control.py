@@ -29,7 +29,9 @@ EXIT_OK, EXIT_FAILED, EXIT_INDETERMINATE, EXIT_INCOMPATIBLE, EXIT_USAGE = 0, 1, 
 
 @pytest.fixture(scope="module")
 def bindir() -> Path:
-    return build_testbed_programs()
+    # scripts/coverage.sh points this at a gcov build of the same programs.
+    prebuilt = os.environ.get("BMIG_TESTBED_BIN")
+    return Path(prebuilt) if prebuilt else build_testbed_programs()
 
 
 @dataclass
@@ -291,3 +293,66 @@ def test_bad_options_exit_ex_usage(bed: Bed, args: list[str], text: str) -> None
     run = bed.tbctl(str(bed.tmp / "none.sock"), "migrate", "--to", "127.0.0.1:1",
                     "--key-file", str(bed.key), *args)  # fmt: skip
     assert run.rc == EXIT_USAGE and text in run.stderr
+
+
+def test_controller_refuses_what_it_cannot_start_and_says_why(bed: Bed, tmp_path: Path) -> None:
+    src = bed.source()
+    loose = tmp_path / "loose.key"
+    loose.write_text(os.urandom(32).hex())
+    loose.chmod(0o644)
+    cases = [
+        (["migrate", "--to", "127.0.0.1:1"], EXIT_USAGE, "needs --migrate-keyfile"),
+        (["migrate", "--to", "[::1", "--key-file", str(bed.key)], EXIT_USAGE, "missing ']'"),
+        (["migrate", "--to", "127.0.0.1:1", "--key-file", str(loose)], EXIT_FAILED, "key file"),
+        (["migrate", "--to", "127.0.0.1:1", "--key-file", str(bed.key)], EXIT_FAILED,
+         "cannot connect to 127.0.0.1 port 1"),
+        (["cancel", "--to", "x"], EXIT_USAGE, "takes no options"),
+        (["bogus"], EXIT_USAGE, "unknown command"),
+    ]  # fmt: skip
+    for args, rc, text in cases:
+        run = bed.tbctl(src, *args)
+        assert run.rc == rc and text in run.stderr, (args, run.rc, run.stderr)
+    _, addr, _ = bed.dest()
+    gone = bed.tbctl(str(tmp_path / "none.sock"), "migrate", "--to", addr,
+                     "--key-file", str(bed.key))  # fmt: skip
+    assert gone.rc == EXIT_FAILED and "none.sock" in gone.stderr
+    assert bed.tbctl(str(tmp_path / "none.sock"), "guest-status").rc == EXIT_FAILED
+
+
+def test_one_migration_at_a_time_and_none_from_a_paused_guest(bed: Bed) -> None:
+    src = bed.source()
+    _, addr, _ = bed.dest()
+    _, addr2, _ = bed.dest("dst2")
+    mig = bed.popen_migrate(src, addr, "--bandwidth", "16M")
+    assert wait_for(lambda: bed.status(src)["state"] == "migrating")
+    second = bed.migrate(src, addr2)
+    assert second.rc == EXIT_FAILED
+    assert "one migration at a time" in second.result["error"]["message"]
+    assert bed.tbctl(src, "cancel").rc == 0
+    mig.communicate(timeout=30)
+    # A guest left paused by an indeterminate migration goes nowhere else.
+    _, addr3, _ = bed.dest("dst3", fault="lose-running")
+    assert bed.migrate(src, addr3, "--timeout", "2000").rc == EXIT_INDETERMINATE
+    again = bed.migrate(src, addr2)
+    assert again.rc == EXIT_FAILED and "indeterminate" in again.result["error"]["message"]
+
+
+def test_a_stranger_is_refused_and_the_destination_keeps_listening(bed: Bed, tmp_path) -> None:
+    src = bed.source()
+    dst, addr, _ = bed.dest()
+    other = tmp_path / "other.key"
+    other.write_text(os.urandom(32).hex())
+    other.chmod(0o600)
+    assert bed.tbctl(src, "check", "--to", addr, "--key-file", str(other)).rc == EXIT_FAILED
+    assert bed.status(dst)["state"] == "listening"
+    assert bed.migrate(src, addr).rc == EXIT_OK
+
+
+def test_receive_names_a_bad_listen_address(bindir: Path, tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)
+    proc = subprocess.run([str(bindir / "tbvm"), "receive", *GUEST, "--listen", "[::1",
+                           "--key-file", str(key), "--control", str(tmp_path / "c.sock")],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode != 0 and "--listen [::1" in proc.stderr
