@@ -33,6 +33,8 @@ STATUS_OF_RESULT = {
     "failed": "failed",
     "cancelled": "cancelled",
     "indeterminate": "indeterminate",
+    "compatible": "compatible",
+    "incompatible": "incompatible",
 }
 
 
@@ -80,6 +82,10 @@ class HostDriver(Resolvable, Protocol):
 
     def start_migration(self) -> Process:
         """Start the controller on the source; its stdout carries the events."""
+        ...
+
+    def start_check(self) -> Process:
+        """Start the controller's dry run (handshake, authentication, compatibility)."""
         ...
 
     def cancel(self) -> None:
@@ -325,6 +331,36 @@ def run_migration(
         driver.remove_keys()
 
 
+def run_check(
+    driver: HostDriver, guest: dict[str, Any], opts: FlowOptions, display: Display | None = None
+) -> Report:
+    """A dry run: handshake, authentication and the full compatibility check, no memory
+    moved.  Report.status is compatible, incompatible (reasons says why) or failed."""
+    display = display or PlainDisplay()
+    driver.write_keys(secrets.token_hex(32))
+    try:
+        driver.start_source()
+        driver.start_destination()
+        started = time.monotonic()
+        proc = driver.start_check()
+        log = EventLog(f"{driver.source_name}: {driver.controller} check")
+        code = follow(proc, log, display, driver.source_name, opts.start_timeout_s)
+        if code is None:
+            proc.kill()
+        result = log.finish(code)
+        report = build_report(driver, guest, log, result, (time.monotonic() - started) * 1000)
+        report.controller_exit = code
+        report.controller_messages = log.text[-20:]
+        # The destination keeps listening after a check: end it.
+        report.destination_exit = driver.discard_destination()
+        report.guest_runs_on = "source"
+        report.verification = driver.verify("source")
+        driver.finish("source", opts.keep_running)
+        return report
+    finally:
+        driver.remove_keys()
+
+
 def _settle(driver: HostDriver, report: Report, opts: FlowOptions, display: Display) -> None:
     """Bring both hosts in line with the result; set where the guest runs now."""
     if report.status == "completed":
@@ -370,8 +406,10 @@ def describe_failure(report: Report) -> str:
 
 
 def require_ok(report: Report) -> None:
-    """MigrationError unless the report is a completed, verified migration."""
-    if report.status != "completed":
+    """MigrationError unless the report is a completed (or compatible), verified run."""
+    if report.status == "incompatible":
+        raise MigrationError("incompatible: " + "; ".join(report.reasons or ["no reason given"]))
+    if report.status not in ("completed", "compatible"):
         raise MigrationError(describe_failure(report))
     if not report.verification.get("ok"):
         raise MigrationError("migration completed but the guest's check FAILED")

@@ -24,7 +24,7 @@ from typing import Any
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest
 from harness.errors import HarnessError, MigrationError
-from harness.flow import FlowOptions, Report, run_migration
+from harness.flow import FlowOptions, Report, run_check, run_migration
 from harness.probe import Prober, ProbeTarget
 from harness.progress import Display, PlainDisplay
 from harness.runner import Process, Runner
@@ -189,7 +189,7 @@ class TestbedDriver:
     flow: FlowOptions
     tag: str
     kind: str = "testbed"
-    controller: str = "tbctl migrate"
+    controller: str = "tbctl"
     receiver: Process | None = None
     arrived: RunningGuest | None = None  # the guest on the destination, once it runs
     _keys: list[tuple[Runner, str]] = field(default_factory=list)
@@ -274,6 +274,14 @@ class TestbedDriver:
             ep.tool("tbctl"), "--control", self.source.control, "migrate",
             "--to", _addr(self.destination.migration_address, self._port),
             "--key-file", self._key(ep), *policy_args(self.policy, self.flow),
+        ])  # fmt: skip
+
+    def start_check(self) -> Process:
+        ep = self.source.endpoint
+        return ep.runner.spawn([
+            ep.tool("tbctl"), "--control", self.source.control, "check",
+            "--to", _addr(self.destination.migration_address, self._port),
+            "--key-file", self._key(ep),
         ])  # fmt: skip
 
     def cancel(self) -> None:
@@ -434,6 +442,15 @@ def resolve_testbed(hosts: str | None, source_control: str, destination_control:
     src, dst = endpoints_for(load_hosts(hosts)) if hosts else local_endpoints()
     return resolve(ControlSockets(src, source_control, dst, destination_control),
                    PlainDisplay())  # fmt: skip
+
+
+def check_once(source: RunningGuest, destination: Endpoint, guest: Guest, flow: FlowOptions,
+               tag: str, display: Display | None = None) -> Report:  # fmt: skip
+    """Dry-run a migration of the guest at `source` to `destination`
+    (harness.flow.run_check); the guest keeps running on the source."""
+    driver = TestbedDriver(source, destination, guest, MigrationPolicy(), flow, tag)
+    return run_check(driver, guest_summary(guest), dataclasses.replace(flow, keep_running=True),
+                     display)  # fmt: skip
 
 
 def migrate_once(

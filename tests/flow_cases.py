@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest  # noqa: E402
-from harness.flow import FlowOptions, Report, run_migration  # noqa: E402
+from harness.flow import FlowOptions, Report, run_check, run_migration  # noqa: E402
 from harness.migrate import (  # noqa: E402
     Endpoint,
     TestbedDriver,
@@ -62,6 +62,7 @@ class Case:
     flow: dict = field(default_factory=dict)
     policy: dict = field(default_factory=dict)
     interrupt_after_s: float | None = None  # the user presses Ctrl-C this long in
+    check: bool = False  # a dry run (tbctl check, bhyvectl --migrate-check)
 
 
 CASES = [
@@ -80,6 +81,10 @@ CASES = [
     # Ctrl-C inside round 1 (128 MiB at 20 MB/s takes 6 s): the operator's cancel.
     Case("cancelled", Expect("cancelled", "source", "source", "precopy", "cancelled"),
          policy={"bandwidth": 20_000_000}, interrupt_after_s=1.5),
+    # Dry runs: no memory moves, the guest keeps running on the source.
+    Case("dry-run-compatible", Expect("compatible", "source"), check=True),
+    Case("dry-run-incompatible", Expect("incompatible", "source", message="vCPU"),
+         destination_vcpus=3, check=True),  # fmt: skip
 ]
 
 
@@ -123,6 +128,10 @@ class CaseDriver(TestbedDriver):
         finally:
             self.guest = real
 
+    def start_check(self) -> Process:
+        self.controller_process = super().start_check()
+        return self.controller_process
+
     def start_migration(self) -> Process:
         self.controller_process = super().start_migration()
         if self.case.interrupt_after_s is not None:
@@ -147,7 +156,8 @@ def run_testbed_case(
     driver = CaseDriver(src, endpoints[1], guest, MigrationPolicy(**case.policy), flow, tag)
     driver.case = case
     try:
-        report = run_migration(driver, guest_summary(guest), flow, quiet())
+        run = run_check if case.check else run_migration
+        report = run(driver, guest_summary(guest), flow, quiet())
     finally:
         if keep_driver is None:
             src.stop()

@@ -27,7 +27,12 @@ from harness.config import FreeBSDGuest, Guest, Host, HostsConfig, MigrationPoli
 from harness.errors import MigrationError
 from harness.events import RESULT_EXIT, EventLog
 from harness.flow import FlowOptions, Report, describe_failure
-from harness.freebsd_migrate import EXIT_MARK, FreeBSDFlowOptions, migrate_freebsd
+from harness.freebsd_migrate import (
+    EXIT_MARK,
+    FreeBSDFlowOptions,
+    check_freebsd,
+    migrate_freebsd,
+)
 from harness.migrate import quiet
 from harness.runner import CommandResult
 
@@ -244,7 +249,8 @@ def run_freebsd(b: Bed, policy: MigrationPolicy | None = None, **opts) -> Report
 
 # What the destination does in each case, on FreeBSD.
 AFTER = {"completed": "runs", "incompatible": "exits", "wrong-key": "listens",
-         "lose-running": "runs-silently", "die-after-go": "dies", "cancelled": "exits"}
+         "lose-running": "runs-silently", "die-after-go": "dies", "cancelled": "exits",
+         "dry-run-compatible": "listens", "dry-run-incompatible": "listens"}
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +266,15 @@ def _run_case(driver: str, case: Case, request) -> Report:
     if driver == "testbed":
         return run_testbed_case(case, request.getfixturevalue("local"))
     lines, code = transcript(case.name)
+    if case.check:
+        b = bed(lines, code, after=AFTER[case.name])
+        report = check_freebsd(hosts_config(), SOURCE, DEST, GUEST, (b.src, b.dst), quiet(),
+                               options=FreeBSDFlowOptions(**FAST))  # fmt: skip
+        argv = shlex.split(b.events[b.index("alpha", "spawn", "^bhyvectl ")][2])
+        assert argv == ["bhyvectl", f"--vm={VM}", "--migrate-json",
+                        "--migrate-check=192.0.2.11:24981", f"--migrate-keyfile={KEY}"]  # fmt: skip
+        assert b.src.vm and b.src.pid == 500 and b.dst.pid is None
+        return report
     if case.interrupt_after_s is None:
         return run_freebsd(bed(lines, code, after=AFTER[case.name]))
     # Ctrl-C while bhyvectl runs; after --migrate-cancel it prints the recorded run.
@@ -288,6 +303,14 @@ def test_case_on_both_drivers(driver: str, case: Case, request) -> None:
     assert report.guest_runs_on == want.guest_runs_on
     assert report.verification["ok"], report.verification
     assert report.verification["where"] == want.guest_runs_on
+    if want.status in ("compatible", "incompatible"):
+        assert report.rounds == [] and report.bytes_sent < 1 << 20  # no memory moved
+        assert report.phases[:2] == ["connect", "handshake"]
+        if want.message:
+            assert any(want.message in r for r in report.reasons), report.reasons
+        else:
+            assert report.reasons == []
+        return
     if want.status == "completed":
         assert report.error is None
         assert report.rounds and report.rounds[-1]["final"]

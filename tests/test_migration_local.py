@@ -207,3 +207,16 @@ def test_ctrl_c_cancels_and_the_guest_stays_on_the_source() -> None:
     assert "cancelled: the guest kept running on local-source (memory check ok)" in out, out
     time.sleep(0.5)
     assert _local_vms() <= before  # the harness stops what it started
+
+
+def test_invoke_migrate_check_is_a_dry_run() -> None:
+    import subprocess
+
+    out = subprocess.run(
+        ["invoke", "migrate", "--local", "--check", "--memory", "64M"],
+        capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "result: compatible, guest runs on the source" in out.stdout
+    assert "verification (source): ok, 16384 pages checked" in out.stdout
