@@ -40,6 +40,7 @@
 #define	OPT_TO			1001
 #define	OPT_KEYFILE		1002
 #define	OPT_TABLE		1100	/* + mig_opts[] index */
+#define	OPT_BHYVECTL		1200	/* + MIGRATE_OPT_*: bhyvectl's spelling */
 
 static void
 usage(void)
@@ -51,6 +52,8 @@ usage(void)
 	    "       tbctl --control PATH check --to HOST:PORT --key-file FILE\n"
 	    "       tbctl --control PATH cancel | resume | guest-status\n"
 	    "       tbctl --control PATH verify | status | stop | checkpoint\n"
+	    "       tbctl --control PATH --migrate-live=HOST:PORT ... (bhyvectl's "
+	    "options)\n"
 	    "migration options (bhyvectl: --migrate-NAME):\n");
 	mig_opts_usage(stderr, "", true);
 	exit(MIG_EXIT_USAGE);
@@ -126,9 +129,12 @@ main(int argc, char **argv)
 		{ "resume", MIGRATE_OPT_RESUME },
 		{ "guest-status", MIGRATE_OPT_STATUS },
 	};
-	struct option longopts[MIG_OPT_COUNT + 4];
+	const struct option bhyvectl_opts[] = {
+		MIGRATE_LONG_OPTIONS(OPT_BHYVECTL),
+	};
+	struct option longopts[MIG_OPT_COUNT + MIGRATE_OPT_BHYVECTL + 4];
 	const char *control, *cmd, *to;
-	bool migrate_opts;
+	bool bhyvectl, migrate_opts;
 	size_t c;
 	int ch, i, n;
 
@@ -143,11 +149,13 @@ main(int argc, char **argv)
 		longopts[n++] = (struct option){ mig_opts[i].name,
 		    mig_opts[i].type == MIG_OPT_FLAG ? no_argument :
 		    required_argument, NULL, OPT_TABLE + i };
+	for (i = 0; i < MIGRATE_OPT_BHYVECTL; i++)
+		longopts[n++] = bhyvectl_opts[i];
 	longopts[n] = (struct option){ NULL, 0, NULL, 0 };
 
 	migrate_output("tbctl", "", true, true);
 	control = to = NULL;
-	migrate_opts = false;
+	bhyvectl = migrate_opts = false;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (ch == OPT_CONTROL) {
 			control = optarg;
@@ -160,8 +168,22 @@ main(int argc, char **argv)
 			option(MIGRATE_OPT_KEYFILE, optarg);
 		else if (ch >= OPT_TABLE && ch < OPT_TABLE + MIG_OPT_COUNT)
 			option(MIGRATE_OPT_TABLE + ch - OPT_TABLE, optarg);
-		else
+		else if (ch >= OPT_BHYVECTL &&
+		    ch < OPT_BHYVECTL + MIGRATE_OPT_BHYVECTL) {
+			/* bhyvectl's own command line, word for word. */
+			if (!bhyvectl)
+				migrate_output("tbctl", "migrate-", false, true);
+			bhyvectl = true;
+			option(ch - OPT_BHYVECTL, optarg);
+		} else
 			usage();
+	}
+	if (bhyvectl) {
+		if (optind != argc || control == NULL || !migrate_requested())
+			die(MIG_EXIT_USAGE, "with bhyvectl's options give "
+			    "--control and one --migrate* command, no other "
+			    "word");
+		return (migrate_request(control));
 	}
 	if (optind != argc - 1)
 		usage();

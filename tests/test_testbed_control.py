@@ -70,14 +70,17 @@ class Bed:
         self._start([str(self.bin / "tbvm"), "run", *GUEST, "--control", ctl], "RUNNING")
         return ctl
 
-    def dest(self, name: str = "dst", guest: list[str] = GUEST, fault: str | None = None):
+    def dest(self, name: str = "dst", guest: list[str] = GUEST, fault: str | None = None,
+             host: str = "127.0.0.1"):  # fmt: skip
         ctl = str(self.tmp / f"{name}.sock")
-        argv = [str(self.bin / "tbvm"), "receive", *guest, "--listen", "127.0.0.1:0",
+        listen = f"[{host}]:0" if ":" in host else f"{host}:0"
+        argv = [str(self.bin / "tbvm"), "receive", *guest, "--listen", listen,
                 "--key-file", str(self.key), "--control", ctl]  # fmt: skip
         if fault:
             argv += ["--fault", fault]
         p, line = self._start(argv, "LISTENING")
-        return ctl, f"127.0.0.1:{line.split()[2]}", p
+        port = line.split()[2]
+        return ctl, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), p
 
     def tbctl(self, ctl: str, *args: str, record: str | None = None) -> Run:
         proc = subprocess.run([str(self.bin / "tbctl"), "--control", ctl, *args],
@@ -356,3 +359,49 @@ def test_receive_names_a_bad_listen_address(bindir: Path, tmp_path: Path) -> Non
                            "--key-file", str(key), "--control", str(tmp_path / "c.sock")],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert proc.returncode != 0 and "--listen [::1" in proc.stderr
+    proc = subprocess.run([str(bindir / "tbvm"), "receive", *GUEST, "--listen",
+                           "nonexistent.invalid:0", "--key-file", str(key),
+                           "--control", str(tmp_path / "d.sock")],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode != 0 and "nonexistent.invalid" in proc.stderr
+
+
+def test_bhyvectl_command_lines_run_word_for_word(bed: Bed) -> None:
+    """tbctl takes bhyvectl's --migrate* options: the same parser, words or JSON."""
+    src = bed.source()
+    dst, addr, _ = bed.dest()
+    key = f"--migrate-keyfile={bed.key}"
+    check = bed.tbctl(src, f"--migrate-check={addr}", key, "--migrate-json",
+                      record="bhyvectl-check-json")  # fmt: skip
+    assert check.rc == EXIT_OK and check.result["result"] == "compatible"
+    proc = subprocess.run([str(bed.bin / "tbctl"), "--control", src, f"--migrate-live={addr}", key,
+                           "--migrate-downtime-limit=250"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == EXIT_OK, proc.stderr
+    # Words on stdout, as bhyvectl prints them; phase names whole.
+    assert "Migration phase: compatibility check" in proc.stdout
+    assert "Migration phase: stop-and-copy" in proc.stdout
+    assert "Migration complete" in proc.stdout
+    status = bed.tbctl(dst, "--migrate-status", "--migrate-json")
+    assert status.rc == 0 and status.events[0]["state"] == "running"
+    both = bed.tbctl(dst, "--migrate-cancel", "--migrate-resume")
+    assert both.rc == EXIT_USAGE and "give one of" in both.stderr
+    bad = bed.tbctl(dst, f"--migrate={addr}", key, "--migrate-max-rounds=5")
+    assert bad.rc == EXIT_USAGE and "live migration only" in bad.stderr
+
+
+def test_ipv6_destination(bed: Bed) -> None:
+    src = bed.source()
+    dst, addr, _ = bed.dest(host="::1")
+    assert addr.startswith("[::1]:")
+    assert bed.migrate(src, addr).rc == EXIT_OK
+    assert bed.status(dst)["state"] == "running"
+
+
+def test_non_live_migration(bed: Bed) -> None:
+    src = bed.source()
+    _, addr, _ = bed.dest()
+    run = bed.migrate(src, addr, "--no-live", record="migrate-non-live")
+    assert run.rc == EXIT_OK
+    rounds = [e for e in run.events if e["event"] == "round"]
+    assert len(rounds) == 1 and rounds[0]["final"] is True

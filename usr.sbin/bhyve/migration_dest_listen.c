@@ -69,13 +69,6 @@ mig_dest_state(void)
 	    __ATOMIC_SEQ_CST));
 }
 
-const char *
-mig_dest_state_name(enum mig_dest_state st)
-{
-
-	return (state_names[st]);
-}
-
 char *
 mig_dest_status_json(void)
 {
