@@ -260,6 +260,7 @@ class EventLog:
     progress: ProgressEvent | None = None
     result: ResultEvent | None = None
     text: list[str] = field(default_factory=list)  # lines that were not events
+    unreadable: list[str] = field(default_factory=list)  # kept by readers that go on
     lines: int = 0
 
     def feed(self, line: str) -> Event | None:

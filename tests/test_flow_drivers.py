@@ -473,6 +473,26 @@ def test_freebsd_undecided_when_the_destination_does_not_answer() -> None:
     assert any("invoke resolve --hosts lab.yaml --guest t" in n for n in report.notes)
 
 
+def test_an_unreadable_event_does_not_stop_the_flow() -> None:
+    lines, code = transcript("completed")
+    garbled = [lines[0], '{"event":"round","index":"one"}', *lines[1:]]
+    report = run_freebsd(bed(garbled, code, after="runs"))
+    assert report.status == "completed" and report.guest_runs_on == "destination"
+    assert any("'index' should be a non-negative integer" in n for n in report.notes)
+
+
+def test_a_result_that_contradicts_the_exit_status_is_resolved_by_asking() -> None:
+    lines, _ = transcript("completed")  # says ok, but bhyvectl exits 1
+    b = bed(lines, 1, after="runs-silently")
+    report = run_freebsd(b)
+    assert report.status == "indeterminate"
+    assert any("but exit status 1" in n for n in report.notes)
+    # The destination runs it: the paused source copy is destroyed, nothing resumed.
+    assert report.resolution is not None and report.resolution["action"] == "destroyed-source"
+    assert f"bhyvectl --vm={VM} --destroy" in b.commands("alpha")
+    assert not [c for c in b.commands("alpha") if c.endswith("--migrate-resume")]
+
+
 def test_freebsd_starts_the_guest_when_it_is_not_running() -> None:
     b = bed(*transcript("completed"), after="runs", running=False)
     run_freebsd(b)
