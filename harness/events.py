@@ -307,6 +307,8 @@ class EventLog:
         said = "; ".join(t.strip() for t in self.text[-3:]) or "no output"
         if exit_status is None:
             message = f"the harness stopped {self.source} before it printed a result ({said})"
+        elif exit_status == EXIT_USAGE:
+            message = f"{self.source} refused its options ({said})"
         else:
             message = f"{self.source} exited {exit_status} without a result ({said})"
         if exit_status == EXIT_INDETERMINATE or (

@@ -6,7 +6,8 @@ Runner protocol only (two local processes, or two namespace hosts over SSH):
   - the guest runs on the source (`tbvm run`), the destination listens
     (`tbvm receive`, which prints "LISTENING <port>", then "RUNNING");
   - `tbctl migrate` is the controller (the same control-plane code as bhyvectl),
-    `tbctl cancel | resume | status | stop` the operator commands;
+    `tbctl check` its dry run, `tbctl cancel | resume | guest-status | stop` the
+    operator commands;
   - the guest is probed over UDP from outside, and checked page by page
     (`tbctl verify`) where it runs afterwards: after a rollback that is the source,
     so a rollback that lost memory is caught too.
@@ -73,10 +74,6 @@ class RunningGuest:
     def tbctl(self, *args: str, timeout: float = 60.0, check: bool = True):
         argv = [self.endpoint.tool("tbctl"), "--control", self.control, *args]
         return self.endpoint.runner.run(argv, timeout=timeout, check=check)
-
-    def status(self) -> dict[str, Any]:
-        return last_json(self.tbctl("status", timeout=30.0).stdout,
-                         f"{self.endpoint.name}: tbctl status")  # fmt: skip
 
     def verify(self) -> dict[str, Any]:
         # Exit 1 means "checked, and the check failed": the JSON says how.
@@ -374,7 +371,7 @@ class TestbedDriver:
             self.destination.runner.run(["rm", "-f", self.dst_control], check=False)
 
     def resolve_hint(self) -> str:
-        return (f"invoke resolve --source-control {self.source.control} "
+        return (f"invoke resolve [--hosts FILE] --source-control {self.source.control} "
                 f"--destination-control {self.dst_control}")  # fmt: skip
 
 
