@@ -34,6 +34,12 @@ tb_vminfo(void *arg, struct mig_vminfo *vi)
 	uint32_t i;
 
 	memset(vi, 0, sizeof(*vi));
+	if (tb->stateless_device != NULL) {
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg), "device %s has "
+		    "no snapshot routine, so its state cannot be moved and "
+		    "this guest cannot be migrated", tb->stateless_device);
+		return (ENOTSUP);
+	}
 	vi->ncpus = tb_guest_config(g)->nvcpus;
 	vi->page_size = TB_PAGE_SIZE;
 	vi->nsegs = tb_guest_nsegs(g);

@@ -78,6 +78,7 @@ struct opts {
 	const char	*keyfile;
 	const char	*report;
 	const char	*fault;		/* post-GO fault of receive */
+	const char	*stateless_device; /* run: a device without state */
 	bool		require_encryption;
 	uint32_t	timeout_ms;	/* 0: the engine's default */
 };
@@ -91,6 +92,7 @@ static struct vm {
 	int		wake[2];	/* exit requests: one byte, the code */
 	struct tb_probe	*probe;
 	bool		receiving;	/* "tbvm receive" */
+	const char	*stateless_device;
 
 	pthread_mutex_t	mtx;		/* what follows */
 	bool		exiting;
@@ -110,6 +112,7 @@ usage(void)
 	    "\t    [--workload idle|full|hotset:SIZE[@RATE]] "
 	    "[--fill pattern|zero]\n"
 	    "\t    [--seed S] --control PATH [--probe HOST:PORT]\n"
+	    "\t    [--stateless-device NAME]\n"
 	    "       tbvm receive (the guest options of run) --listen "
 	    "HOST:PORT\n"
 	    "\t    --key-file FILE --control PATH [--probe HOST:PORT]\n"
@@ -173,6 +176,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "require-encryption", no_argument, NULL, 'E' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "fault", required_argument, NULL, 'F' },
+		{ "stateless-device", required_argument, NULL, 'D' },
 		{ NULL, 0, NULL, 0 }
 	};
 	char msg[256];
@@ -246,6 +250,12 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		case 't':
 			o->timeout_ms = (uint32_t)opt_number("timeout", optarg,
 			    1, UINT32_MAX);
+			break;
+		case 'D':
+			if (o->receive)
+				usage_error("--stateless-device is an option of "
+				    "'tbvm run'");
+			o->stateless_device = optarg;
 			break;
 		case 'F':
 			if (strcmp(optarg, "lose-running") != 0 &&
@@ -376,6 +386,7 @@ seam_backend_create(void *arg __unused, mig_progress_cb *cb, void *cbarg)
 {
 
 	tb_backend_init(&vm.be, vm.guest, cb, cbarg);
+	vm.be.stateless_device = vm.stateless_device;
 	return (&vm.be.mb);
 }
 
@@ -746,6 +757,7 @@ run(const struct opts *o)
 
 	if (setup(o) != 0)
 		return (1);
+	vm.stateless_device = o->stateless_device;
 	error = tb_guest_create(&g, &vm.cfg, true, msg, sizeof(msg));
 	if (error != 0) {
 		fprintf(stderr, "tbvm: %s\n", msg);

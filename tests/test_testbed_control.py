@@ -65,9 +65,10 @@ class Bed:
         assert line.startswith(ready), f"{argv[1]}: {line!r} {p.stderr.read() if p.poll() else ''}"
         return p, line
 
-    def source(self, name: str = "src") -> str:
+    def source(self, name: str = "src", *extra: str) -> str:
         ctl = str(self.tmp / f"{name}.sock")
-        self._start([str(self.bin / "tbvm"), "run", *GUEST, "--control", ctl], "RUNNING")
+        argv = [str(self.bin / "tbvm"), "run", *GUEST, "--control", ctl, *extra]
+        self._start(argv, "RUNNING")
         return ctl
 
     def dest(self, name: str = "dst", guest: list[str] = GUEST, fault: str | None = None,
@@ -405,3 +406,23 @@ def test_non_live_migration(bed: Bed) -> None:
     assert run.rc == EXIT_OK
     rounds = [e for e in run.events if e["event"] == "round"]
     assert len(rounds) == 1 and rounds[0]["final"] is True
+
+
+def test_a_device_without_a_snapshot_routine_is_refused_by_name_before_memory_moves(
+    bed: Bed,
+) -> None:
+    src = bed.source("src", "--stateless-device", "hostbridge")
+    dst, addr, dproc = bed.dest()
+    run = bed.tbctl(src, "check", "--to", addr, "--key-file", str(bed.key),
+                    record="check-incompatible-stateless-device")  # fmt: skip
+    assert run.rc == EXIT_INCOMPATIBLE, run.stderr
+    res = run.result
+    assert res["error"]["side"] == "source" and res["error"]["phase"] == "compat"
+    assert any("hostbridge has no snapshot routine" in r for r in res["reasons"])
+    # A dry run costs the destination nothing: it keeps listening.
+    assert bed.status(dst)["state"] == "listening"
+    mig = bed.migrate(src, addr)
+    assert mig.rc == EXIT_FAILED and mig.result["error"]["phase"] == "compat"
+    assert not [e for e in mig.events if e["event"] == "round"]
+    assert bed.status(src) == {"state": "running", "guest_runs_here": True}
+    assert dproc.wait(timeout=20) != 0
