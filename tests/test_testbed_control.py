@@ -426,3 +426,11 @@ def test_a_device_without_a_snapshot_routine_is_refused_by_name_before_memory_mo
     assert not [e for e in mig.events if e["event"] == "round"]
     assert bed.status(src) == {"state": "running", "guest_runs_here": True}
     assert dproc.wait(timeout=20) != 0
+
+
+def test_receive_names_a_port_in_use(bed: Bed, tmp_path: Path) -> None:
+    _, addr, _ = bed.dest()
+    proc = subprocess.run([str(bed.bin / "tbvm"), "receive", *GUEST, "--listen", addr,
+                           "--key-file", str(bed.key), "--control", str(tmp_path / "e.sock")],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode != 0 and "in use" in proc.stderr and addr.split(":")[1] in proc.stderr
