@@ -122,7 +122,9 @@ class TestbedGuest:
 
     workload: `idle`, `full` or `hotset:SIZE`, optionally `@RATE` (pages/s per vCPU);
     fill: initial memory, `pattern` (every page non-zero) or `zero`; rate: pages/s per vCPU
-    (the same as `@RATE`)."""
+    (the same as `@RATE`); dma_rate: writes/s of the tb-dma device, which writes guest memory
+    past the dirty tracker and reports its writes in the device write log (0: no device);
+    dma_unlogged: test-only, `running` or `drain` leaves those writes out of that log."""
 
     __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
 
@@ -130,6 +132,8 @@ class TestbedGuest:
     fill: str = "pattern"
     segments: int = 1
     rate: int | None = None
+    dma_rate: int = 0
+    dma_unlogged: str | None = None
 
 
 @dataclass

@@ -116,7 +116,7 @@ def guest_args(guest: Guest) -> list[str]:
     workload = tb.workload
     if tb.rate and "@" not in workload:
         workload = f"{workload}@{tb.rate}"
-    return [
+    args = [
         "--name", guest.name,
         "--memory", str(guest.memory),
         "--vcpus", str(guest.vcpus),
@@ -124,6 +124,11 @@ def guest_args(guest: Guest) -> list[str]:
         "--workload", workload,
         "--fill", tb.fill,
     ]  # fmt: skip
+    if tb.dma_rate:
+        args += ["--dma", str(tb.dma_rate)]
+    if tb.dma_unlogged:
+        args += ["--dma-unlogged", tb.dma_unlogged]
+    return args
 
 
 def guest_summary(guest: Guest) -> dict[str, Any]:

@@ -6,8 +6,8 @@
 
 /*
  * struct mig_backend_ops over the test guest: segments from its
- * mapping, dirty bits from the userfaultfd tracker, state sections from
- * tb_state.c.
+ * mapping, dirty bits from the userfaultfd tracker and tb-dma's write
+ * log, state sections from tb_state.c.
  */
 
 #include <errno.h>
@@ -128,6 +128,23 @@ tb_dirty_putback_op(void *arg, uint32_t seg, uint64_t first,
 	    bitmap));
 }
 
+static int
+tb_devlog_collect_op(void *arg, uint32_t seg, uint64_t first,
+    uint64_t npages, uint64_t *bitmap)
+{
+	struct tb_backend *tb = arg;
+	uint64_t idx;
+	int error;
+
+	if (tb_guest_dma(tb->guest) == NULL)
+		return (0);
+	error = chunk_pages(tb, seg, first, npages, &idx);
+	if (error != 0)
+		return (error);
+	tb_dma_collect(tb_guest_dma(tb->guest), idx, npages, bitmap);
+	return (0);
+}
+
 static void
 tb_dirty_stop(void *arg)
 {
@@ -202,6 +219,7 @@ static const struct mig_backend_ops tb_ops = {
 	.dirty_collect = tb_dirty_collect_op,
 	.dirty_putback = tb_dirty_putback_op,
 	.dirty_stop = tb_dirty_stop,
+	.devlog_collect = tb_devlog_collect_op,
 	.pause = tb_pause,
 	.resume = tb_resume,
 	.throttle = tb_throttle,

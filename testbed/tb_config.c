@@ -71,6 +71,16 @@ tb_guest_config_check(const struct tb_guest_config *c, char *msg,
 		    "supported", c->nvcpus, TB_MAX_VCPUS);
 		return (EINVAL);
 	}
+	if (c->dma.rate != 0 && c->nvcpus > TB_MAX_VCPUS - 1) {
+		snprintf(msg, msglen, "%u vCPUs with tb-dma: at most %u, its "
+		    "state takes a section", c->nvcpus, TB_MAX_VCPUS - 1);
+		return (EINVAL);
+	}
+	if (c->dma.rate > 1000000) {
+		snprintf(msg, msglen, "tb-dma rate of %ju writes/s: at most "
+		    "1000000", (uintmax_t)c->dma.rate);
+		return (EINVAL);
+	}
 	if (c->nsegs < 1 || c->nsegs > TB_MAX_SEGS) {
 		snprintf(msg, msglen, "%u segments: between 1 and %u are "
 		    "supported", c->nsegs, TB_MAX_SEGS);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "tb_dirty.h"
+#include "tb_dma.h"
 
 #define	TB_NAME_MAX		64	/* guest name, with its NUL */
 #define	TB_MAX_VCPUS		62	/* leaves two state sections */
@@ -52,6 +53,7 @@ struct tb_guest_config {
 	struct tb_workload workload;
 	enum tb_fill	fill;
 	uint64_t	seed;
+	struct tb_dma_config dma;
 };
 
 /* One vCPU's "registers": where its loop is. */
@@ -92,6 +94,8 @@ uint32_t tb_guest_nsegs(const struct tb_guest *);
 void	tb_guest_seg(const struct tb_guest *, uint32_t, uint64_t *gpa,
 	    uint64_t *len, uint8_t **host);
 struct tb_dirty *tb_guest_dirty(const struct tb_guest *);
+/* The tb-dma device, or NULL when the guest has none. */
+struct tb_dma *tb_guest_dma(const struct tb_guest *);
 
 /* Stop every vCPU between two iterations; resume releases them. */
 int	tb_guest_pause(struct tb_guest *);

@@ -24,12 +24,14 @@
  */
 #define	CPU_STATE_LEN		48
 #define	COUNTER_STATE_LEN	8
+#define	DMA_STATE_LEN		8	/* le64 writes done */
 
 uint32_t
 tb_state_nsections(const struct tb_guest *g)
 {
 
-	return (tb_guest_config(g)->nvcpus + 2);
+	return (tb_guest_config(g)->nvcpus + 2 +
+	    (tb_guest_dma(g) != NULL ? 1 : 0));
 }
 
 void
@@ -42,8 +44,10 @@ tb_state_name(const struct tb_guest *g, uint32_t idx, char *name,
 		snprintf(name, namelen, "cpu%u", idx);
 	else if (idx == ncpu)
 		snprintf(name, namelen, "tb-counter");
-	else
+	else if (idx == ncpu + 1)
 		snprintf(name, namelen, "tb-blob");
+	else
+		snprintf(name, namelen, "tb-dma");
 }
 
 size_t
@@ -52,7 +56,7 @@ tb_state_len(const struct tb_guest *g, uint32_t idx)
 	uint32_t ncpu = tb_guest_config(g)->nvcpus;
 
 	return (idx < ncpu ? CPU_STATE_LEN : idx == ncpu ? COUNTER_STATE_LEN :
-	    TB_BLOB_SIZE);
+	    idx == ncpu + 1 ? TB_BLOB_SIZE : DMA_STATE_LEN);
 }
 
 int
@@ -87,8 +91,10 @@ tb_state_save(struct tb_guest *g, uint32_t idx, void **bufp, size_t *lenp,
 		mig_le64enc(buf + 40, r.iterations);
 	} else if (idx == ncpu)
 		mig_le64enc(buf, tb_guest_counter(g));
-	else
+	else if (idx == ncpu + 1)
 		memcpy(buf, tb_guest_blob(g), TB_BLOB_SIZE);
+	else
+		mig_le64enc(buf, tb_dma_seq(tb_guest_dma(g)));
 	*bufp = buf;
 	*lenp = len;
 	return (0);
@@ -151,7 +157,9 @@ tb_state_restore(struct tb_guest *g, uint32_t idx, const void *buf,
 		return (restore_cpu(g, idx, buf, msg, msglen));
 	if (idx == ncpu)
 		tb_guest_set_counter(g, mig_le64dec(buf));
-	else
+	else if (idx == ncpu + 1)
 		memcpy(tb_guest_blob(g), buf, TB_BLOB_SIZE);
+	else
+		tb_dma_set_seq(tb_guest_dma(g), mig_le64dec(buf));
 	return (0);
 }

@@ -109,7 +109,8 @@ usage(void)
 	    "[--segments N]\n"
 	    "\t    [--workload idle|full|hotset:SIZE[@RATE]] "
 	    "[--fill pattern|zero]\n"
-	    "\t    [--seed S] --control PATH [--probe HOST:PORT]\n"
+	    "\t    [--seed S] [--dma RATE [--dma-unlogged running|drain]]\n"
+	    "\t    --control PATH [--probe HOST:PORT]\n"
 	    "       tbvm receive (the guest options of run) --listen "
 	    "HOST:PORT\n"
 	    "\t    --key-file FILE --control PATH [--probe HOST:PORT]\n"
@@ -173,6 +174,8 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "require-encryption", no_argument, NULL, 'E' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "fault", required_argument, NULL, 'F' },
+		{ "dma", required_argument, NULL, 'D' },
+		{ "dma-unlogged", required_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 }
 	};
 	char msg[256];
@@ -253,6 +256,18 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 				usage_error("--fault: '%s' is neither "
 				    "'lose-running' nor 'die-after-go'", optarg);
 			o->fault = optarg;
+			break;
+		case 'D':
+			cfg->dma.rate = opt_number("dma", optarg, 1, 1000000);
+			break;
+		case 'U':
+			if (strcmp(optarg, "running") == 0)
+				cfg->dma.unlogged = TB_DMA_UNLOGGED_RUNNING;
+			else if (strcmp(optarg, "drain") == 0)
+				cfg->dma.unlogged = TB_DMA_UNLOGGED_DRAIN;
+			else
+				usage_error("--dma-unlogged: '%s' is neither "
+				    "'running' nor 'drain'", optarg);
 			break;
 		default:
 			usage();
