@@ -17,6 +17,7 @@
 
 #include "migration.h"
 #include "migration_backend.h"
+#include "migration_devlog.h"
 
 #include "tb_backend.h"
 #include "tb_dirty.h"
@@ -61,6 +62,8 @@ tb_dirty_start(void *arg)
 	int error;
 
 	error = tb_dirty_arm(tb_guest_dirty(tb->guest));
+	if (error == 0 && tb_guest_dma(tb->guest) != NULL)
+		mig_devlog_arm(tb_dma_log(tb_guest_dma(tb->guest)));
 	if (error != 0)
 		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
 		    "cannot write-protect guest memory: %s", strerror(error));
@@ -133,16 +136,18 @@ tb_devlog_collect_op(void *arg, uint32_t seg, uint64_t first,
     uint64_t npages, uint64_t *bitmap)
 {
 	struct tb_backend *tb = arg;
-	uint64_t idx;
+	struct tb_dma *dma = tb_guest_dma(tb->guest);
 	int error;
 
-	if (tb_guest_dma(tb->guest) == NULL)
+	if (dma == NULL)
 		return (0);
-	error = chunk_pages(tb, seg, first, npages, &idx);
+	error = mig_devlog_collect(tb_dma_log(dma), seg, first, npages,
+	    bitmap);
 	if (error != 0)
-		return (error);
-	tb_dma_collect(tb_guest_dma(tb->guest), idx, npages, bitmap);
-	return (0);
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
+		    "device write log of pages %" PRIu64 "+%" PRIu64 " of "
+		    "segment %u: outside the guest", first, npages, seg);
+	return (error);
 }
 
 static void
@@ -150,6 +155,8 @@ tb_dirty_stop(void *arg)
 {
 	struct tb_backend *tb = arg;
 
+	if (tb_guest_dma(tb->guest) != NULL)
+		mig_devlog_disarm(tb_dma_log(tb_guest_dma(tb->guest)));
 	(void)tb_dirty_disarm(tb_guest_dirty(tb->guest));
 }
 

@@ -9,7 +9,8 @@
  * that takes 1/rate seconds to complete, like a disk read, and always
  * one is in flight: a pause finds it in flight and waits for it, as
  * bhyve's vm_pause_devices() drains block_if.  The log is marked on
- * completion, after the data is in guest memory.
+ * completion, after the data is in guest memory, through the tracked
+ * mapping's addresses as block_if marks its I/O vectors.
  */
 
 #include <errno.h>
@@ -21,17 +22,18 @@
 #include <string.h>
 #include <time.h>
 
+#include "migration_devlog.h"
 #include "tb_dirty.h"
 #include "tb_dma.h"
 
 #define	NSEC	1000000000ull
-#define	BITS	64
 
 struct tb_dma {
 	struct tb_dma_config cfg;
+	uint8_t		*mem;
 	uint8_t		*alias;
 	uint64_t	npages;
-	_Atomic uint64_t *log;		/* bit per guest page */
+	struct mig_devlog *log;
 	_Atomic uint64_t seq;
 
 	pthread_mutex_t	mtx;
@@ -49,46 +51,6 @@ tb_dma_expected(uint64_t seq, uint64_t npages, uint64_t idx)
 
 	return ((seq / npages + (npages - 1 - idx < seq % npages ? 1 : 0)) &
 	    ((1ull << 56) - 1));
-}
-
-static void
-log_mark(struct tb_dma *d, uint64_t idx)
-{
-
-	atomic_fetch_or(&d->log[idx / BITS], 1ull << (idx % BITS));
-}
-
-/* Fetch and clear up to 64 log bits from bit idx on. */
-static uint64_t
-log_take(struct tb_dma *d, uint64_t idx, uint32_t n)
-{
-	uint64_t mask, lo, hi, v;
-	uint32_t off, nlo;
-
-	off = idx % BITS;
-	nlo = BITS - off < n ? BITS - off : n;
-	mask = nlo == BITS ? ~0ull : ((1ull << nlo) - 1) << off;
-	lo = atomic_fetch_and(&d->log[idx / BITS], ~mask) & mask;
-	v = lo >> off;
-	if (nlo < n) {
-		mask = (1ull << (n - nlo)) - 1;
-		hi = atomic_fetch_and(&d->log[idx / BITS + 1], ~mask) & mask;
-		v |= hi << nlo;
-	}
-	return (v);
-}
-
-void
-tb_dma_collect(struct tb_dma *d, uint64_t first, uint64_t npages,
-    uint64_t *bitmap)
-{
-	uint64_t i;
-	uint32_t n;
-
-	for (i = 0; i < npages; i += BITS) {
-		n = npages - i < BITS ? (uint32_t)(npages - i) : BITS;
-		bitmap[i / BITS] |= log_take(d, first + i, n);
-	}
 }
 
 static void
@@ -117,7 +79,8 @@ dma_write(struct tb_dma *d, bool draining)
 		logged = true;
 	}
 	if (logged)
-		log_mark(d, idx);
+		mig_devlog_mark(d->log, d->mem + (idx << TB_PAGE_SHIFT),
+		    TB_PAGE_SIZE);
 }
 
 static void *
@@ -157,7 +120,8 @@ dma_main(void *arg)
 
 int
 tb_dma_create(struct tb_dma **dp, const struct tb_dma_config *cfg,
-    uint8_t *alias, uint64_t npages, char *msg, size_t msglen)
+    uint8_t *mem, uint8_t *alias, uint64_t npages,
+    const struct mig_memseg *segs, uint32_t nsegs, char *msg, size_t msglen)
 {
 	struct tb_dma *d;
 	int error;
@@ -165,13 +129,13 @@ tb_dma_create(struct tb_dma **dp, const struct tb_dma_config *cfg,
 	*dp = NULL;
 	d = calloc(1, sizeof(*d));
 	if (d == NULL || npages == 0 ||
-	    (d->log = calloc((npages + BITS - 1) / BITS + 1,
-	    sizeof(*d->log))) == NULL) {
+	    mig_devlog_create(&d->log, segs, nsegs, TB_PAGE_SIZE) != 0) {
 		free(d);
 		snprintf(msg, msglen, "out of memory");
 		return (ENOMEM);
 	}
 	d->cfg = *cfg;
+	d->mem = mem;
 	d->alias = alias;
 	d->npages = npages;
 	d->hold = true;
@@ -204,7 +168,7 @@ tb_dma_destroy(struct tb_dma *d)
 	}
 	pthread_cond_destroy(&d->cv);
 	pthread_mutex_destroy(&d->mtx);
-	free(d->log);
+	mig_devlog_destroy(d->log);
 	free(d);
 }
 
@@ -228,6 +192,13 @@ tb_dma_resume(struct tb_dma *d)
 	d->hold = false;
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mtx);
+}
+
+struct mig_devlog *
+tb_dma_log(const struct tb_dma *d)
+{
+
+	return (d->log);
 }
 
 uint64_t

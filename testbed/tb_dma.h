@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+#include "migration_devlog.h"
+
 /* Test-only: which of the device's writes it leaves out of its log. */
 enum tb_dma_unlogged {
 	TB_DMA_LOG_ALL = 0,
@@ -33,9 +35,14 @@ struct tb_dma_config {
 
 struct tb_dma;
 
-/* alias: the second mapping of npages guest pages.  Starts paused. */
+/*
+ * mem: the guest's tracked mapping of npages pages, in nsegs segments;
+ * alias: the device's second mapping of it.  Starts paused.
+ */
 int	tb_dma_create(struct tb_dma **, const struct tb_dma_config *,
-	    uint8_t *alias, uint64_t npages, char *msg, size_t msglen);
+	    uint8_t *mem, uint8_t *alias, uint64_t npages,
+	    const struct mig_memseg *segs, uint32_t nsegs, char *msg,
+	    size_t msglen);
 void	tb_dma_destroy(struct tb_dma *);
 /* Finish the write in flight, then park; resume releases the device. */
 void	tb_dma_pause(struct tb_dma *);
@@ -45,8 +52,7 @@ uint64_t tb_dma_seq(const struct tb_dma *);
 void	tb_dma_set_seq(struct tb_dma *, uint64_t);
 /* What bytes 1..7 of page idx must hold after seq writes. */
 uint64_t tb_dma_expected(uint64_t seq, uint64_t npages, uint64_t idx);
-/* OR the log of pages [first, first + npages) into bitmap; clear it. */
-void	tb_dma_collect(struct tb_dma *, uint64_t first, uint64_t npages,
-	    uint64_t *bitmap);
+/* The device's write log (migration_devlog.c, as bhyve's block_if). */
+struct mig_devlog *tb_dma_log(const struct tb_dma *);
 
 #endif /* _TB_DMA_H_ */

@@ -333,6 +333,7 @@ int
 tb_guest_create(struct tb_guest **gp, const struct tb_guest_config *cfg,
     bool fresh, char *msg, size_t msglen)
 {
+	struct mig_memseg segs[TB_MAX_SEGS];
 	struct tb_vcpu *vc;
 	struct tb_guest *g;
 	uint64_t share;
@@ -403,9 +404,15 @@ tb_guest_create(struct tb_guest **gp, const struct tb_guest_config *cfg,
 			break;
 		}
 	}
-	if (cfg->dma.rate != 0 && (error = tb_dma_create(&g->dma, &cfg->dma,
-	    g->alias, g->npages, msg, msglen)) != 0)
-		goto fail;
+	if (cfg->dma.rate != 0) {
+		for (i = 0; i < cfg->nsegs; i++)
+			tb_guest_seg(g, i, &segs[i].gpa, &segs[i].len,
+			    &segs[i].host);
+		error = tb_dma_create(&g->dma, &cfg->dma, g->mem, g->alias,
+		    g->npages, segs, cfg->nsegs, msg, msglen);
+		if (error != 0)
+			goto fail;
+	}
 	for (i = 0; i < cfg->nvcpus; i++) {
 		error = pthread_create(&g->vcpus[i].thread, NULL, vcpu_main,
 		    &g->vcpus[i]);
