@@ -5,28 +5,24 @@
  */
 
 /*
- * The tb-dma device thread and its write log.  Each write is a request
- * that takes 1/rate seconds to complete, like a disk read, and always
- * one is in flight: a pause finds it in flight and waits for it, as
+ * The tb-dma device and its write log.  Its writes are requests of a
+ * tb_devthread: a pause finds one in flight and waits for it, as
  * bhyve's vm_pause_devices() drains block_if.  The log is marked on
  * completion, after the data is in guest memory, through the tracked
  * mapping's addresses as block_if marks its I/O vectors.
  */
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "migration_devlog.h"
+#include "tb_devthread.h"
 #include "tb_dirty.h"
 #include "tb_dma.h"
-
-#define	NSEC	1000000000ull
 
 struct tb_dma {
 	struct tb_dma_config cfg;
@@ -35,14 +31,7 @@ struct tb_dma {
 	uint64_t	npages;
 	struct mig_devlog *log;
 	_Atomic uint64_t seq;
-
-	pthread_mutex_t	mtx;
-	pthread_cond_t	cv;
-	bool		hold;
-	bool		parked;
-	bool		stop;
-	bool		started;
-	pthread_t	thread;
+	struct tb_devthread thread;
 };
 
 uint64_t
@@ -54,8 +43,9 @@ tb_dma_expected(uint64_t seq, uint64_t npages, uint64_t idx)
 }
 
 static void
-dma_write(struct tb_dma *d, bool draining)
+dma_write(void *arg, bool draining)
 {
+	struct tb_dma *d = arg;
 	uint64_t seq, idx, v;
 	uint8_t *page;
 	bool logged;
@@ -83,41 +73,6 @@ dma_write(struct tb_dma *d, bool draining)
 		    TB_PAGE_SIZE);
 }
 
-static void *
-dma_main(void *arg)
-{
-	struct tb_dma *d = arg;
-	struct timespec ts;
-	uint64_t period;
-	bool draining;
-
-	period = NSEC / d->cfg.rate;
-	pthread_mutex_lock(&d->mtx);
-	for (;;) {
-		while (d->hold && !d->stop) {
-			d->parked = true;
-			pthread_cond_broadcast(&d->cv);
-			pthread_cond_wait(&d->cv, &d->mtx);
-		}
-		d->parked = false;
-		if (d->stop)
-			break;
-		pthread_mutex_unlock(&d->mtx);
-		/* The request is in flight: a pause waits for it. */
-		ts.tv_sec = (time_t)(period / NSEC);
-		ts.tv_nsec = (long)(period % NSEC);
-		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-			;
-		pthread_mutex_lock(&d->mtx);
-		draining = d->hold;
-		dma_write(d, draining);
-	}
-	d->parked = true;
-	pthread_cond_broadcast(&d->cv);
-	pthread_mutex_unlock(&d->mtx);
-	return (NULL);
-}
-
 int
 tb_dma_create(struct tb_dma **dp, const struct tb_dma_config *cfg,
     uint8_t *mem, uint8_t *alias, uint64_t npages,
@@ -138,17 +93,13 @@ tb_dma_create(struct tb_dma **dp, const struct tb_dma_config *cfg,
 	d->mem = mem;
 	d->alias = alias;
 	d->npages = npages;
-	d->hold = true;
-	pthread_mutex_init(&d->mtx, NULL);
-	pthread_cond_init(&d->cv, NULL);
-	error = pthread_create(&d->thread, NULL, dma_main, d);
+	error = tb_devthread_start(&d->thread, cfg->rate, dma_write, d);
 	if (error != 0) {
 		snprintf(msg, msglen, "cannot start tb-dma: %s",
 		    strerror(error));
 		tb_dma_destroy(d);
 		return (error);
 	}
-	d->started = true;
 	*dp = d;
 	return (0);
 }
@@ -159,15 +110,7 @@ tb_dma_destroy(struct tb_dma *d)
 
 	if (d == NULL)
 		return;
-	if (d->started) {
-		pthread_mutex_lock(&d->mtx);
-		d->stop = true;
-		pthread_cond_broadcast(&d->cv);
-		pthread_mutex_unlock(&d->mtx);
-		pthread_join(d->thread, NULL);
-	}
-	pthread_cond_destroy(&d->cv);
-	pthread_mutex_destroy(&d->mtx);
+	tb_devthread_stop(&d->thread);
 	mig_devlog_destroy(d->log);
 	free(d);
 }
@@ -176,22 +119,14 @@ void
 tb_dma_pause(struct tb_dma *d)
 {
 
-	pthread_mutex_lock(&d->mtx);
-	d->hold = true;
-	pthread_cond_broadcast(&d->cv);
-	while (!d->parked)
-		pthread_cond_wait(&d->cv, &d->mtx);
-	pthread_mutex_unlock(&d->mtx);
+	tb_devthread_pause(&d->thread);
 }
 
 void
 tb_dma_resume(struct tb_dma *d)
 {
 
-	pthread_mutex_lock(&d->mtx);
-	d->hold = false;
-	pthread_cond_broadcast(&d->cv);
-	pthread_mutex_unlock(&d->mtx);
+	tb_devthread_resume(&d->thread);
 }
 
 struct mig_devlog *
