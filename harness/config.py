@@ -124,7 +124,10 @@ class TestbedGuest:
     fill: initial memory, `pattern` (every page non-zero) or `zero`; rate: pages/s per vCPU
     (the same as `@RATE`); dma_rate: writes/s of the tb-dma device, which writes guest memory
     past the dirty tracker and reports its writes in the device write log (0: no device);
-    dma_unlogged: test-only, `running` or `drain` leaves those writes out of that log."""
+    dma_unlogged: test-only, `running` or `drain` leaves those writes out of that log;
+    disk: bytes of the tb-disk device's image (0: no disk), one file per guest and host,
+    written while the guest runs (disk_hot: its hot set; disk_rate: block writes/s; 0 for
+    tbvm's defaults)."""
 
     __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
 
@@ -134,6 +137,9 @@ class TestbedGuest:
     rate: int | None = None
     dma_rate: int = 0
     dma_unlogged: str | None = None
+    disk: int = 0
+    disk_hot: int = 0
+    disk_rate: int = 0
 
 
 @dataclass

@@ -131,6 +131,24 @@ def guest_args(guest: Guest) -> list[str]:
     return args
 
 
+def disk_image(endpoint: Endpoint, guest: Guest, tag: str) -> str:
+    """Where the guest's tb-disk image lives on endpoint: each host has its own."""
+    return f"{endpoint.runner.workdir}/{guest.name}-{tag}.disk"
+
+
+def disk_args(endpoint: Endpoint, guest: Guest, tag: str) -> list[str]:
+    """tbvm options for the guest's disk on endpoint, if it has one."""
+    tb = guest.testbed or TestbedGuest()
+    if not tb.disk:
+        return []
+    args = ["--disk", str(tb.disk), "--disk-image", disk_image(endpoint, guest, tag)]
+    if tb.disk_hot:
+        args += ["--disk-hot", str(tb.disk_hot)]
+    if tb.disk_rate:
+        args += ["--disk-rate", str(tb.disk_rate)]
+    return args
+
+
 def guest_summary(guest: Guest) -> dict[str, Any]:
     """The report's description of a test-bed guest."""
     return {"name": guest.name, "memory_bytes": guest.memory, "vcpus": guest.vcpus,
@@ -174,7 +192,7 @@ def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str) -
     control = f"{endpoint.runner.workdir}/{guest.name}-{tag}.ctl"
     port = _free_udp_port()
     argv = [
-        endpoint.tool("tbvm"), "run", *guest_args(guest),
+        endpoint.tool("tbvm"), "run", *guest_args(guest), *disk_args(endpoint, guest, tag),
         "--control", control, "--probe", _addr(endpoint.probe_address, port),
     ]  # fmt: skip
     proc = endpoint.runner.spawn(argv)
@@ -240,6 +258,7 @@ class TestbedDriver:
         dst = self.destination
         argv = [
             dst.tool("tbvm"), "receive", *guest_args(self.guest),
+            *disk_args(dst, self.guest, self.tag),
             "--listen", _addr(dst.migration_address, 0),
             "--key-file", self._key(dst), "--control", self.dst_control,
             "--probe", _addr(dst.probe_address, self.dst_probe),

@@ -54,6 +54,7 @@ struct tb_guest {
 	uint64_t	seg_pages;
 	struct tb_dirty	*dirty;
 	struct tb_dma	*dma;
+	struct tb_disk	*disk;
 	uint8_t		*blob;
 	_Atomic uint64_t counter;	/* the tb-counter device */
 
@@ -413,6 +414,9 @@ tb_guest_create(struct tb_guest **gp, const struct tb_guest_config *cfg,
 		if (error != 0)
 			goto fail;
 	}
+	if (cfg->disk.size != 0 && (error = tb_disk_create(&g->disk,
+	    &cfg->disk, cfg->seed, msg, msglen)) != 0)
+		goto fail;
 	for (i = 0; i < cfg->nvcpus; i++) {
 		error = pthread_create(&g->vcpus[i].thread, NULL, vcpu_main,
 		    &g->vcpus[i]);
@@ -441,6 +445,7 @@ tb_guest_destroy(struct tb_guest *g)
 	if (g == NULL)
 		return;
 	stop_vcpus(g);
+	tb_disk_destroy(g->disk);
 	tb_dma_destroy(g->dma);
 	tb_dirty_close(g->dirty);
 	if (g->mem != NULL)
@@ -493,6 +498,13 @@ tb_guest_dma(const struct tb_guest *g)
 	return (g->dma);
 }
 
+struct tb_disk *
+tb_guest_disk(const struct tb_guest *g)
+{
+
+	return (g->disk);
+}
+
 uint8_t *
 tb_guest_page(const struct tb_guest *g, uint64_t idx, uint64_t *gpa)
 {
@@ -505,7 +517,9 @@ tb_guest_page(const struct tb_guest *g, uint64_t idx, uint64_t *gpa)
 int
 tb_guest_pause(struct tb_guest *g)
 {
+	int error;
 
+	error = 0;
 	pthread_mutex_lock(&g->mtx);
 	if (!g->paused) {
 		atomic_store(&g->hold, 1);
@@ -516,9 +530,11 @@ tb_guest_pause(struct tb_guest *g)
 		/* Devices after vCPUs, as bhyve's vm_pause_devices(). */
 		if (g->dma != NULL)
 			tb_dma_pause(g->dma);
+		if (g->disk != NULL)
+			error = tb_disk_pause(g->disk);
 	}
 	pthread_mutex_unlock(&g->mtx);
-	return (0);
+	return (error);
 }
 
 int
@@ -528,6 +544,8 @@ tb_guest_resume(struct tb_guest *g)
 	pthread_mutex_lock(&g->mtx);
 	if (g->paused && g->dma != NULL)
 		tb_dma_resume(g->dma);
+	if (g->paused && g->disk != NULL)
+		tb_disk_resume(g->disk);
 	g->paused = false;
 	atomic_store(&g->hold, 0);
 	pthread_cond_broadcast(&g->cv_run);

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "tb_dirty.h"
+#include "tb_disk.h"
 #include "tb_guest.h"
 #include "tb_pattern.h"
 
@@ -41,6 +42,13 @@ mismatch(struct tb_verify *v, const char *fmt, ...)
 		v->nreported++;
 	}
 	v->nmismatches++;
+}
+
+void
+tb_verify_add(struct tb_verify *v, const char *line)
+{
+
+	mismatch(v, "%s", line);
 }
 
 static void
@@ -153,6 +161,9 @@ tb_guest_verify(struct tb_guest *g, struct tb_verify *v, char *msg,
 			v->pages_checked++;
 		}
 	}
+
+	if (error == 0 && tb_guest_disk(g) != NULL)
+		error = tb_disk_verify(tb_guest_disk(g), v, msg, msglen);
 
 	if (was_running)
 		tb_guest_resume(g);
