@@ -375,7 +375,11 @@ _FREEBSD_HOST_KEYS = (
 )  # fmt: skip
 _GUEST_KEYS = ("memory", "vcpus", "freebsd", "testbed")
 _FREEBSD_GUEST_KEYS = ("disk", "devices", "config", "bootrom", "wired")
-_TESTBED_GUEST_KEYS = ("workload", "fill", "segments", "rate")
+_TESTBED_GUEST_KEYS = (
+    "workload", "fill", "segments", "rate", "dma_rate", "dma_unlogged", "disk", "disk_hot",
+    "disk_rate",
+)  # fmt: skip
+_DMA_UNLOGGED = ("running", "drain")
 _MIGRATION_KEYS = (
     "source", "destination", "guest", "port", "downtime_limit_ms", "max_rounds",
     "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout",
@@ -563,6 +567,21 @@ def _parse_testbed_guest(r: _Reader, node: yaml.Node, what: str) -> TestbedGuest
             out.segments = r.integer(value, name, minimum=1, maximum=64)
         elif key == "rate":
             out.rate = r.integer(value, f"{name} (pages/s per vCPU)", minimum=1)
+        elif key in ("dma_rate", "disk_rate"):
+            setattr(out, key, r.integer(value, f"{name} (writes/s)", minimum=0, maximum=1000000))
+        elif key == "dma_unlogged":
+            mode = r.string(value, name)
+            if mode not in _DMA_UNLOGGED:
+                raise r.error(value, f"{name} must be one of {', '.join(_DMA_UNLOGGED)}")
+            out.dma_unlogged = mode
+        elif key in ("disk", "disk_hot"):
+            size = r.scalar(value)
+            if isinstance(size, bool) or not isinstance(size, (int, str)):
+                raise r.error(value, f"{name} must be a size such as 64M or 1G")
+            try:
+                setattr(out, key, parse_size(size, name))
+            except ValueError as exc:
+                raise r.error(value, str(exc)) from None
     return out
 
 
