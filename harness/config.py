@@ -127,7 +127,8 @@ class TestbedGuest:
     dma_unlogged: test-only, `running` or `drain` leaves those writes out of that log;
     disk: bytes of the tb-disk device's image (0: no disk), one file per guest and host,
     written while the guest runs (disk_hot: its hot set; disk_rate: block writes/s; 0 for
-    tbvm's defaults)."""
+    tbvm's defaults); disk_image: one image path both hosts open (shared storage), else each
+    host has its own in its work directory."""
 
     __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
 
@@ -140,6 +141,7 @@ class TestbedGuest:
     disk: int = 0
     disk_hot: int = 0
     disk_rate: int = 0
+    disk_image: str | None = None
 
 
 @dataclass
@@ -377,7 +379,7 @@ _GUEST_KEYS = ("memory", "vcpus", "freebsd", "testbed")
 _FREEBSD_GUEST_KEYS = ("disk", "devices", "config", "bootrom", "wired")
 _TESTBED_GUEST_KEYS = (
     "workload", "fill", "segments", "rate", "dma_rate", "dma_unlogged", "disk", "disk_hot",
-    "disk_rate",
+    "disk_rate", "disk_image",
 )  # fmt: skip
 _DMA_UNLOGGED = ("running", "drain")
 _MIGRATION_KEYS = (
@@ -574,6 +576,11 @@ def _parse_testbed_guest(r: _Reader, node: yaml.Node, what: str) -> TestbedGuest
             if mode not in _DMA_UNLOGGED:
                 raise r.error(value, f"{name} must be one of {', '.join(_DMA_UNLOGGED)}")
             out.dma_unlogged = mode
+        elif key == "disk_image":
+            path = r.string(value, name)
+            if not path.startswith("/") or len(path) > 255:
+                raise r.error(value, f"{name} must be an absolute path of at most 255 bytes")
+            out.disk_image = path
         elif key in ("disk", "disk_hot"):
             size = r.scalar(value)
             if isinstance(size, bool) or not isinstance(size, (int, str)):

@@ -132,8 +132,10 @@ def guest_args(guest: Guest) -> list[str]:
 
 
 def disk_image(endpoint: Endpoint, guest: Guest, tag: str) -> str:
-    """Where the guest's tb-disk image lives on endpoint: each host has its own."""
-    return f"{endpoint.runner.workdir}/{guest.name}-{tag}.disk"
+    """Where the guest's tb-disk image lives on endpoint: the shared image if the guest
+    names one, else the host's own."""
+    shared = (guest.testbed or TestbedGuest()).disk_image
+    return shared or f"{endpoint.runner.workdir}/{guest.name}-{tag}.disk"
 
 
 def disk_args(endpoint: Endpoint, guest: Guest, tag: str) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from harness.config import Guest, TestbedGuest
 from harness.migrate import FlowOptions, disk_image, start_guest
-from tests.test_migration_local import MEMORY, endpoints, migrate
+from tests.test_migration_local import MEMORY, assert_verified, endpoints, migrate
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test bed needs root")
 
@@ -59,6 +59,16 @@ def test_disk_is_written_and_checked_block_by_block(endpoints) -> None:
         assert any(f"tb-disk block {DISK // BLOCK - 1}:" in e for e in result["errors"])
     finally:
         running.stop()
+
+
+def test_shared_storage_hands_the_disk_over(endpoints, tmp_path) -> None:
+    """Both hosts open one image: the source's writes end at its pause (drained, flushed)
+    and the destination's device goes on from the migrated position, block for block."""
+    guest = disk_guest()
+    guest.testbed.disk_image = str(tmp_path / "shared.disk")
+    report = migrate(endpoints, guest)
+    assert_verified(report)
+    assert written_blocks(Path(guest.testbed.disk_image)) > 256
 
 
 def test_the_disk_check_catches_a_disk_left_behind(endpoints) -> None:
