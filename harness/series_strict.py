@@ -46,24 +46,48 @@ def touched_files(patches: Sequence[Path]) -> dict[str, bool]:
     return out
 
 
-def strict_check(src: Path, patches: Sequence[Path]) -> list[StrictResult]:
+def _without(patch: Path, missing: set[str], dest: Path) -> Path:
+    """A copy of patch without the diffs of the files in missing."""
+    text = patch.read_text()
+    parts = re.split(r"(?m)^(?=diff --git )", text)
+    keep = [parts[0]] + [
+        part for part in parts[1:] if part.split("\n", 1)[0].split(" b/", 1)[1] not in missing
+    ]
+    out = dest / patch.name
+    out.write_text("".join(keep))
+    return out
+
+
+def strict_check(
+    src: Path, patches: Sequence[Path], allow_missing: bool = False
+) -> list[StrictResult]:
+    """Check each patch in order; with allow_missing, a patch's diffs of upstream files
+    src lacks are left out and the result says which (the rest is still checked)."""
     src = Path(src)
     if not src.is_dir():
         raise SeriesError(f"{src}: no such directory (a FreeBSD src tree)")
-    missing = [p for p, pre in touched_files(patches).items() if pre and not (src / p).is_file()]
-    if missing:
-        raise SeriesError(f"{src}: the series patches files it lacks: {', '.join(missing)}")
+    missing = {p for p, pre in touched_files(patches).items() if pre and not (src / p).is_file()}
+    if missing and not allow_missing:
+        raise SeriesError(f"{src}: the series patches files it lacks: {', '.join(sorted(missing))}")
     results = []
     with tempfile.TemporaryDirectory(prefix="series-strict-") as tmp:
         work = Path(tmp)
         for path, pre in touched_files(patches).items():
-            if pre:
+            if pre and path not in missing:
                 (work / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src / path, work / path)
+        trimmed = Path(tmp) / ".trimmed"
+        trimmed.mkdir()
         for patch in patches:
-            results.append(_check_one(work, patch.resolve()))
-            if results[-1].ok:
-                subprocess.run(["git", "apply", str(patch.resolve())], cwd=work, check=True)
+            lacks = sorted(set(parse_patch_file(patch).diffs) & missing)
+            use = _without(patch.resolve(), set(lacks), trimmed) if lacks else patch.resolve()
+            result = _check_one(work, use)
+            result.name = patch.name
+            if lacks:
+                result.detail += f" (not checked, missing from {src}: {', '.join(lacks)})"
+            results.append(result)
+            if result.ok:
+                subprocess.run(["git", "apply", str(use)], cwd=work, check=True)
     return results
 
 
