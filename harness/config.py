@@ -122,7 +122,8 @@ class TestbedGuest:
 
     workload: `idle`, `full` or `hotset:SIZE`, optionally `@RATE` (pages/s per vCPU);
     fill: initial memory, `pattern` (every page non-zero) or `zero`; rate: pages/s per vCPU
-    (the same as `@RATE`)."""
+    (the same as `@RATE`); lazy_memory: the destination does not fault its memory in before
+    the stream (bhyve without -S), so a guest may be larger than the host's RAM."""
 
     __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
 
@@ -130,6 +131,7 @@ class TestbedGuest:
     fill: str = "pattern"
     segments: int = 1
     rate: int | None = None
+    lazy_memory: bool = False
 
 
 @dataclass
@@ -365,7 +367,7 @@ _FREEBSD_HOST_KEYS = (
 )  # fmt: skip
 _GUEST_KEYS = ("memory", "vcpus", "freebsd", "testbed")
 _FREEBSD_GUEST_KEYS = ("disk", "devices", "config", "bootrom", "wired")
-_TESTBED_GUEST_KEYS = ("workload", "fill", "segments", "rate")
+_TESTBED_GUEST_KEYS = ("workload", "fill", "segments", "rate", "lazy_memory")
 _MIGRATION_KEYS = (
     "source", "destination", "guest", "port", "downtime_limit_ms", "max_rounds",
     "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout",
@@ -553,6 +555,8 @@ def _parse_testbed_guest(r: _Reader, node: yaml.Node, what: str) -> TestbedGuest
             out.segments = r.integer(value, name, minimum=1, maximum=64)
         elif key == "rate":
             out.rate = r.integer(value, f"{name} (pages/s per vCPU)", minimum=1)
+        elif key == "lazy_memory":
+            out.lazy_memory = r.boolean(value, name)
     return out
 
 

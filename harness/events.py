@@ -69,6 +69,7 @@ class RoundEvent:
     duration_us: int
     throttle_pct: int = 0
     est_downtime_us: int | None = None
+    unpopulated_pages: int = 0  # of zero_pages: never read, sent as ranges
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ def parse_event(line: str, where: str = "event") -> Event | None:
             duration_us=f.req_int("duration_us"),
             throttle_pct=f.int("throttle_pct", True) or 0,
             est_downtime_us=f.int("est_downtime_us", True),
+            unpopulated_pages=f.int("unpopulated_pages", True) or 0,
         )
     if kind == "progress":
         return ProgressEvent(

@@ -52,6 +52,7 @@ struct tb_guest_config {
 	struct tb_workload workload;
 	enum tb_fill	fill;
 	uint64_t	seed;
+	bool		lazy_memory;	/* receive: no fault-in up front */
 };
 
 /* One vCPU's "registers": where its loop is. */

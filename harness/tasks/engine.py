@@ -99,6 +99,8 @@ def _freebsd_migrations(
         "workload": "idle | full | hotset:SIZE, optionally @RATE pages/s per vCPU",
         "fill": "initial memory: pattern (every page non-zero) or zero",
         "segments": "guest memory segments (like bhyve's NUMA domains)",
+        "lazy_memory": "the destination faults memory in as pages arrive (bhyve without -S); "
+        "for guests larger than RAM",
         "downtime_limit": "target downtime in ms (default 300)",
         "max_rounds": "upper bound of live rounds (default 30)",
         "fixed_rounds": "a fixed number of live rounds (as in D30954) instead of the policy",
@@ -118,7 +120,7 @@ def migrate(
     c, hosts=None, local=False, memory=None, vcpus=None, workload=None, fill=None,
     segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
     encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
-    plain=False, no_resolve=False,
+    plain=False, no_resolve=False, lazy_memory=False,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
@@ -134,6 +136,8 @@ def migrate(
             config = load_or_testbed(hosts)
         guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
                        segments)  # fmt: skip
+        if lazy_memory and guest.testbed:
+            guest.testbed.lazy_memory = True
         policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
                          fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
         runs = count if ping_pong else 1

@@ -254,6 +254,95 @@ flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
 	return (0);
 }
 
+static int
+flush_zero_ranges(struct sender *s, struct mig_zero_ranges *z,
+    struct mig_round_stats *r)
+{
+	uint8_t buf[MIG_ZERO_RANGES_HDR_LEN +
+	    MIG_ZERO_RANGES_MAX * MIG_ZERO_RANGE_LEN];
+	uint64_t before;
+	int error;
+
+	if (z->count == 0)
+		return (0);
+	before = s->ch.bytes_tx;
+	if ((error = mig_chan_send(&s->ch, MIG_MSG_ZERO_RANGES, buf,
+	    mig_zero_ranges_encode(buf, sizeof(buf), z))) != 0)
+		return (chan_fail(s, error, "sending zero ranges"));
+	r->bytes += s->ch.bytes_tx - before;
+	z->count = 0;
+	return (0);
+}
+
+static int
+add_zero_range(struct sender *s, struct mig_zero_ranges *z, uint64_t page,
+    uint64_t n, struct mig_round_stats *r)
+{
+	struct mig_zero_range *last;
+	int error;
+
+	last = z->count > 0 ? &z->r[z->count - 1] : NULL;
+	if (last != NULL && last->first + last->npages == page) {
+		last->npages += n;
+		return (0);
+	}
+	if (z->count == MIG_ZERO_RANGES_MAX &&
+	    (error = flush_zero_ranges(s, z, r)) != 0)
+		return (error);
+	z->r[z->count].first = page;
+	z->r[z->count++].npages = n;
+	return (0);
+}
+
+/*
+ * Round 1 with a fresh destination: pages never populated are zero on
+ * both sides.  Send them as ranges and take them out of todo, unread;
+ * the dirty log has any page populated since tracking began.
+ */
+static int
+send_unpopulated(struct sender *s, uint32_t seg, struct mig_round_stats *r,
+    uint64_t *sent)
+{
+	struct mig_zero_ranges z;
+	uint64_t first, n, nw, w, zero, x, *t;
+	int error, b, len;
+
+	z.seg = seg;
+	z.count = 0;
+	for (first = 0; first < s->npages[seg]; first += n) {
+		n = s->npages[seg] - first;
+		if (n > MIG_DIRTY_CHUNK_PAGES)
+			n = MIG_DIRTY_CHUNK_PAGES;
+		nw = bitmap_words(n);
+		memset(s->chunk, 0, nw * sizeof(uint64_t));
+		if ((error = s->be->ops->populated(s->be->arg, seg, first, n,
+		    s->chunk)) != 0)
+			return (backend_fail(s, error,
+			    "could not tell which pages hold data"));
+		for (w = 0; w < nw; w++) {
+			t = &s->todo[seg][first / BITS_PER_WORD + w];
+			zero = *t & ~s->chunk[w];
+			*t &= ~zero;
+			while (zero != 0) {
+				b = __builtin_ctzll(zero);
+				x = ~(zero >> b);
+				len = x == 0 ? BITS_PER_WORD - b :
+				    __builtin_ctzll(x);
+				zero = len + b >= BITS_PER_WORD ? 0 :
+				    zero & ~(((1ull << len) - 1) << b);
+				if ((error = add_zero_range(s, &z, first +
+				    w * BITS_PER_WORD + (uint64_t)b,
+				    (uint64_t)len, r)) != 0)
+					return (error);
+				r->zero_pages += (uint64_t)len;
+				r->unpopulated_pages += (uint64_t)len;
+				*sent += (uint64_t)len;
+			}
+		}
+	}
+	return (flush_zero_ranges(s, &z, r));
+}
+
 /* Send every page marked in todo, clearing todo as it goes. */
 static int
 send_round(struct sender *s, struct mig_round_stats *r)
@@ -279,6 +368,10 @@ send_round(struct sender *s, struct mig_round_stats *r)
 	r->bytes += s->ch.bytes_tx - before;
 	sent = 0;
 	for (seg = 0; seg < s->vi.nsegs; seg++) {
+		if (r->index == 1 && s->ch.zero_ranges &&
+		    s->be->ops->populated != NULL &&
+		    (error = send_unpopulated(s, seg, r, &sent)) != 0)
+			return (error);
 		count = ndata = 0;
 		nw = bitmap_words(s->npages[seg]);
 		for (w = 0; w < nw; w++) {
