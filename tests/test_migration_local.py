@@ -96,7 +96,9 @@ def test_touched_pages_move_untouched_are_skipped_lazily(endpoints) -> None:
     assert_verified(report)
     first = report["rounds"][0]
     hot = (64 << 20) // 4096
-    assert first["pages_sent"] + first["zero_pages"] == MEMORY // 4096
+    # Pages written again before their turn wait for the next round.
+    assert (first["pages_sent"] + first["zero_pages"] + first["rewritten_pages"]
+            == MEMORY // 4096)  # fmt: skip
     assert first["unpopulated_pages"] >= MEMORY // 4096 - hot - 64
     assert first["pages_sent"] <= hot + 64
 

@@ -28,6 +28,8 @@
 
 #define	BITS_PER_WORD	64
 #define	MIG_SETUP_TIMEOUT_MS	120000	/* destination's memory set-up */
+/* Live rounds ask the dirty log again before each such share. */
+#define	MIG_RECHECK_WORDS	64	/* 4096 pages, 16 MiB */
 
 struct sender {
 	struct mig_chan	ch;
@@ -41,6 +43,7 @@ struct sender {
 	uint64_t	npages[MIG_MAX_SEGS];
 	uint64_t	*todo[MIG_MAX_SEGS];	/* pages this round sends */
 	uint64_t	*cleared[MIG_MAX_SEGS]; /* all bits this attempt took */
+	uint64_t	*next[MIG_MAX_SEGS];	/* taken early: next round's */
 	uint64_t	*chunk;			/* one collection's bitmap */
 	uint8_t		*pagebuf;		/* frozen copies of pages */
 	uint8_t		meta[MIG_PAGES_HDR_LEN + 8 * MIG_PAGES_PER_MSG];
@@ -112,7 +115,10 @@ alloc_bitmaps(struct sender *s)
 		    sizeof(uint64_t));
 		s->cleared[i] = calloc(bitmap_words(s->npages[i]),
 		    sizeof(uint64_t));
-		if (s->todo[i] == NULL || s->cleared[i] == NULL)
+		s->next[i] = calloc(bitmap_words(s->npages[i]),
+		    sizeof(uint64_t));
+		if (s->todo[i] == NULL || s->cleared[i] == NULL ||
+		    s->next[i] == NULL)
 			return (ENOMEM);
 	}
 	s->chunk = calloc(bitmap_words(MIG_DIRTY_CHUNK_PAGES),
@@ -131,6 +137,7 @@ free_bitmaps(struct sender *s)
 	for (i = 0; i < MIG_MAX_SEGS; i++) {
 		free(s->todo[i]);
 		free(s->cleared[i]);
+		free(s->next[i]);
 	}
 	free(s->chunk);
 	free(s->pagebuf);
@@ -172,6 +179,11 @@ collect(struct sender *s, uint64_t *count)
 				s->cleared[seg][first / BITS_PER_WORD + w] |=
 				    s->chunk[w];
 			}
+		}
+		/* What a live round found written again. */
+		for (w = 0; w < bitmap_words(s->npages[seg]); w++) {
+			s->todo[seg][w] |= s->next[seg][w];
+			s->next[seg][w] = 0;
 		}
 		*count += popcount_words(s->todo[seg],
 		    bitmap_words(s->npages[seg]));
@@ -343,6 +355,45 @@ send_unpopulated(struct sender *s, uint32_t seg, struct mig_round_stats *r,
 	return (flush_zero_ranges(s, &z, r));
 }
 
+/*
+ * A live round, before sending the pages of words [w, w + n) of todo:
+ * a page written again since this round's collection would only be sent
+ * twice.  Take the dirty log of the range now; its pages go next round.
+ */
+static int
+recheck(struct sender *s, uint32_t seg, uint64_t w, struct mig_round_stats *r)
+{
+	uint64_t first, n, nw, i, *t;
+	int error;
+
+	nw = bitmap_words(s->npages[seg]) - w;
+	if (nw > MIG_RECHECK_WORDS)
+		nw = MIG_RECHECK_WORDS;
+	t = &s->todo[seg][w];
+	if (popcount_words(t, nw) == 0)
+		return (0);
+	first = w * BITS_PER_WORD;
+	n = s->npages[seg] - first;
+	if (n > nw * BITS_PER_WORD)
+		n = nw * BITS_PER_WORD;
+	memset(s->chunk, 0, nw * sizeof(uint64_t));
+	error = s->be->ops->dirty_collect(s->be->arg, seg, first, n,
+	    s->chunk);
+	if (error != 0)
+		return (backend_fail(s, error,
+		    "could not read the dirty page log"));
+	if (n % BITS_PER_WORD != 0)
+		s->chunk[nw - 1] &= (1ull << (n % BITS_PER_WORD)) - 1;
+	for (i = 0; i < nw; i++) {
+		r->rewritten_pages += (uint64_t)__builtin_popcountll(t[i] &
+		    s->chunk[i]);
+		t[i] &= ~s->chunk[i];
+		s->next[seg][w + i] |= s->chunk[i];
+		s->cleared[seg][w + i] |= s->chunk[i];
+	}
+	return (0);
+}
+
 /* Send every page marked in todo, clearing todo as it goes. */
 static int
 send_round(struct sender *s, struct mig_round_stats *r)
@@ -375,6 +426,10 @@ send_round(struct sender *s, struct mig_round_stats *r)
 		count = ndata = 0;
 		nw = bitmap_words(s->npages[seg]);
 		for (w = 0; w < nw; w++) {
+			if (!r->final && s->tracking &&
+			    w % MIG_RECHECK_WORDS == 0 &&
+			    (error = recheck(s, seg, w, r)) != 0)
+				return (error);
 			bits = s->todo[seg][w];
 			s->todo[seg][w] = 0;
 			while (bits != 0) {
