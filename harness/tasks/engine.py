@@ -211,8 +211,9 @@ def resolve(c, hosts=None, guest=None, source_control="", destination_control=""
         "repeats": "runs of each case and of raw TCP (medians are compared)",
     }
 )
-def bench(c, memory="1G", vcpus=2, report="reports/bench.json", repeats=3):
-    """Measure the engine's stream against raw TCP for idle, full and hot-set guests."""
+def bench(c, memory="1G", vcpus=1, report="reports/bench.json", repeats=3):
+    """Measure the cases matched against QEMU and the idle scale cases (16 and 64 times
+    --memory), beside raw TCP measured in the same run."""
     from harness.bench import run_bench
     from harness.local import local_endpoints
 
