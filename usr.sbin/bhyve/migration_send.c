@@ -143,6 +143,37 @@ free_bitmaps(struct sender *s)
 	free(s->pagebuf);
 }
 
+typedef int	bits_op_t(void *, uint32_t, uint64_t, uint64_t, uint64_t *);
+
+/* Pages from first to the segment's end, at most max. */
+static uint64_t
+chunk_pages(const struct sender *s, uint32_t seg, uint64_t first,
+    uint64_t max)
+{
+	uint64_t n;
+
+	n = s->npages[seg] - first;
+	return (n > max ? max : n);
+}
+
+/* Run a backend bitmap operation over n pages into s->chunk. */
+static int
+fetch_bits(struct sender *s, bits_op_t *op, uint32_t seg, uint64_t first,
+    uint64_t n, const char *what)
+{
+	uint64_t nw;
+	int error;
+
+	nw = bitmap_words(n);
+	memset(s->chunk, 0, nw * sizeof(uint64_t));
+	if ((error = op(s->be->arg, seg, first, n, s->chunk)) != 0)
+		return (backend_fail(s, error, what));
+	/* Chunks are a multiple of 64 pages but the last. */
+	if (n % BITS_PER_WORD != 0)
+		s->chunk[nw - 1] &= (1ull << (n % BITS_PER_WORD)) - 1;
+	return (0);
+}
+
 /*
  * Collect the dirty log of all memory, chunk by chunk, into todo (to send)
  * and cleared (to put back should this attempt fail).  *count is what
@@ -159,20 +190,12 @@ collect(struct sender *s, uint64_t *count)
 	*count = 0;
 	for (seg = 0; seg < s->vi.nsegs; seg++) {
 		for (first = 0; first < s->npages[seg]; first += n) {
-			n = s->npages[seg] - first;
-			if (n > MIG_DIRTY_CHUNK_PAGES)
-				n = MIG_DIRTY_CHUNK_PAGES;
+			n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
 			nw = bitmap_words(n);
-			memset(s->chunk, 0, nw * sizeof(uint64_t));
-			error = s->be->ops->dirty_collect(s->be->arg, seg,
-			    first, n, s->chunk);
-			if (error != 0)
-				return (backend_fail(s, error,
-				    "could not read the dirty page log"));
-			/* Chunks are a multiple of 64 pages but the last. */
-			if (n % BITS_PER_WORD != 0)
-				s->chunk[nw - 1] &=
-				    (1ull << (n % BITS_PER_WORD)) - 1;
+			if ((error = fetch_bits(s, s->be->ops->dirty_collect,
+			    seg, first, n, "could not read the dirty page log"))
+			    != 0)
+				return (error);
 			for (w = 0; w < nw; w++) {
 				s->todo[seg][first / BITS_PER_WORD + w] |=
 				    s->chunk[w];
@@ -203,9 +226,7 @@ put_back(struct sender *s)
 		if (s->cleared[seg] == NULL)
 			continue;
 		for (first = 0; first < s->npages[seg]; first += n) {
-			n = s->npages[seg] - first;
-			if (n > MIG_DIRTY_CHUNK_PAGES)
-				n = MIG_DIRTY_CHUNK_PAGES;
+			n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
 			if (popcount_words(&s->cleared[seg][first /
 			    BITS_PER_WORD], bitmap_words(n)) == 0)
 				continue;
@@ -322,15 +343,11 @@ send_unpopulated(struct sender *s, uint32_t seg, struct mig_round_stats *r,
 	z.seg = seg;
 	z.count = 0;
 	for (first = 0; first < s->npages[seg]; first += n) {
-		n = s->npages[seg] - first;
-		if (n > MIG_DIRTY_CHUNK_PAGES)
-			n = MIG_DIRTY_CHUNK_PAGES;
+		n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
 		nw = bitmap_words(n);
-		memset(s->chunk, 0, nw * sizeof(uint64_t));
-		if ((error = s->be->ops->populated(s->be->arg, seg, first, n,
-		    s->chunk)) != 0)
-			return (backend_fail(s, error,
-			    "could not tell which pages hold data"));
+		if ((error = fetch_bits(s, s->be->ops->populated, seg, first,
+		    n, "could not tell which pages hold data")) != 0)
+			return (error);
 		for (w = 0; w < nw; w++) {
 			t = &s->todo[seg][first / BITS_PER_WORD + w];
 			zero = *t & ~s->chunk[w];
@@ -373,17 +390,10 @@ recheck(struct sender *s, uint32_t seg, uint64_t w, struct mig_round_stats *r)
 	if (popcount_words(t, nw) == 0)
 		return (0);
 	first = w * BITS_PER_WORD;
-	n = s->npages[seg] - first;
-	if (n > nw * BITS_PER_WORD)
-		n = nw * BITS_PER_WORD;
-	memset(s->chunk, 0, nw * sizeof(uint64_t));
-	error = s->be->ops->dirty_collect(s->be->arg, seg, first, n,
-	    s->chunk);
-	if (error != 0)
-		return (backend_fail(s, error,
-		    "could not read the dirty page log"));
-	if (n % BITS_PER_WORD != 0)
-		s->chunk[nw - 1] &= (1ull << (n % BITS_PER_WORD)) - 1;
+	n = chunk_pages(s, seg, first, nw * BITS_PER_WORD);
+	if ((error = fetch_bits(s, s->be->ops->dirty_collect, seg, first, n,
+	    "could not read the dirty page log")) != 0)
+		return (error);
 	for (i = 0; i < nw; i++) {
 		r->rewritten_pages += (uint64_t)__builtin_popcountll(t[i] &
 		    s->chunk[i]);
