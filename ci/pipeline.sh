@@ -47,7 +47,7 @@ need_root() {
 }
 
 need_harness() {
-	python3 -c 'import harness, invoke, paramiko, yaml' 2>/dev/null ||
+	python3 -c 'import harness, invoke, paramiko, rich, yaml' 2>/dev/null ||
 		python3 -m pip install -q --disable-pip-version-check -e .
 }
 

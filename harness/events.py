@@ -264,6 +264,7 @@ class EventLog:
     progress: ProgressEvent | None = None
     result: ResultEvent | None = None
     text: list[str] = field(default_factory=list)  # lines that were not events
+    unreadable: list[str] = field(default_factory=list)  # kept by readers that go on
     lines: int = 0
 
     def feed(self, line: str) -> Event | None:
@@ -310,6 +311,8 @@ class EventLog:
         said = "; ".join(t.strip() for t in self.text[-3:]) or "no output"
         if exit_status is None:
             message = f"the harness stopped {self.source} before it printed a result ({said})"
+        elif exit_status == EXIT_USAGE:
+            message = f"{self.source} refused its options ({said})"
         else:
             message = f"{self.source} exited {exit_status} without a result ({said})"
         if exit_status == EXIT_INDETERMINATE or (

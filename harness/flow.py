@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from harness.errors import HarnessError, MigrationError
-from harness.events import EventLog, ResultEvent
+from harness.events import ErrorInfo, EventError, EventLog, ResultEvent
 from harness.progress import Display, PlainDisplay
 from harness.runner import Process
 
@@ -33,6 +33,8 @@ STATUS_OF_RESULT = {
     "failed": "failed",
     "cancelled": "cancelled",
     "indeterminate": "indeterminate",
+    "compatible": "compatible",
+    "incompatible": "incompatible",
 }
 
 
@@ -80,6 +82,10 @@ class HostDriver(Resolvable, Protocol):
 
     def start_migration(self) -> Process:
         """Start the controller on the source; its stdout carries the events."""
+        ...
+
+    def start_check(self) -> Process:
+        """Start the controller's dry run (handshake, authentication, compatibility)."""
         ...
 
     def cancel(self) -> None:
@@ -219,7 +225,14 @@ def follow(
         lines = proc.output().splitlines()
         for line in lines[seen:]:
             # The controller's words for people repeat the events; the report keeps them.
-            event = log.feed(line)
+            try:
+                event = log.feed(line)
+            except EventError as exc:
+                # A line the harness cannot read must not stop it from following the
+                # run: the exit status still says where the guest is.
+                log.unreadable.append(str(exc))
+                display.say(f"[{host}] {exc}")
+                continue
             if event is not None:
                 display.event(host, event)
         seen = len(lines)
@@ -266,6 +279,20 @@ def _cancel(driver: HostDriver, proc: Process, log: EventLog, display: Display,
     return code
 
 
+def _finish(log: EventLog, code: int | None, notes: list[str]) -> ResultEvent:
+    """The run's result.  When the result and the exit status disagree, the harness
+    cannot know where the guest is: it treats the outcome as indeterminate, so that the
+    destination is asked before anything is resumed or destroyed."""
+    notes += log.unreadable
+    try:
+        return log.finish(code)
+    except EventError as exc:
+        notes.append(f"{exc}: treated as indeterminate")
+        log.result = ResultEvent("indeterminate", "paused_on_source",
+                                 ErrorInfo("source", log.last_phase, 0, str(exc)))  # fmt: skip
+        return log.result
+
+
 def run_migration(
     driver: HostDriver,
     guest: dict[str, Any],
@@ -297,7 +324,7 @@ def run_migration(
             proc.kill()
             notes.append(f"{driver.controller} gave no result within "
                          f"{opts.migrate_timeout_s:.0f}s; the harness stopped it")  # fmt: skip
-        result = log.finish(code)
+        result = _finish(log, code, notes)
         wall_ms = (time.monotonic() - started) * 1000.0
         report = build_report(driver, guest, log, result, wall_ms)
         report.controller_exit = code
@@ -320,6 +347,38 @@ def run_migration(
             }  # fmt: skip
             report.notes.append(f"resolve it with: {driver.resolve_hint()}")
         driver.finish(report.guest_runs_on, opts.keep_running)
+        return report
+    finally:
+        driver.remove_keys()
+
+
+def run_check(
+    driver: HostDriver, guest: dict[str, Any], opts: FlowOptions, display: Display | None = None
+) -> Report:
+    """A dry run: handshake, authentication and the full compatibility check, no memory
+    moved.  Report.status is compatible, incompatible (reasons says why) or failed."""
+    display = display or PlainDisplay()
+    driver.write_keys(secrets.token_hex(32))
+    try:
+        driver.start_source()
+        driver.start_destination()
+        started = time.monotonic()
+        proc = driver.start_check()
+        log = EventLog(f"{driver.source_name}: {driver.controller} check")
+        code = follow(proc, log, display, driver.source_name, opts.start_timeout_s)
+        if code is None:
+            proc.kill()
+        notes: list[str] = []
+        result = _finish(log, code, notes)
+        report = build_report(driver, guest, log, result, (time.monotonic() - started) * 1000)
+        report.notes += notes
+        report.controller_exit = code
+        report.controller_messages = log.text[-20:]
+        # The destination keeps listening after a check: end it.
+        report.destination_exit = driver.discard_destination()
+        report.guest_runs_on = "source"
+        report.verification = driver.verify("source")
+        driver.finish("source", opts.keep_running)
         return report
     finally:
         driver.remove_keys()
@@ -370,8 +429,10 @@ def describe_failure(report: Report) -> str:
 
 
 def require_ok(report: Report) -> None:
-    """MigrationError unless the report is a completed, verified migration."""
-    if report.status != "completed":
+    """MigrationError unless the report is a completed (or compatible), verified run."""
+    if report.status == "incompatible":
+        raise MigrationError("incompatible: " + "; ".join(report.reasons or ["no reason given"]))
+    if report.status not in ("completed", "compatible"):
         raise MigrationError(describe_failure(report))
     if not report.verification.get("ok"):
         raise MigrationError("migration completed but the guest's check FAILED")

@@ -502,6 +502,12 @@ BHYVECTL_OPERATOR_OPTIONS = {
 }
 
 
+def bhyvectl_check_argv(vm: str, destination: str, keyfile: str) -> list[str]:
+    """bhyvectl's dry run on the source: handshake, authentication, compatibility."""
+    return ["bhyvectl", f"--vm={vm}", BHYVECTL_EVENTS_OPTION, f"--migrate-check={destination}",
+            f"--migrate-keyfile={keyfile}"]  # fmt: skip
+
+
 def bhyvectl_operator_argv(vm: str, command: str) -> list[str]:
     """bhyvectl's command line for an operator command (cancel, resume, status); the
     answer is one JSON line."""

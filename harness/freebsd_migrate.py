@@ -40,7 +40,7 @@ from typing import Any
 from harness import freebsd
 from harness.config import Guest, Host, HostsConfig, MigrationPolicy
 from harness.errors import HarnessError, MigrationError
-from harness.flow import FlowOptions, Report, run_migration
+from harness.flow import FlowOptions, Report, run_check, run_migration
 from harness.progress import Display, PlainDisplay
 from harness.runner import Process, Runner
 
@@ -366,6 +366,11 @@ class FreeBSDDriver:
         self.say(f"[{self.source.name}] {shlex.join(argv)}")
         return self.src.spawn(argv)
 
+    def start_check(self) -> Process:
+        argv = freebsd.bhyvectl_check_argv(self.vm, self.target, self.sf["key"])
+        self.say(f"[{self.source.name}] {shlex.join(argv)}")
+        return self.src.spawn(argv)
+
     # -- operator commands --------------------------------------------------------------
 
     def cancel(self) -> None:
@@ -511,6 +516,22 @@ def _driver(config: HostsConfig, source: Host, destination: Host, guest: Guest,
                          options or FreeBSDFlowOptions(), display.say)  # fmt: skip
 
 
+def check_freebsd(config: HostsConfig, source: Host, destination: Host, guest: Guest,
+                  runners: tuple[Runner, Runner], display: Display | None = None, *,
+                  options: FreeBSDFlowOptions | None = None) -> Report:  # fmt: skip
+    """`bhyvectl --migrate-check` from source to destination (harness.flow.run_check)."""
+    display = display or PlainDisplay()
+    driver = _driver(config, source, destination, guest, config.migration, runners, display,
+                     options)  # fmt: skip
+    return run_check(driver, _summary(driver), FlowOptions(), display)
+
+
+def _summary(driver: FreeBSDDriver) -> dict[str, Any]:
+    guest = driver.guest
+    return {"name": guest.name, "memory_bytes": guest.memory, "vcpus": guest.vcpus,
+            "workload": driver.opts.workload}  # fmt: skip
+
+
 def migrate_freebsd(
     config: HostsConfig,
     source: Host,
@@ -529,9 +550,7 @@ def migrate_freebsd(
     display = display or PlainDisplay()
     driver = _driver(config, source, destination, guest, policy, runners, display, options)
     flow = flow or FlowOptions(migrate_timeout_s=policy.timeout + 60.0, run_after_s=0.0)
-    summary = {"name": guest.name, "memory_bytes": guest.memory, "vcpus": guest.vcpus,
-               "workload": driver.opts.workload}  # fmt: skip
-    report = run_migration(driver, summary, flow, display)
+    report = run_migration(driver, _summary(driver), flow, display)
     if report.status != "completed":
         report.destination_output = driver.receiver_log()[-4000:]
     return report

@@ -6,7 +6,8 @@ Runner protocol only (two local processes, or two namespace hosts over SSH):
   - the guest runs on the source (`tbvm run`), the destination listens
     (`tbvm receive`, which prints "LISTENING <port>", then "RUNNING");
   - `tbctl migrate` is the controller (the same control-plane code as bhyvectl),
-    `tbctl cancel | resume | status | stop` the operator commands;
+    `tbctl check` its dry run, `tbctl cancel | resume | guest-status | stop` the
+    operator commands;
   - the guest is probed over UDP from outside, and checked page by page
     (`tbctl verify`) where it runs afterwards: after a rollback that is the source,
     so a rollback that lost memory is caught too.
@@ -24,7 +25,7 @@ from typing import Any
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest
 from harness.errors import HarnessError, MigrationError
-from harness.flow import FlowOptions, Report, run_migration
+from harness.flow import FlowOptions, Report, run_check, run_migration
 from harness.probe import Prober, ProbeTarget
 from harness.progress import Display, PlainDisplay
 from harness.runner import Process, Runner
@@ -74,10 +75,6 @@ class RunningGuest:
         argv = [self.endpoint.tool("tbctl"), "--control", self.control, *args]
         return self.endpoint.runner.run(argv, timeout=timeout, check=check)
 
-    def status(self) -> dict[str, Any]:
-        return last_json(self.tbctl("status", timeout=30.0).stdout,
-                         f"{self.endpoint.name}: tbctl status")  # fmt: skip
-
     def verify(self) -> dict[str, Any]:
         # Exit 1 means "checked, and the check failed": the JSON says how.
         result = self.tbctl("verify", timeout=120.0, check=False)
@@ -116,7 +113,7 @@ def guest_args(guest: Guest) -> list[str]:
     workload = tb.workload
     if tb.rate and "@" not in workload:
         workload = f"{workload}@{tb.rate}"
-    return [
+    args = [
         "--name", guest.name,
         "--memory", str(guest.memory),
         "--vcpus", str(guest.vcpus),
@@ -124,6 +121,31 @@ def guest_args(guest: Guest) -> list[str]:
         "--workload", workload,
         "--fill", tb.fill,
     ]  # fmt: skip
+    if tb.dma_rate:
+        args += ["--dma", str(tb.dma_rate)]
+    if tb.dma_unlogged:
+        args += ["--dma-unlogged", tb.dma_unlogged]
+    return args
+
+
+def disk_image(endpoint: Endpoint, guest: Guest, tag: str) -> str:
+    """Where the guest's tb-disk image lives on endpoint: the shared image if the guest
+    names one, else the host's own."""
+    shared = (guest.testbed or TestbedGuest()).disk_image
+    return shared or f"{endpoint.runner.workdir}/{guest.name}-{tag}.disk"
+
+
+def disk_args(endpoint: Endpoint, guest: Guest, tag: str) -> list[str]:
+    """tbvm options for the guest's disk on endpoint, if it has one."""
+    tb = guest.testbed or TestbedGuest()
+    if not tb.disk:
+        return []
+    args = ["--disk", str(tb.disk), "--disk-image", disk_image(endpoint, guest, tag)]
+    if tb.disk_hot:
+        args += ["--disk-hot", str(tb.disk_hot)]
+    if tb.disk_rate:
+        args += ["--disk-rate", str(tb.disk_rate)]
+    return args
 
 
 def guest_summary(guest: Guest) -> dict[str, Any]:
@@ -169,7 +191,7 @@ def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str) -
     control = f"{endpoint.runner.workdir}/{guest.name}-{tag}.ctl"
     port = _free_udp_port()
     argv = [
-        endpoint.tool("tbvm"), "run", *guest_args(guest),
+        endpoint.tool("tbvm"), "run", *guest_args(guest), *disk_args(endpoint, guest, tag),
         "--control", control, "--probe", _addr(endpoint.probe_address, port),
     ]  # fmt: skip
     proc = endpoint.runner.spawn(argv)
@@ -189,7 +211,7 @@ class TestbedDriver:
     flow: FlowOptions
     tag: str
     kind: str = "testbed"
-    controller: str = "tbctl migrate"
+    controller: str = "tbctl"
     receiver: Process | None = None
     arrived: RunningGuest | None = None  # the guest on the destination, once it runs
     _keys: list[tuple[Runner, str]] = field(default_factory=list)
@@ -235,6 +257,7 @@ class TestbedDriver:
         dst = self.destination
         argv = [
             dst.tool("tbvm"), "receive", *guest_args(self.guest),
+            *disk_args(dst, self.guest, self.tag),
             "--listen", _addr(dst.migration_address, 0),
             "--key-file", self._key(dst), "--control", self.dst_control,
             "--probe", _addr(dst.probe_address, self.dst_probe),
@@ -276,6 +299,14 @@ class TestbedDriver:
             ep.tool("tbctl"), "--control", self.source.control, "migrate",
             "--to", _addr(self.destination.migration_address, self._port),
             "--key-file", self._key(ep), *policy_args(self.policy, self.flow),
+        ])  # fmt: skip
+
+    def start_check(self) -> Process:
+        ep = self.source.endpoint
+        return ep.runner.spawn([
+            ep.tool("tbctl"), "--control", self.source.control, "check",
+            "--to", _addr(self.destination.migration_address, self._port),
+            "--key-file", self._key(ep),
         ])  # fmt: skip
 
     def cancel(self) -> None:
@@ -368,7 +399,7 @@ class TestbedDriver:
             self.destination.runner.run(["rm", "-f", self.dst_control], check=False)
 
     def resolve_hint(self) -> str:
-        return (f"invoke resolve --source-control {self.source.control} "
+        return (f"invoke resolve [--hosts FILE] --source-control {self.source.control} "
                 f"--destination-control {self.dst_control}")  # fmt: skip
 
 
@@ -436,6 +467,15 @@ def resolve_testbed(hosts: str | None, source_control: str, destination_control:
     src, dst = endpoints_for(load_hosts(hosts)) if hosts else local_endpoints()
     return resolve(ControlSockets(src, source_control, dst, destination_control),
                    PlainDisplay())  # fmt: skip
+
+
+def check_once(source: RunningGuest, destination: Endpoint, guest: Guest, flow: FlowOptions,
+               tag: str, display: Display | None = None) -> Report:  # fmt: skip
+    """Dry-run a migration of the guest at `source` to `destination`
+    (harness.flow.run_check); the guest keeps running on the source."""
+    driver = TestbedDriver(source, destination, guest, MigrationPolicy(), flow, tag)
+    return run_check(driver, guest_summary(guest), dataclasses.replace(flow, keep_running=True),
+                     display)  # fmt: skip
 
 
 def migrate_once(

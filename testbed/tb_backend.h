@@ -25,6 +25,12 @@ struct tb_backend {
 	tb_progress_fn	*progress;
 	void		*progress_arg;
 	uint64_t	restored;	/* sections restored, one bit each */
+	/*
+	 * A device without a snapshot routine, as bhyve's hostbridge:
+	 * its name, or NULL.  The guest's description refuses it, so the
+	 * source refuses the migration before memory moves.
+	 */
+	const char	*stateless_device;
 };
 
 /* Set up tb for guest g; progress may be NULL. */

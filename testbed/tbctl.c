@@ -36,11 +36,11 @@
 #include "tb_ctlmsg.h"
 
 #define	REPLY_MAX		65536
-#define	CONNECT_TIMEOUT_MS	30000
 #define	OPT_CONTROL		1000
 #define	OPT_TO			1001
 #define	OPT_KEYFILE		1002
 #define	OPT_TABLE		1100	/* + mig_opts[] index */
+#define	OPT_BHYVECTL		1200	/* + MIGRATE_OPT_*: bhyvectl's spelling */
 
 static void
 usage(void)
@@ -52,6 +52,8 @@ usage(void)
 	    "       tbctl --control PATH check --to HOST:PORT --key-file FILE\n"
 	    "       tbctl --control PATH cancel | resume | guest-status\n"
 	    "       tbctl --control PATH verify | status | stop | checkpoint\n"
+	    "       tbctl --control PATH --migrate-live=HOST:PORT ... (bhyvectl's "
+	    "options)\n"
 	    "migration options (bhyvectl: --migrate-NAME):\n");
 	mig_opts_usage(stderr, "", true);
 	exit(MIG_EXIT_USAGE);
@@ -102,14 +104,38 @@ simple(const char *control, const char *cmd)
 	return (ok ? 0 : 1);
 }
 
+/*
+ * tbctl's words for bhyvectl's options: the command names the option
+ * that carries --to's address, the rest map one to one.
+ */
+static void
+option(int opt, const char *arg)
+{
+
+	if (migrate_option(opt, arg) != 0)
+		exit(MIG_EXIT_USAGE);
+}
+
 int
 main(int argc, char **argv)
 {
-	struct option longopts[MIG_OPT_COUNT + 4];
-	struct migrate_ctl c;
-	const char *control, *cmd;
-	char msg[MIG_ERRMSG_MAX];
-	bool migrate_opts;
+	static const struct {
+		const char	*name;
+		int		opt;
+	} cmds[] = {
+		{ "migrate", MIGRATE_OPT_LIVE },
+		{ "check", MIGRATE_OPT_CHECK },
+		{ "cancel", MIGRATE_OPT_CANCEL },
+		{ "resume", MIGRATE_OPT_RESUME },
+		{ "guest-status", MIGRATE_OPT_STATUS },
+	};
+	const struct option bhyvectl_opts[] = {
+		MIGRATE_LONG_OPTIONS(OPT_BHYVECTL),
+	};
+	struct option longopts[MIG_OPT_COUNT + MIGRATE_OPT_BHYVECTL + 4];
+	const char *control, *cmd, *to;
+	bool bhyvectl, migrate_opts;
+	size_t c;
 	int ch, i, n;
 
 	n = 0;
@@ -123,15 +149,13 @@ main(int argc, char **argv)
 		longopts[n++] = (struct option){ mig_opts[i].name,
 		    mig_opts[i].type == MIG_OPT_FLAG ? no_argument :
 		    required_argument, NULL, OPT_TABLE + i };
+	for (i = 0; i < MIGRATE_OPT_BHYVECTL; i++)
+		longopts[n++] = bhyvectl_opts[i];
 	longopts[n] = (struct option){ NULL, 0, NULL, 0 };
 
-	memset(&c, 0, sizeof(c));
-	c.progname = "tbctl";
-	c.json = true;
-	c.human = true;
-	c.connect_timeout_ms = CONNECT_TIMEOUT_MS;
-	control = NULL;
-	migrate_opts = false;
+	migrate_output("tbctl", "", true, true);
+	control = to = NULL;
+	bhyvectl = migrate_opts = false;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (ch == OPT_CONTROL) {
 			control = optarg;
@@ -139,16 +163,27 @@ main(int argc, char **argv)
 		}
 		migrate_opts = true;
 		if (ch == OPT_TO)
-			c.target = optarg;
+			to = optarg;
 		else if (ch == OPT_KEYFILE)
-			c.keyfile = optarg;
-		else if (ch >= OPT_TABLE && ch < OPT_TABLE + MIG_OPT_COUNT) {
-			if (mig_request_set(&c.req, ch - OPT_TABLE, optarg,
-			    msg, sizeof(msg)) != 0)
-				die(MIG_EXIT_USAGE, "--%s: %s",
-				    mig_opts[ch - OPT_TABLE].name, msg);
+			option(MIGRATE_OPT_KEYFILE, optarg);
+		else if (ch >= OPT_TABLE && ch < OPT_TABLE + MIG_OPT_COUNT)
+			option(MIGRATE_OPT_TABLE + ch - OPT_TABLE, optarg);
+		else if (ch >= OPT_BHYVECTL &&
+		    ch < OPT_BHYVECTL + MIGRATE_OPT_BHYVECTL) {
+			/* bhyvectl's own command line, word for word. */
+			if (!bhyvectl)
+				migrate_output("tbctl", "migrate-", false, true);
+			bhyvectl = true;
+			option(ch - OPT_BHYVECTL, optarg);
 		} else
 			usage();
+	}
+	if (bhyvectl) {
+		if (optind != argc || control == NULL || !migrate_requested())
+			die(MIG_EXIT_USAGE, "with bhyvectl's options give "
+			    "--control and one --migrate* command, no other "
+			    "word");
+		return (migrate_request(control));
 	}
 	if (optind != argc - 1)
 		usage();
@@ -156,22 +191,19 @@ main(int argc, char **argv)
 	if (control == NULL)
 		die(MIG_EXIT_USAGE, "--control is required");
 
-	if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "check") == 0) {
-		c.cmd = cmd[0] == 'm' ? MIGRATE_CMD_MIGRATE : MIGRATE_CMD_CHECK;
-		if (c.target == NULL)
+	for (c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++) {
+		if (strcmp(cmd, cmds[c].name) != 0)
+			continue;
+		if (c < 2 && to == NULL)
 			die(MIG_EXIT_USAGE, "%s: --to is required", cmd);
-		return (migrate_run(control, &c));
+		if (c >= 2 && migrate_opts)
+			die(MIG_EXIT_USAGE, "%s takes no options but --control",
+			    cmd);
+		option(cmds[c].opt, to);
+		return (migrate_request(control));
 	}
 	if (migrate_opts)
 		die(MIG_EXIT_USAGE, "%s takes no options but --control", cmd);
-	if (strcmp(cmd, "cancel") == 0)
-		c.cmd = MIGRATE_CMD_CANCEL;
-	else if (strcmp(cmd, "resume") == 0)
-		c.cmd = MIGRATE_CMD_RESUME;
-	else if (strcmp(cmd, "guest-status") == 0)
-		c.cmd = MIGRATE_CMD_STATUS;
-	if (c.cmd != MIGRATE_CMD_NONE)
-		return (migrate_run(control, &c));
 	if (strcmp(cmd, "verify") != 0 && strcmp(cmd, "status") != 0 &&
 	    strcmp(cmd, "stop") != 0 && strcmp(cmd, "checkpoint") != 0)
 		die(MIG_EXIT_USAGE, "unknown command '%s' (migrate, check, "

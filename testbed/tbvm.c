@@ -78,6 +78,7 @@ struct opts {
 	const char	*keyfile;
 	const char	*report;
 	const char	*fault;		/* post-GO fault of receive */
+	const char	*stateless_device; /* run: a device without state */
 	bool		require_encryption;
 	uint32_t	timeout_ms;	/* 0: the engine's default */
 };
@@ -91,6 +92,7 @@ static struct vm {
 	int		wake[2];	/* exit requests: one byte, the code */
 	struct tb_probe	*probe;
 	bool		receiving;	/* "tbvm receive" */
+	const char	*stateless_device;
 
 	pthread_mutex_t	mtx;		/* what follows */
 	bool		exiting;
@@ -109,7 +111,11 @@ usage(void)
 	    "[--segments N]\n"
 	    "\t    [--workload idle|full|hotset:SIZE[@RATE]] "
 	    "[--fill pattern|zero]\n"
-	    "\t    [--seed S] --control PATH [--probe HOST:PORT]\n"
+	    "\t    [--seed S] [--dma RATE [--dma-unlogged running|drain]]\n"
+	    "\t    [--disk SIZE --disk-image PATH [--disk-hot SIZE] "
+	    "[--disk-rate N]]\n"
+	    "\t    --control PATH [--probe HOST:PORT]\n"
+	    "\t    [--stateless-device NAME]\n"
 	    "       tbvm receive (the guest options of run) --listen "
 	    "HOST:PORT\n"
 	    "\t    --key-file FILE --control PATH [--probe HOST:PORT]\n"
@@ -175,6 +181,13 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "timeout", required_argument, NULL, 't' },
 		{ "fault", required_argument, NULL, 'F' },
 		{ "lazy-memory", no_argument, NULL, 'L' },
+		{ "stateless-device", required_argument, NULL, 'N' },
+		{ "dma", required_argument, NULL, 'D' },
+		{ "dma-unlogged", required_argument, NULL, 'U' },
+		{ "disk", required_argument, NULL, 'd' },
+		{ "disk-image", required_argument, NULL, 'i' },
+		{ "disk-hot", required_argument, NULL, 'h' },
+		{ "disk-rate", required_argument, NULL, 'R' },
 		{ NULL, 0, NULL, 0 }
 	};
 	char msg[256];
@@ -252,12 +265,52 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 			o->timeout_ms = (uint32_t)opt_number("timeout", optarg,
 			    1, UINT32_MAX);
 			break;
+		case 'N':
+			if (o->receive)
+				usage_error("--stateless-device is an option of "
+				    "'tbvm run'");
+			o->stateless_device = optarg;
+			break;
 		case 'F':
 			if (strcmp(optarg, "lose-running") != 0 &&
 			    strcmp(optarg, "die-after-go") != 0)
 				usage_error("--fault: '%s' is neither "
 				    "'lose-running' nor 'die-after-go'", optarg);
 			o->fault = optarg;
+			break;
+		case 'd':
+			if (tb_parse_size(optarg, &cfg->disk.size) != 0)
+				usage_error("--disk: '%s' is not a size such "
+				    "as 64M or 1G", optarg);
+			break;
+		case 'i':
+			if (strlen(optarg) >= sizeof(cfg->disk.image) ||
+			    optarg[0] == '\0')
+				usage_error("--disk-image: give a path of 1 to "
+				    "%zu characters", sizeof(cfg->disk.image) -
+				    1);
+			strcpy(cfg->disk.image, optarg);
+			break;
+		case 'h':
+			if (tb_parse_size(optarg, &cfg->disk.hot_bytes) != 0)
+				usage_error("--disk-hot: '%s' is not a size",
+				    optarg);
+			break;
+		case 'R':
+			cfg->disk.rate = opt_number("disk-rate", optarg, 1,
+			    1000000);
+			break;
+		case 'D':
+			cfg->dma.rate = opt_number("dma", optarg, 1, 1000000);
+			break;
+		case 'U':
+			if (strcmp(optarg, "running") == 0)
+				cfg->dma.unlogged = TB_DMA_UNLOGGED_RUNNING;
+			else if (strcmp(optarg, "drain") == 0)
+				cfg->dma.unlogged = TB_DMA_UNLOGGED_DRAIN;
+			else
+				usage_error("--dma-unlogged: '%s' is neither "
+				    "'running' nor 'drain'", optarg);
 			break;
 		default:
 			usage();
@@ -277,6 +330,17 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		usage_error("--listen is required");
 	if (o->receive && o->keyfile == NULL)
 		usage_error("--key-file is required");
+	if (cfg->disk.size != 0 && cfg->disk.image[0] == '\0')
+		usage_error("--disk needs --disk-image");
+	if (cfg->disk.size == 0 && (cfg->disk.image[0] != '\0' ||
+	    cfg->disk.hot_bytes != 0 || cfg->disk.rate != 0))
+		usage_error("--disk-image, --disk-hot and --disk-rate need "
+		    "--disk");
+	if (cfg->disk.size != 0 && cfg->disk.hot_bytes == 0)
+		cfg->disk.hot_bytes = cfg->disk.size < TB_DISK_HOT_DEFAULT ?
+		    cfg->disk.size : TB_DISK_HOT_DEFAULT;
+	if (cfg->disk.size != 0 && cfg->disk.rate == 0)
+		cfg->disk.rate = TB_DISK_RATE_DEFAULT;
 	if (tb_guest_config_check(cfg, msg, sizeof(msg)) != 0)
 		usage_error("%s", msg);
 }
@@ -381,6 +445,7 @@ seam_backend_create(void *arg __unused, mig_progress_cb *cb, void *cbarg)
 {
 
 	tb_backend_init(&vm.be, vm.guest, cb, cbarg);
+	vm.be.stateless_device = vm.stateless_device;
 	return (&vm.be.mb);
 }
 
@@ -751,6 +816,7 @@ run(const struct opts *o)
 
 	if (setup(o) != 0)
 		return (1);
+	vm.stateless_device = o->stateless_device;
 	error = tb_guest_create(&g, &vm.cfg, true, msg, sizeof(msg));
 	if (error != 0) {
 		fprintf(stderr, "tbvm: %s\n", msg);

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest  # noqa: E402
-from harness.flow import FlowOptions, Report, run_migration  # noqa: E402
+from harness.flow import (  # noqa: E402
+    FlowOptions,
+    Report,
+    describe_failure,
+    run_check,
+    run_migration,
+)
 from harness.migrate import (  # noqa: E402
     Endpoint,
     TestbedDriver,
@@ -62,6 +69,8 @@ class Case:
     flow: dict = field(default_factory=dict)
     policy: dict = field(default_factory=dict)
     interrupt_after_s: float | None = None  # the user presses Ctrl-C this long in
+    check: bool = False  # a dry run (tbctl check, bhyvectl --migrate-check)
+    kill_destination_after_s: float | None = None  # the destination's VM dies this long in
 
 
 CASES = [
@@ -77,9 +86,16 @@ CASES = [
     Case("die-after-go", Expect("indeterminate", "source", phase="switchover",
                                 resolution="resumed-source"),
          destination_fault="die-after-go", flow={"peer_timeout_ms": 2000}),
+    # The destination's VM dies inside round 1: the source rolls back within seconds.
+    Case("destination-killed", Expect("failed", "source", "destination", "precopy"),
+         policy={"bandwidth": 20_000_000}, kill_destination_after_s=1.5),
     # Ctrl-C inside round 1 (128 MiB at 20 MB/s takes 6 s): the operator's cancel.
     Case("cancelled", Expect("cancelled", "source", "source", "precopy", "cancelled"),
          policy={"bandwidth": 20_000_000}, interrupt_after_s=1.5),
+    # Dry runs: no memory moves, the guest keeps running on the source.
+    Case("dry-run-compatible", Expect("compatible", "source"), check=True),
+    Case("dry-run-incompatible", Expect("incompatible", "source", message="vCPU"),
+         destination_vcpus=3, check=True),  # fmt: skip
 ]
 
 
@@ -103,6 +119,50 @@ class CtrlC:
         return getattr(self.proc, name)
 
 
+def assert_expected(report: Report, case: Case) -> None:
+    """What every driver must report for case."""
+    want = case.expect
+    assert report.status == want.status, report.error
+    assert report.guest_runs_on == want.guest_runs_on
+    assert report.verification["ok"], report.verification
+    assert report.verification["where"] == want.guest_runs_on
+    if want.status in ("compatible", "incompatible"):
+        assert report.rounds == [] and report.bytes_sent < 1 << 20  # no memory moved
+        assert report.phases[:2] == ["connect", "handshake"]
+        if want.message:
+            assert any(want.message in r for r in report.reasons), report.reasons
+        else:
+            assert report.reasons == []
+        return
+    if want.status == "completed":
+        assert report.error is None
+        assert report.rounds and report.rounds[-1]["final"]
+        assert report.downtime_ms is not None and report.bytes_sent > 0
+        assert report.phases[-1] in ("switchover", "done")
+    else:
+        assert report.error is not None
+        if want.side:
+            assert report.error["side"] == want.side
+        assert report.error["phase"] == want.phase
+        assert want.message in report.error["message"]
+        if want.status == "cancelled":
+            assert describe_failure(report) == (
+                f"cancelled: the guest kept running on {report.hosts['source']} "
+                "(memory check ok)")  # fmt: skip
+        else:
+            assert want.phase in describe_failure(report)
+    if want.status == "failed" and case.kill_destination_after_s is None:
+        assert report.rounds == []  # refused before any memory moved
+    if want.resolution:
+        # Past GO: the source paused, then exactly one guest kept (checked above).
+        assert report.rounds and report.rounds[-1]["final"]
+        assert report.resolution is not None
+        assert report.resolution["action"] == want.resolution
+        assert want.resolution in describe_failure(report)
+    else:
+        assert report.resolution is None
+
+
 class CaseDriver(TestbedDriver):
     """The test-bed driver with a case's deliberate mismatch, keeping the transcript."""
 
@@ -123,8 +183,14 @@ class CaseDriver(TestbedDriver):
         finally:
             self.guest = real
 
+    def start_check(self) -> Process:
+        self.controller_process = super().start_check()
+        return self.controller_process
+
     def start_migration(self) -> Process:
         self.controller_process = super().start_migration()
+        if self.case.kill_destination_after_s is not None and self.receiver is not None:
+            threading.Timer(self.case.kill_destination_after_s, self.receiver.kill).start()
         if self.case.interrupt_after_s is not None:
             return CtrlC(self.controller_process, self.case.interrupt_after_s)  # type: ignore[return-value]
         return self.controller_process
@@ -147,7 +213,8 @@ def run_testbed_case(
     driver = CaseDriver(src, endpoints[1], guest, MigrationPolicy(**case.policy), flow, tag)
     driver.case = case
     try:
-        report = run_migration(driver, guest_summary(guest), flow, quiet())
+        run = run_check if case.check else run_migration
+        report = run(driver, guest_summary(guest), flow, quiet())
     finally:
         if keep_driver is None:
             src.stop()

@@ -11,6 +11,7 @@ from harness.events import (
     EXIT_FAILED,
     EXIT_INDETERMINATE,
     EXIT_MIGRATED,
+    EXIT_USAGE,
     EventError,
     EventLog,
     PhaseEvent,
@@ -113,6 +114,12 @@ def test_a_controller_without_a_result_is_reported_from_its_exit_status() -> Non
     res = log.finish(EXIT_FAILED)
     assert res.result == "failed" and res.guest_runs_on == "source"
     assert res.error is not None and "accessible by other users" in res.error.message
+    usage = EventLog("tbctl migrate")
+    usage.feed("tbctl: fixed-rounds and max-rounds exclude each other")
+    refused = usage.finish(EXIT_USAGE)
+    assert refused.result == "failed" and refused.error is not None
+    assert refused.error.message == ("tbctl migrate refused its options (tbctl: fixed-rounds "
+                                     "and max-rounds exclude each other)")  # fmt: skip
     lost = EventLog("tbctl migrate")
     lost.feed(line(event="phase", phase="switchover"))
     assert lost.finish(EXIT_INDETERMINATE).guest_runs_on == "paused_on_source"

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest
+from harness.events import EventLog, ResultEvent
 from harness.local import local_endpoints
 from harness.migrate import (
     Endpoint,
     FlowOptions,
     guest_args,
-    last_json,
     migrate_once,
     quiet,
     start_guest,
@@ -153,8 +153,10 @@ def _tbctl_migrate(src, port: int, key: str, *extra: str):
                      timeout=120, check=False)  # fmt: skip
 
 
-def _result(stdout: str) -> dict:
-    return last_json(stdout, "tbctl migrate")
+def _result(stdout: str, code: int) -> ResultEvent:
+    log = EventLog("tbctl migrate")
+    log.feed_text(stdout)
+    return log.finish(code)
 
 
 def test_destination_killed_mid_round_then_retry(endpoints) -> None:
@@ -177,11 +179,10 @@ def test_destination_killed_mid_round_then_retry(endpoints) -> None:
         t0 = time.monotonic()
         assert migrate_proc.wait(30) == 1
         rollback_s = time.monotonic() - t0
-        result = _result(migrate_proc.output())
-        assert result["event"] == "result" and result["result"] == "failed"
-        assert result["guest_runs_on"] == "source"
-        assert result["error"]["side"] == "destination"
-        assert result["error"]["phase"] == "precopy"
+        result = _result(migrate_proc.output(), 1)
+        assert result.result == "failed" and result.guest_runs_on == "source"
+        assert result.error is not None and result.error.side == "destination"
+        assert result.error.phase == "precopy"
         assert rollback_s < 5, f"source took {rollback_s:.1f}s to notice"
         before = json.loads(src.tbctl("status").stdout)["iterations"]
         time.sleep(0.3)
@@ -229,3 +230,16 @@ def test_ctrl_c_cancels_and_the_guest_stays_on_the_source() -> None:
     assert "cancelled: the guest kept running on local-source (memory check ok)" in out, out
     time.sleep(0.5)
     assert _local_vms() <= before  # the harness stops what it started
+
+
+def test_invoke_migrate_check_is_a_dry_run() -> None:
+    import subprocess
+
+    out = subprocess.run(
+        ["invoke", "migrate", "--local", "--check", "--memory", "64M"],
+        capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "result: compatible, guest runs on the source" in out.stdout
+    assert "verification (source): ok, 16384 pages checked" in out.stdout

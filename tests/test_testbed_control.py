@@ -29,7 +29,9 @@ EXIT_OK, EXIT_FAILED, EXIT_INDETERMINATE, EXIT_INCOMPATIBLE, EXIT_USAGE = 0, 1, 
 
 @pytest.fixture(scope="module")
 def bindir() -> Path:
-    return build_testbed_programs()
+    # scripts/coverage.sh points this at a gcov build of the same programs.
+    prebuilt = os.environ.get("BMIG_TESTBED_BIN")
+    return Path(prebuilt) if prebuilt else build_testbed_programs()
 
 
 @dataclass
@@ -63,19 +65,23 @@ class Bed:
         assert line.startswith(ready), f"{argv[1]}: {line!r} {p.stderr.read() if p.poll() else ''}"
         return p, line
 
-    def source(self, name: str = "src") -> str:
+    def source(self, name: str = "src", *extra: str) -> str:
         ctl = str(self.tmp / f"{name}.sock")
-        self._start([str(self.bin / "tbvm"), "run", *GUEST, "--control", ctl], "RUNNING")
+        argv = [str(self.bin / "tbvm"), "run", *GUEST, "--control", ctl, *extra]
+        self._start(argv, "RUNNING")
         return ctl
 
-    def dest(self, name: str = "dst", guest: list[str] = GUEST, fault: str | None = None):
+    def dest(self, name: str = "dst", guest: list[str] = GUEST, fault: str | None = None,
+             host: str = "127.0.0.1"):  # fmt: skip
         ctl = str(self.tmp / f"{name}.sock")
-        argv = [str(self.bin / "tbvm"), "receive", *guest, "--listen", "127.0.0.1:0",
+        listen = f"[{host}]:0" if ":" in host else f"{host}:0"
+        argv = [str(self.bin / "tbvm"), "receive", *guest, "--listen", listen,
                 "--key-file", str(self.key), "--control", ctl]  # fmt: skip
         if fault:
             argv += ["--fault", fault]
         p, line = self._start(argv, "LISTENING")
-        return ctl, f"127.0.0.1:{line.split()[2]}", p
+        port = line.split()[2]
+        return ctl, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), p
 
     def tbctl(self, ctl: str, *args: str, record: str | None = None) -> Run:
         proc = subprocess.run([str(self.bin / "tbctl"), "--control", ctl, *args],
@@ -291,3 +297,140 @@ def test_bad_options_exit_ex_usage(bed: Bed, args: list[str], text: str) -> None
     run = bed.tbctl(str(bed.tmp / "none.sock"), "migrate", "--to", "127.0.0.1:1",
                     "--key-file", str(bed.key), *args)  # fmt: skip
     assert run.rc == EXIT_USAGE and text in run.stderr
+
+
+def test_controller_refuses_what_it_cannot_start_and_says_why(bed: Bed, tmp_path: Path) -> None:
+    src = bed.source()
+    loose = tmp_path / "loose.key"
+    loose.write_text(os.urandom(32).hex())
+    loose.chmod(0o644)
+    cases = [
+        (["migrate", "--to", "127.0.0.1:1"], EXIT_USAGE, "needs --migrate-keyfile"),
+        (["migrate", "--to", "[::1", "--key-file", str(bed.key)], EXIT_USAGE, "missing ']'"),
+        (["migrate", "--to", "127.0.0.1:1", "--key-file", str(loose)], EXIT_FAILED, "key file"),
+        (["migrate", "--to", "127.0.0.1:1", "--key-file", str(bed.key)], EXIT_FAILED,
+         "cannot connect to 127.0.0.1 port 1"),
+        (["cancel", "--to", "x"], EXIT_USAGE, "takes no options"),
+        (["bogus"], EXIT_USAGE, "unknown command"),
+    ]  # fmt: skip
+    for args, rc, text in cases:
+        run = bed.tbctl(src, *args)
+        assert run.rc == rc and text in run.stderr, (args, run.rc, run.stderr)
+    _, addr, _ = bed.dest()
+    gone = bed.tbctl(str(tmp_path / "none.sock"), "migrate", "--to", addr,
+                     "--key-file", str(bed.key))  # fmt: skip
+    assert gone.rc == EXIT_FAILED and "none.sock" in gone.stderr
+    assert bed.tbctl(str(tmp_path / "none.sock"), "guest-status").rc == EXIT_FAILED
+
+
+def test_one_migration_at_a_time_and_none_from_a_paused_guest(bed: Bed) -> None:
+    src = bed.source()
+    _, addr, _ = bed.dest()
+    _, addr2, _ = bed.dest("dst2")
+    mig = bed.popen_migrate(src, addr, "--bandwidth", "16M")
+    assert wait_for(lambda: bed.status(src)["state"] == "migrating")
+    second = bed.migrate(src, addr2)
+    assert second.rc == EXIT_FAILED
+    assert "one migration at a time" in second.result["error"]["message"]
+    assert bed.tbctl(src, "cancel").rc == 0
+    mig.communicate(timeout=30)
+    # A guest left paused by an indeterminate migration goes nowhere else.
+    _, addr3, _ = bed.dest("dst3", fault="lose-running")
+    assert bed.migrate(src, addr3, "--timeout", "2000").rc == EXIT_INDETERMINATE
+    again = bed.migrate(src, addr2)
+    assert again.rc == EXIT_FAILED and "indeterminate" in again.result["error"]["message"]
+
+
+def test_a_stranger_is_refused_and_the_destination_keeps_listening(bed: Bed, tmp_path) -> None:
+    src = bed.source()
+    dst, addr, _ = bed.dest()
+    other = tmp_path / "other.key"
+    other.write_text(os.urandom(32).hex())
+    other.chmod(0o600)
+    assert bed.tbctl(src, "check", "--to", addr, "--key-file", str(other)).rc == EXIT_FAILED
+    assert bed.status(dst)["state"] == "listening"
+    assert bed.migrate(src, addr).rc == EXIT_OK
+
+
+def test_receive_names_a_bad_listen_address(bindir: Path, tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)
+    proc = subprocess.run([str(bindir / "tbvm"), "receive", *GUEST, "--listen", "[::1",
+                           "--key-file", str(key), "--control", str(tmp_path / "c.sock")],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode != 0 and "--listen [::1" in proc.stderr
+    proc = subprocess.run([str(bindir / "tbvm"), "receive", *GUEST, "--listen",
+                           "nonexistent.invalid:0", "--key-file", str(key),
+                           "--control", str(tmp_path / "d.sock")],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode != 0 and "nonexistent.invalid" in proc.stderr
+
+
+def test_bhyvectl_command_lines_run_word_for_word(bed: Bed) -> None:
+    """tbctl takes bhyvectl's --migrate* options: the same parser, words or JSON."""
+    src = bed.source()
+    dst, addr, _ = bed.dest()
+    key = f"--migrate-keyfile={bed.key}"
+    check = bed.tbctl(src, f"--migrate-check={addr}", key, "--migrate-json",
+                      record="bhyvectl-check-json")  # fmt: skip
+    assert check.rc == EXIT_OK and check.result["result"] == "compatible"
+    proc = subprocess.run([str(bed.bin / "tbctl"), "--control", src, f"--migrate-live={addr}", key,
+                           "--migrate-downtime-limit=250"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == EXIT_OK, proc.stderr
+    # Words on stdout, as bhyvectl prints them; phase names whole.
+    assert "Migration phase: compatibility check" in proc.stdout
+    assert "Migration phase: stop-and-copy" in proc.stdout
+    assert "Migration complete" in proc.stdout
+    status = bed.tbctl(dst, "--migrate-status", "--migrate-json")
+    assert status.rc == 0 and status.events[0]["state"] == "running"
+    both = bed.tbctl(dst, "--migrate-cancel", "--migrate-resume")
+    assert both.rc == EXIT_USAGE and "give one of" in both.stderr
+    bad = bed.tbctl(dst, f"--migrate={addr}", key, "--migrate-max-rounds=5")
+    assert bad.rc == EXIT_USAGE and "live migration only" in bad.stderr
+
+
+def test_ipv6_destination(bed: Bed) -> None:
+    src = bed.source()
+    dst, addr, _ = bed.dest(host="::1")
+    assert addr.startswith("[::1]:")
+    assert bed.migrate(src, addr).rc == EXIT_OK
+    assert bed.status(dst)["state"] == "running"
+
+
+def test_non_live_migration(bed: Bed) -> None:
+    src = bed.source()
+    _, addr, _ = bed.dest()
+    run = bed.migrate(src, addr, "--no-live", record="migrate-non-live")
+    assert run.rc == EXIT_OK
+    rounds = [e for e in run.events if e["event"] == "round"]
+    assert len(rounds) == 1 and rounds[0]["final"] is True
+
+
+def test_a_device_without_a_snapshot_routine_is_refused_by_name_before_memory_moves(
+    bed: Bed,
+) -> None:
+    src = bed.source("src", "--stateless-device", "hostbridge")
+    dst, addr, dproc = bed.dest()
+    run = bed.tbctl(src, "check", "--to", addr, "--key-file", str(bed.key),
+                    record="check-incompatible-stateless-device")  # fmt: skip
+    assert run.rc == EXIT_INCOMPATIBLE, run.stderr
+    res = run.result
+    assert res["error"]["side"] == "source" and res["error"]["phase"] == "compat"
+    assert any("hostbridge has no snapshot routine" in r for r in res["reasons"])
+    # A dry run costs the destination nothing: it keeps listening.
+    assert bed.status(dst)["state"] == "listening"
+    mig = bed.migrate(src, addr)
+    assert mig.rc == EXIT_FAILED and mig.result["error"]["phase"] == "compat"
+    assert not [e for e in mig.events if e["event"] == "round"]
+    assert bed.status(src) == {"state": "running", "guest_runs_here": True}
+    assert dproc.wait(timeout=20) != 0
+
+
+def test_receive_names_a_port_in_use(bed: Bed, tmp_path: Path) -> None:
+    _, addr, _ = bed.dest()
+    proc = subprocess.run([str(bed.bin / "tbvm"), "receive", *GUEST, "--listen", addr,
+                           "--key-file", str(bed.key), "--control", str(tmp_path / "e.sock")],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode != 0 and "in use" in proc.stderr and addr.split(":")[1] in proc.stderr

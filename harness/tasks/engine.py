@@ -90,6 +90,27 @@ def _freebsd_migrations(
     return reports
 
 
+def _freebsd_check(config: HostsConfig, guest: Guest, display: Display) -> Report:
+    """bhyvectl --migrate-check between the hosts file's pair (not run here)."""
+    from harness.freebsd_migrate import check_freebsd
+
+    source, destination = config.migration_pair()
+    runners = (SSHRunner.from_config(config, source.name),
+               SSHRunner.from_config(config, destination.name))  # fmt: skip
+    return check_freebsd(config, source, destination, guest, runners, display)
+
+
+def _testbed_check(endpoints, guest: Guest, flow: FlowOptions, display: Display) -> Report:
+    """tbctl check from a fresh guest on the first endpoint to the second."""
+    from harness.migrate import check_once, start_guest
+
+    source = start_guest(endpoints[0], guest, flow, "check")
+    try:
+        return check_once(source, endpoints[1], guest, flow, "check", display)
+    finally:
+        source.stop()
+
+
 @task(
     help={
         "hosts": "hosts file (default: the local namespace test bed, brought up if needed)",
@@ -112,6 +133,8 @@ def _freebsd_migrations(
         "report": "write the JSON report here (and a PNG plot beside it)",
         "run_after": "seconds the guest runs on the destination before the check",
         "plain": "plain progress lines instead of the live bar (the default when not a tty)",
+        "check": "dry run: handshake, authentication and the compatibility check only; "
+        "no memory moves (exit 0 if compatible)",
         "no_resolve": "leave an indeterminate outcome alone (default: ask the destination, "
         "then resume or destroy the source)",
     }
@@ -120,7 +143,7 @@ def migrate(
     c, hosts=None, local=False, memory=None, vcpus=None, workload=None, fill=None,
     segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
     encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
-    plain=False, no_resolve=False, lazy_memory=False,
+    plain=False, no_resolve=False, check=False, lazy_memory=False,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
@@ -144,11 +167,17 @@ def migrate(
         flow = FlowOptions(run_after_s=run_after, resolve=not no_resolve)
         display = make_display(guest.memory, plain)
         if config is not None and config.migration_pair()[0].kind == "freebsd":
-            reports = _freebsd_migrations(config, guest, policy, runs, display, flow)
+            if check:
+                reports = [_freebsd_check(config, guest, display)]
+            else:
+                reports = _freebsd_migrations(config, guest, policy, runs, display, flow)
         else:
             if config is not None:
                 endpoints = endpoints_for(config)
-            reports = PingPong(*endpoints, guest, policy, flow).run(runs, display)
+            if check:
+                reports = [_testbed_check(endpoints, guest, flow, display)]
+            else:
+                reports = PingPong(*endpoints, guest, policy, flow).run(runs, display)
     except (HarnessError, ValueError) as exc:
         sys.exit(f"migrate: {exc}")
     finally:

@@ -159,6 +159,7 @@ struct mig_error {
 	enum mig_phase	phase;
 	int		code;		/* errno value */
 	bool		guest_running_on_source;
+	bool		dry_run;	/* destination: the peer only checked */
 	char		msg[MIG_ERRMSG_MAX];
 };
 

@@ -20,6 +20,7 @@
 #include <sys/param.h>
 #include <sys/cpuset.h>
 #include <sys/mman.h>
+#include <sys/sysctl.h>
 
 #include <machine/cpufunc.h>
 #include <machine/vmm.h>
@@ -50,6 +51,7 @@
 #include "migration.h"
 #include "migration_backend.h"
 #include "migration_bhyve.h"
+#include "migration_devlog.h"
 #include "pci_emul.h"
 #include "snapshot.h"
 
@@ -100,6 +102,13 @@ struct bhyve_mig {
 	bool		thr_cycling;	/* vCPUs held by the thread now */
 	uint32_t	thr_pct;
 };
+
+/*
+ * The device write log block_if marks.  Its writers (block_if threads)
+ * may hold the pointer at any time, so it lives as long as the guest's
+ * memory: created by the first migration, disarmed between them.
+ */
+static struct mig_devlog *mig_bhyve_devlog;
 
 /* The kernel structures, as the snapshot code names them. */
 static const struct {
@@ -241,6 +250,18 @@ mig_bhyve_sections(struct bhyve_mig *bm, struct mig_vminfo *vi)
 			    "this guest cannot be migrated", pdi->pi_name);
 			return (ENOTSUP);
 		}
+		/*
+		 * pci_snapshot() fails with ENOTSUP for such a device, but
+		 * only after the guest was paused: refuse it now, in the
+		 * compatibility phase, by name.
+		 */
+		if (pdi->pi_d == NULL || pdi->pi_d->pe_snapshot == NULL) {
+			mig_bhyve_msg(bm, "device %s (%s) has no snapshot "
+			    "routine, so its state cannot be moved and this "
+			    "guest cannot be migrated", pdi->pi_name,
+			    emu != NULL ? emu : "unknown emulation");
+			return (ENOTSUP);
+		}
 		error = mig_bhyve_add_sect(bm, SECT_PCI, pdi->pi_name, pdi, 0);
 		if (error != 0)
 			return (error);
@@ -267,16 +288,21 @@ mig_bhyve_sections(struct bhyve_mig *bm, struct mig_vminfo *vi)
 }
 
 /*
- * The CPUID leaves that decide what a guest may have seen and used:
- * vendor, basic and extended feature flags, structured extended
- * features, and the XSAVE state components.  vmm derives the guest's
- * CPUID from the host's, so equal summaries mean the guest finds the
- * same features after the move.
+ * What the guest may have seen and used of the CPU: vendor, basic and
+ * extended feature flags, structured extended features, the XSAVE state
+ * components, and the TSC frequency, which bhyve does not scale (a
+ * restore only rebases the offset).  15.0's userland cannot read the
+ * CPUID vmm presents to a guest; vmm derives it from the host's, so the
+ * host leaves are read with the bits that describe the host kernel
+ * rather than the CPU masked: OSXSAVE (leaf 1 ECX 27, CR4.OSXSAVE) and
+ * OSPKE (leaf 7 ECX 4, CR4.PKE), and leaf 1 EBX (APIC ID, CLFLUSH size).
  */
 static void
 mig_bhyve_cpu_features(char *buf, size_t len)
 {
 	u_int vendor[4], l0[4], l1[4], l7[4], ld[4], le[4], le1[4];
+	uint64_t tsc_freq;
+	size_t tsclen;
 
 	memset(l7, 0, sizeof(l7));
 	memset(ld, 0, sizeof(ld));
@@ -294,16 +320,15 @@ mig_bhyve_cpu_features(char *buf, size_t len)
 	do_cpuid(0x80000000, le);
 	if (le[0] >= 0x80000001)
 		do_cpuid(0x80000001, le1);
+	tsclen = sizeof(tsc_freq);
+	if (sysctlbyname("machdep.tsc_freq", &tsc_freq, &tsclen, NULL, 0) != 0)
+		tsc_freq = 0;
 
-	/*
-	 * Leaf 1 EBX holds the APIC ID and CLFLUSH size, not features, and
-	 * ECX bit 27 (OSXSAVE) follows the host kernel's CR4: leave them
-	 * out.
-	 */
 	snprintf(buf, len,
-	    "%.12s 1:%08x:%08x 7:%08x:%08x:%08x d:%08x 80000001:%08x:%08x",
-	    (const char *)vendor, l1[2] & ~(1u << 27), l1[3], l7[1], l7[2],
-	    l7[3], ld[0], le1[2], le1[3]);
+	    "%.12s 1:%08x:%08x 7:%08x:%08x:%08x d:%08x 80000001:%08x:%08x "
+	    "tsc:%ju", (const char *)vendor, l1[2] & ~(1u << 27), l1[3], l7[1],
+	    l7[2] & ~(1u << 4), l7[3], ld[0], le1[2], le1[3],
+	    (uintmax_t)tsc_freq);
 }
 
 static int
@@ -366,8 +391,36 @@ mig_bhyve_dirty_start(void *arg)
 			    "%s", strerror(error));
 		return (error);
 	}
+	if (mig_bhyve_devlog == NULL) {
+		error = mig_devlog_create(&mig_bhyve_devlog, bm->segs,
+		    bm->nsegs, bm->page_size);
+		if (error != 0) {
+			(void)vm_dirty_track(bm->ctx, false);
+			mig_bhyve_msg(bm, "cannot create the device write "
+			    "log: %s", strerror(error));
+			return (error);
+		}
+		mig_devlog_set_current(mig_bhyve_devlog);
+	}
+	mig_devlog_arm(mig_bhyve_devlog);
 	bm->tracking = true;
 	return (0);
+}
+
+/* Guest pages block_if read into (see migration_devlog.h). */
+static int
+mig_bhyve_devlog_collect(void *arg, uint32_t seg, uint64_t first,
+    uint64_t npages, uint64_t *bitmap)
+{
+	struct bhyve_mig *bm = arg;
+	int error;
+
+	error = mig_devlog_collect(mig_bhyve_devlog, seg, first, npages,
+	    bitmap);
+	if (error != 0)
+		mig_bhyve_msg(bm, "bad device write log range (segment %u, "
+		    "%ju pages)", seg, (uintmax_t)npages);
+	return (error);
 }
 
 static int
@@ -437,6 +490,7 @@ mig_bhyve_dirty_stop(void *arg)
 
 	if (!bm->tracking)
 		return;
+	mig_devlog_disarm(mig_bhyve_devlog);
 	if (vm_dirty_track(bm->ctx, false) != 0)
 		EPRINTLN("migration: cannot stop dirty page tracking: %s",
 		    strerror(errno));
@@ -725,6 +779,7 @@ static const struct mig_backend_ops mig_bhyve_ops = {
 	.populated = mig_bhyve_populated,
 	.dirty_putback = mig_bhyve_dirty_putback,
 	.dirty_stop = mig_bhyve_dirty_stop,
+	.devlog_collect = mig_bhyve_devlog_collect,
 	.pause = mig_bhyve_pause,
 	.resume = mig_bhyve_resume,
 	.throttle = mig_bhyve_throttle,

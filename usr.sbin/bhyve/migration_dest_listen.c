@@ -69,13 +69,6 @@ mig_dest_state(void)
 	    __ATOMIC_SEQ_CST));
 }
 
-const char *
-mig_dest_state_name(enum mig_dest_state st)
-{
-
-	return (state_names[st]);
-}
-
 char *
 mig_dest_status_json(void)
 {
@@ -233,10 +226,11 @@ mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
 		close(fd);
 		/*
 		 * A connection that fails before proving the key (a port
-		 * scan, a health check, a wrong key) must not cost the real
-		 * source its destination: refuse it and keep listening.
+		 * scan, a health check, a wrong key), or a dry run, must not
+		 * cost the real source its destination: refuse it and keep
+		 * listening.
 		 */
-		if (err->phase > MIG_PHASE_AUTH) {
+		if (err->phase > MIG_PHASE_AUTH && !err->dry_run) {
 			mig_dest_set_state(MIG_DEST_FAILED);
 			return (error);
 		}

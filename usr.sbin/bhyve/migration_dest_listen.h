@@ -77,7 +77,6 @@ int	mig_dest_finish(struct mig_dest *, struct mig_conn *, bool confirm,
 void	mig_dest_close(struct mig_dest *);
 void	mig_dest_set_state(enum mig_dest_state);
 enum mig_dest_state mig_dest_state(void);
-const char *mig_dest_state_name(enum mig_dest_state);
 /* One JSON line answering "status". */
 char	*mig_dest_status_json(void);
 

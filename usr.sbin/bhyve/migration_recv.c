@@ -131,6 +131,7 @@ mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
 	*cp = c;
 	return (0);
 fail:
+	err->dry_run = c->ch.check_only;
 	mig_conn_free(c);
 	return (error != 0 ? error : EIO);
 }

@@ -196,6 +196,12 @@ collect(struct sender *s, uint64_t *count)
 			    seg, first, n, "could not read the dirty page log"))
 			    != 0)
 				return (error);
+			/* ORs into the chunk; it marks only these n pages. */
+			if (s->be->ops->devlog_collect != NULL &&
+			    (error = s->be->ops->devlog_collect(s->be->arg,
+			    seg, first, n, s->chunk)) != 0)
+				return (backend_fail(s, error,
+				    "could not read the device write log"));
 			for (w = 0; w < nw; w++) {
 				s->todo[seg][first / BITS_PER_WORD + w] |=
 				    s->chunk[w];

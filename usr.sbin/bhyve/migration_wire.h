@@ -11,7 +11,8 @@
  *	u16 type | u16 flags | u32 length | payload[length] | tag[16]
  *
  * where the tag (AES-256-GCM) is present on every frame after the
- * handshake.  See PROTOCOL in the series' cover letter for each type.
+ * handshake.  MIGRATION-PROTOCOL.md, in this directory, describes each
+ * type, the handshake, the sequence and the control plane.
  */
 
 #ifndef _MIGRATION_WIRE_H_

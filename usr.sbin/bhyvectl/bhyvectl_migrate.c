@@ -38,12 +38,35 @@
 #include "migration_json.h"
 #include "migration_seam.h"
 
+/* What the controller does. */
+enum migrate_cmd {
+	MIGRATE_CMD_NONE = 0,
+	MIGRATE_CMD_MIGRATE,
+	MIGRATE_CMD_CHECK,
+	MIGRATE_CMD_CANCEL,
+	MIGRATE_CMD_RESUME,
+	MIGRATE_CMD_STATUS
+};
+
+struct migrate_ctl {
+	const char	*progname;	/* before each problem reported */
+	const char	*table_prefix;	/* of the table's options' names */
+	enum migrate_cmd cmd;
+	const char	*target;	/* destination host[:port] */
+	const char	*keyfile;
+	bool		json;		/* events as JSON lines on stdout */
+	bool		human;		/* events in words (stderr if json) */
+	int		connect_timeout_ms;
+	struct mig_request req;
+};
+
 #define	MIGRATE_CONNECT_TIMEOUT_MS	10000
 #define	MIGRATE_HOST_MAX		256
 #define	MIGRATE_PORT_MAX		32
 
 static struct migrate_ctl mctl = {
 	.progname = "bhyvectl",
+	.table_prefix = "migrate-",
 	.human = true,
 	.connect_timeout_ms = MIGRATE_CONNECT_TIMEOUT_MS,
 };
@@ -106,8 +129,6 @@ migrate_option_arg(int opt)
 	return (mig_opts[opt - MIGRATE_OPT_TABLE].arg);
 }
 
-static const char *say_prefix = "bhyvectl";
-
 static void
 say(const char *fmt, ...) __attribute__((__format__(__printf__, 1, 2)));
 
@@ -117,7 +138,7 @@ say(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs(say_prefix, stderr);
+	fputs(mctl.progname, stderr);
 	fputs(": ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
@@ -169,17 +190,28 @@ migrate_option(int opt, const char *arg)
 		mctl.human = false;
 		return (0);
 	default:
-		if (opt < MIGRATE_OPT_TABLE || opt >= MIGRATE_OPT_COUNT ||
-		    (mig_opts[opt - MIGRATE_OPT_TABLE].flags &
-		    MIG_OPTF_TESTBED) != 0)
+		/* bhyvectl lists no MIG_OPTF_TESTBED option; tbctl does. */
+		if (opt < MIGRATE_OPT_TABLE || opt >= MIGRATE_OPT_COUNT)
 			return (-1);
 		if (mig_request_set(&mctl.req, opt - MIGRATE_OPT_TABLE, arg,
 		    msg, sizeof(msg)) != 0) {
-			say("--%s: %s", migrate_option_name(opt), msg);
+			say("--%s%s: %s", mctl.table_prefix,
+			    mig_opts[opt - MIGRATE_OPT_TABLE].name, msg);
 			return (-1);
 		}
 		return (0);
 	}
+}
+
+void
+migrate_output(const char *progname, const char *table_prefix, bool json,
+    bool human)
+{
+
+	mctl.progname = progname;
+	mctl.table_prefix = table_prefix;
+	mctl.json = json;
+	mctl.human = human;
 }
 
 bool
@@ -188,6 +220,8 @@ migrate_requested(void)
 
 	return (mctl.cmd != MIGRATE_CMD_NONE);
 }
+
+static int	migrate_run(const char *, struct migrate_ctl *);
 
 int
 migrate_request(const char *vmname)
@@ -435,11 +469,10 @@ operator_cmd(const char *vm, const struct migrate_ctl *c)
 	return (ok ? MIG_EXIT_OK : MIG_EXIT_FAILED);
 }
 
-int
+static int
 migrate_run(const char *vm, struct migrate_ctl *c)
 {
 
-	say_prefix = c->progname;
 	switch (c->cmd) {
 	case MIGRATE_CMD_MIGRATE:
 	case MIGRATE_CMD_CHECK:

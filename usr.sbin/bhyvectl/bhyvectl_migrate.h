@@ -55,34 +55,17 @@ _Static_assert(MIGRATE_OPT_BHYVECTL == 17,
 	MIGRATE_LONG_OPTION(base, 14), MIGRATE_LONG_OPTION(base, 15),	\
 	MIGRATE_LONG_OPTION(base, 16)
 
-/* What the controller does. */
-enum migrate_cmd {
-	MIGRATE_CMD_NONE = 0,
-	MIGRATE_CMD_MIGRATE,
-	MIGRATE_CMD_CHECK,
-	MIGRATE_CMD_CANCEL,
-	MIGRATE_CMD_RESUME,
-	MIGRATE_CMD_STATUS
-};
-
-struct migrate_ctl {
-	const char	*progname;	/* before each problem reported */
-	enum migrate_cmd cmd;
-	const char	*target;	/* destination host[:port] */
-	const char	*keyfile;
-	bool		json;		/* events as JSON lines on stdout */
-	bool		human;		/* events in words (stderr if json) */
-	int		connect_timeout_ms;
-	struct mig_request req;
-};
-
 /* bhyvectl: record option opt (0 .. MIGRATE_OPT_COUNT - 1). */
 int	migrate_option(int opt, const char *arg);
 bool	migrate_requested(void);
-/* bhyvectl: run what the options asked for; a MIG_EXIT_* code. */
+/*
+ * tbctl: its name and its spelling of the table's options (no
+ * "migrate-"), JSON lines on stdout, words (on stderr with JSON).
+ */
+void	migrate_output(const char *progname, const char *table_prefix,
+	    bool json, bool human);
+/* Run what the options asked for against the VM; a MIG_EXIT_* code. */
 int	migrate_request(const char *vmname);
-/* Run a controller command against the VM named vm; a MIG_EXIT_* code. */
-int	migrate_run(const char *vm, struct migrate_ctl *);
 /* bhyvectl's option opt: "migrate-...", getopt's has_arg, its argument. */
 const char *migrate_option_name(int opt);
 int	migrate_option_has_arg(int opt);

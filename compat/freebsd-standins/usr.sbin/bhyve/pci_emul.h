@@ -16,6 +16,8 @@ struct vm_snapshot_meta;
 
 struct pci_devemu {
 	const char	*pe_emu;	/* name of the device emulation */
+	/* the instance, config space and BAR callbacks omitted here */
+	int	(*pe_snapshot)(struct vm_snapshot_meta *meta);	/* or NULL */
 	/* further members omitted in this stand-in */
 };
 
