@@ -128,7 +128,8 @@ class TestbedGuest:
     disk: bytes of the tb-disk device's image (0: no disk), one file per guest and host,
     written while the guest runs (disk_hot: its hot set; disk_rate: block writes/s; 0 for
     tbvm's defaults); disk_image: one image path both hosts open (shared storage), else each
-    host has its own in its work directory."""
+    host has its own in its work directory; lazy_memory: the destination does not fault its
+    memory in before the stream (bhyve without -S), so a guest may be larger than RAM."""
 
     __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
 
@@ -142,6 +143,7 @@ class TestbedGuest:
     disk_hot: int = 0
     disk_rate: int = 0
     disk_image: str | None = None
+    lazy_memory: bool = False
 
 
 @dataclass
@@ -379,7 +381,7 @@ _GUEST_KEYS = ("memory", "vcpus", "freebsd", "testbed")
 _FREEBSD_GUEST_KEYS = ("disk", "devices", "config", "bootrom", "wired")
 _TESTBED_GUEST_KEYS = (
     "workload", "fill", "segments", "rate", "dma_rate", "dma_unlogged", "disk", "disk_hot",
-    "disk_rate", "disk_image",
+    "disk_rate", "disk_image", "lazy_memory",
 )  # fmt: skip
 _DMA_UNLOGGED = ("running", "drain")
 _MIGRATION_KEYS = (
@@ -589,6 +591,8 @@ def _parse_testbed_guest(r: _Reader, node: yaml.Node, what: str) -> TestbedGuest
                 setattr(out, key, parse_size(size, name))
             except ValueError as exc:
                 raise r.error(value, str(exc)) from None
+        elif key == "lazy_memory":
+            out.lazy_memory = r.boolean(value, name)
     return out
 
 

@@ -69,6 +69,8 @@ class RoundEvent:
     duration_us: int
     throttle_pct: int = 0
     est_downtime_us: int | None = None
+    unpopulated_pages: int = 0  # of zero_pages: never read, sent as ranges
+    rewritten_pages: int = 0  # written again before their send: left to the next round
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,8 @@ def parse_event(line: str, where: str = "event") -> Event | None:
             duration_us=f.req_int("duration_us"),
             throttle_pct=f.int("throttle_pct", True) or 0,
             est_downtime_us=f.int("est_downtime_us", True),
+            unpopulated_pages=f.int("unpopulated_pages", True) or 0,
+            rewritten_pages=f.int("rewritten_pages", True) or 0,
         )
     if kind == "progress":
         return ProgressEvent(

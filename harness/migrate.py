@@ -263,6 +263,8 @@ class TestbedDriver:
             "--probe", _addr(dst.probe_address, self.dst_probe),
             "--report", self.dst_report,
         ]  # fmt: skip
+        if (self.guest.testbed or TestbedGuest()).lazy_memory:
+            argv.append("--lazy-memory")
         if self.flow.destination_fault:
             argv += ["--fault", self.flow.destination_fault]
         self.receiver = dst.runner.spawn(argv)

@@ -123,6 +123,26 @@ tb_dirty_collect_op(void *arg, uint32_t seg, uint64_t first,
 }
 
 static int
+tb_populated_op(void *arg, uint32_t seg, uint64_t first, uint64_t npages,
+    uint64_t *bitmap)
+{
+	struct tb_backend *tb = arg;
+	uint64_t idx;
+	int error;
+
+	error = chunk_pages(tb, seg, first, npages, &idx);
+	if (error != 0)
+		return (error);
+	error = tb_dirty_populated(tb_guest_dirty(tb->guest), idx, npages,
+	    bitmap);
+	if (error != 0)
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
+		    "reading populated pages (PAGEMAP_SCAN): %s",
+		    strerror(error));
+	return (error);
+}
+
+static int
 tb_dirty_putback_op(void *arg, uint32_t seg, uint64_t first,
     uint64_t npages, const uint64_t *bitmap)
 {
@@ -232,6 +252,7 @@ static const struct mig_backend_ops tb_ops = {
 	.dirty_collect = tb_dirty_collect_op,
 	.dirty_putback = tb_dirty_putback_op,
 	.dirty_stop = tb_dirty_stop,
+	.populated = tb_populated_op,
 	.devlog_collect = tb_devlog_collect_op,
 	.pause = tb_pause,
 	.resume = tb_resume,

@@ -16,6 +16,11 @@
  * own and merged into the next collect: un-protecting a page that was
  * never populated leaves it reading as clean, so the page tables cannot
  * hold them.
+ *
+ * Which pages hold data is taken when tracking is armed, for the engine
+ * to skip the rest in round 1 unread.  It cannot be asked later: arming
+ * puts a write-protect marker into every empty page table entry, and
+ * PAGEMAP_SCAN reports a marker as swapped.
  */
 
 #include <sys/ioctl.h>
@@ -73,6 +78,9 @@ struct pm_scan_arg {
 
 #define	PAGEMAP_SCAN		_IOWR('f', 16, struct pm_scan_arg)
 #define	PAGE_IS_WRITTEN		(1 << 1)
+#define	PAGE_IS_PRESENT		(1 << 3)
+#define	PAGE_IS_SWAPPED		(1 << 4)
+#define	PAGE_IS_PFNZERO		(1 << 5)
 #define	PM_SCAN_WP_MATCHING	(1 << 0)
 #define	PM_SCAN_CHECK_WPASYNC	(1 << 1)
 #endif
@@ -87,6 +95,8 @@ struct tb_dirty {
 	pthread_mutex_t	mtx;		/* vec and pending */
 	struct page_region *vec;
 	uint64_t	*pending;	/* put-back marks, one bit a page */
+	uint64_t	*populated;	/* held data when armed */
+	bool		armed;
 };
 
 static void
@@ -169,7 +179,8 @@ tb_dirty_open(struct tb_dirty **dp, void *base, size_t len, char *msg,
 	d->pagemap = -1;
 	d->vec = calloc(TB_DIRTY_VEC, sizeof(*d->vec));
 	d->pending = calloc((d->npages + 63) / 64, sizeof(uint64_t));
-	if (d->vec == NULL || d->pending == NULL) {
+	d->populated = calloc((d->npages + 63) / 64, sizeof(uint64_t));
+	if (d->vec == NULL || d->pending == NULL || d->populated == NULL) {
 		snprintf(msg, msglen, "out of memory");
 		error = ENOMEM;
 		goto fail_mem;
@@ -224,20 +235,126 @@ tb_dirty_open(struct tb_dirty **dp, void *base, size_t len, char *msg,
 fail_uffd:
 	close(d->uffd);
 fail_mem:
+	free(d->populated);
 	free(d->pending);
 	free(d->vec);
 	free(d);
 	return (error);
 }
 
+/*
+ * Run the PAGEMAP_SCAN described by arg over [first, first + npages),
+ * setting the bits of the pages it reports.  Called with mtx held.
+ */
+static int
+scan_regions(struct tb_dirty *d, struct pm_scan_arg *arg, uint64_t first,
+    uint64_t npages, uint64_t *bitmap)
+{
+	uint64_t end, i, s, e;
+	long n;
+
+	end = (uintptr_t)d->base + ((first + npages) << TB_PAGE_SHIFT);
+	arg->size = sizeof(*arg);
+	arg->start = (uintptr_t)d->base + (first << TB_PAGE_SHIFT);
+	arg->end = end;
+	arg->vec = (uintptr_t)d->vec;
+	arg->vec_len = TB_DIRTY_VEC;
+	/* A full vector ends the walk early; go on from where it stopped. */
+	while (arg->start < end) {
+		n = ioctl(d->pagemap, PAGEMAP_SCAN, arg);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return (errno);
+		}
+		for (i = 0; i < (uint64_t)n; i++) {
+			s = (d->vec[i].start - (uintptr_t)d->base) >>
+			    TB_PAGE_SHIFT;
+			e = (d->vec[i].end - (uintptr_t)d->base) >>
+			    TB_PAGE_SHIFT;
+			if (s < first || e > first + npages || s > e)
+				return (EIO);
+			bits_set(bitmap, s - first, e - first);
+		}
+		if (arg->walk_end <= arg->start)
+			return (EIO);
+		arg->start = arg->walk_end;
+	}
+	return (0);
+}
+
+/*
+ * OR into bitmap the pages of [first, first + npages) that are in any
+ * of the categories anyof and not the shared zero page.
+ */
+static int
+scan_populated(struct tb_dirty *d, uint64_t first, uint64_t npages,
+    uint64_t anyof, uint64_t *bitmap)
+{
+	struct pm_scan_arg arg;
+
+	memset(&arg, 0, sizeof(arg));
+	arg.category_inverted = PAGE_IS_PFNZERO;
+	arg.category_mask = PAGE_IS_PFNZERO;
+	arg.category_anyof_mask = anyof;
+	arg.return_mask = anyof;
+	return (scan_regions(d, &arg, first, npages, bitmap));
+}
+
 int
 tb_dirty_arm(struct tb_dirty *d)
 {
+	size_t words;
+	int error;
 
+	words = (d->npages + 63) / 64;
 	pthread_mutex_lock(&d->mtx);
-	memset(d->pending, 0, (d->npages + 63) / 64 * sizeof(uint64_t));
+	memset(d->pending, 0, words * sizeof(uint64_t));
+	memset(d->populated, 0, words * sizeof(uint64_t));
+	/*
+	 * Before arming: resident or swapped.  After: resident, for a page
+	 * first written in between (markers are never resident).
+	 */
+	error = scan_populated(d, 0, d->npages, PAGE_IS_PRESENT |
+	    PAGE_IS_SWAPPED, d->populated);
+	if (error == 0)
+		error = writeprotect(d, UFFDIO_WRITEPROTECT_MODE_WP);
+	if (error == 0)
+		error = scan_populated(d, 0, d->npages, PAGE_IS_PRESENT,
+		    d->populated);
+	d->armed = error == 0;
 	pthread_mutex_unlock(&d->mtx);
-	return (writeprotect(d, UFFDIO_WRITEPROTECT_MODE_WP));
+	return (error);
+}
+
+int
+tb_dirty_populated(struct tb_dirty *d, uint64_t first, uint64_t npages,
+    uint64_t *bitmap)
+{
+	uint64_t i;
+	int error;
+
+	if (first > d->npages || npages > d->npages - first)
+		return (EINVAL);
+	memset(bitmap, 0, (npages + 63) / 64 * sizeof(uint64_t));
+	pthread_mutex_lock(&d->mtx);
+	error = 0;
+	if (!d->armed) {
+		/* No markers yet: the page tables tell. */
+		error = scan_populated(d, first, npages, PAGE_IS_PRESENT |
+		    PAGE_IS_SWAPPED, bitmap);
+	} else if ((first & 63) == 0) {
+		memcpy(bitmap, &d->populated[first >> 6],
+		    (npages + 63) / 64 * sizeof(uint64_t));
+		if ((npages & 63) != 0)
+			bitmap[npages >> 6] &= (1ull << (npages & 63)) - 1;
+	} else {
+		for (i = 0; i < npages; i++)
+			if (bit_isset(d->populated, first + i))
+				bitmap[i >> 6] |= 1ull << (i & 63);
+	}
+	pthread_mutex_unlock(&d->mtx);
+	return (error);
 }
 
 int
@@ -246,6 +363,7 @@ tb_dirty_disarm(struct tb_dirty *d)
 
 	pthread_mutex_lock(&d->mtx);
 	memset(d->pending, 0, (d->npages + 63) / 64 * sizeof(uint64_t));
+	d->armed = false;
 	pthread_mutex_unlock(&d->mtx);
 	return (writeprotect(d, 0));
 }
@@ -255,8 +373,7 @@ tb_dirty_collect(struct tb_dirty *d, uint64_t first, uint64_t npages,
     uint64_t *bitmap)
 {
 	struct pm_scan_arg arg;
-	uint64_t end, i, s, e;
-	long n;
+	uint64_t i;
 	int error;
 
 	if (first > d->npages || npages > d->npages - first)
@@ -266,45 +383,11 @@ tb_dirty_collect(struct tb_dirty *d, uint64_t first, uint64_t npages,
 		return (0);
 
 	pthread_mutex_lock(&d->mtx);
-	end = (uintptr_t)d->base + ((first + npages) << TB_PAGE_SHIFT);
 	memset(&arg, 0, sizeof(arg));
-	arg.size = sizeof(arg);
 	arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
-	arg.start = (uintptr_t)d->base + (first << TB_PAGE_SHIFT);
-	arg.end = end;
-	arg.vec = (uintptr_t)d->vec;
-	arg.vec_len = TB_DIRTY_VEC;
 	arg.category_mask = PAGE_IS_WRITTEN;
 	arg.return_mask = PAGE_IS_WRITTEN;
-	error = 0;
-	/* A full vector ends the walk early; go on from where it stopped. */
-	while (arg.start < end) {
-		n = ioctl(d->pagemap, PAGEMAP_SCAN, &arg);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			error = errno;
-			break;
-		}
-		for (i = 0; i < (uint64_t)n; i++) {
-			s = (d->vec[i].start - (uintptr_t)d->base) >>
-			    TB_PAGE_SHIFT;
-			e = (d->vec[i].end - (uintptr_t)d->base) >>
-			    TB_PAGE_SHIFT;
-			if (s < first || e > first + npages || s > e) {
-				error = EIO;
-				break;
-			}
-			bits_set(bitmap, s - first, e - first);
-		}
-		if (error != 0)
-			break;
-		if (arg.walk_end <= arg.start) {
-			error = EIO;
-			break;
-		}
-		arg.start = arg.walk_end;
-	}
+	error = scan_regions(d, &arg, first, npages, bitmap);
 	for (i = 0; error == 0 && i < npages; i++) {
 		if (bit_isset(d->pending, first + i)) {
 			bitmap[i >> 6] |= 1ull << (i & 63);
@@ -341,6 +424,7 @@ tb_dirty_close(struct tb_dirty *d)
 	close(d->pagemap);
 	close(d->uffd);
 	pthread_mutex_destroy(&d->mtx);
+	free(d->populated);
 	free(d->pending);
 	free(d->vec);
 	free(d);
@@ -368,6 +452,31 @@ selftest_expect(struct tb_dirty *d, uint64_t npages, uint64_t want,
 			snprintf(msg, msglen, "%s, page %ju reads as %s",
 			    when, (uintmax_t)i,
 			    bit_isset(bitmap, i) ? "written" : "clean");
+			return (EIO);
+		}
+	}
+	return (0);
+}
+
+/* Check that exactly page want held data when d was armed. */
+static int
+selftest_populated(struct tb_dirty *d, uint64_t npages, uint64_t want,
+    char *msg, size_t msglen)
+{
+	uint64_t bitmap[1], i;
+	int error;
+
+	error = tb_dirty_populated(d, 0, npages, bitmap);
+	if (error != 0) {
+		snprintf(msg, msglen, "PAGEMAP_SCAN for populated pages: %s",
+		    strerror(error));
+		return (error);
+	}
+	for (i = 0; i < npages; i++) {
+		if (bit_isset(bitmap, i) != (i == want)) {
+			snprintf(msg, msglen, "page %ju reads as %s when "
+			    "armed", (uintmax_t)i, bit_isset(bitmap, i) ?
+			    "populated" : "never populated");
 			return (EIO);
 		}
 	}
@@ -412,6 +521,11 @@ tb_dirty_selftest(char *msg, size_t msglen)
 	    msg, msglen);
 	if (error != 0)
 		goto out;
+	/* Page 7 maps the shared zero page: read, but holds no data. */
+	(void)((volatile uint8_t *)mem)[7 << TB_PAGE_SHIFT];
+	error = selftest_populated(d, npages, 2, msg, msglen);
+	if (error != 0)
+		goto out;
 	((volatile uint8_t *)mem)[(probe << TB_PAGE_SHIFT) + 100] = 0x5a;
 	error = selftest_expect(d, npages, probe,
 	    "after one write to page 5", msg, msglen);
@@ -425,6 +539,10 @@ tb_dirty_selftest(char *msg, size_t msglen)
 	tb_dirty_putback(d, 0, npages, bitmap);
 	error = selftest_expect(d, npages, probe, "after a put-back", msg,
 	    msglen);
+	if (error != 0)
+		goto out;
+	/* Page 5 was written after arming: the dirty log has it, not this. */
+	error = selftest_populated(d, npages, 2, msg, msglen);
 	if (error != 0)
 		goto out;
 	error = tb_dirty_disarm(d);

@@ -28,6 +28,12 @@ int	tb_dirty_arm(struct tb_dirty *);
 /* Fetch and clear the marks of pages [first, first + npages). */
 int	tb_dirty_collect(struct tb_dirty *, uint64_t first, uint64_t npages,
 	    uint64_t *bitmap);
+/*
+ * Pages of [first, first + npages) that held data (resident or swapped,
+ * not the shared zero page) when tracking was armed; now if disarmed.
+ */
+int	tb_dirty_populated(struct tb_dirty *, uint64_t first, uint64_t npages,
+	    uint64_t *bitmap);
 /* Mark the pages set in bitmap dirty again. */
 int	tb_dirty_putback(struct tb_dirty *, uint64_t first, uint64_t npages,
 	    const uint64_t *bitmap);

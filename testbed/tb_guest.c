@@ -249,7 +249,9 @@ fill_main(void *arg)
 
 /*
  * Fault all of memory in, with the pattern or without (a destination,
- * like bhyve -S, backs its memory before the stream arrives).
+ * like bhyve -S, backs its memory before the stream arrives; with
+ * --lazy-memory, like bhyve without -S, pages fault in as they arrive
+ * and what arrives as zero ranges is never touched).
  */
 static void
 fill_memory(struct tb_guest *g, bool pattern)
@@ -382,7 +384,7 @@ tb_guest_create(struct tb_guest **gp, const struct tb_guest_config *cfg,
 		if (cfg->fill == TB_FILL_PATTERN)
 			fill_memory(g, true);
 		tb_pattern_blob(cfg->seed, g->blob);
-	} else
+	} else if (!cfg->lazy_memory)
 		fill_memory(g, false);
 
 	for (i = 0; i < cfg->nvcpus; i++) {

@@ -54,6 +54,7 @@ struct tb_guest_config {
 	struct tb_workload workload;
 	enum tb_fill	fill;
 	uint64_t	seed;
+	bool		lazy_memory;	/* receive: no fault-in up front */
 	struct tb_dma_config dma;
 	struct tb_disk_config disk;
 };

@@ -120,6 +120,7 @@ usage(void)
 	    "HOST:PORT\n"
 	    "\t    --key-file FILE --control PATH [--probe HOST:PORT]\n"
 	    "\t    [--report FILE] [--require-encryption] [--timeout MS]\n"
+	    "\t    [--lazy-memory]\n"
 	    "\t    [--fault lose-running|die-after-go]\n");
 	exit(EX_USAGE);
 }
@@ -179,6 +180,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "require-encryption", no_argument, NULL, 'E' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "fault", required_argument, NULL, 'F' },
+		{ "lazy-memory", no_argument, NULL, 'L' },
 		{ "stateless-device", required_argument, NULL, 'N' },
 		{ "dma", required_argument, NULL, 'D' },
 		{ "dma-unlogged", required_argument, NULL, 'U' },
@@ -197,7 +199,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 	cfg->fill = TB_FILL_PATTERN;
 	cfg->workload.kind = TB_WL_IDLE;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (!o->receive && strchr("lkrEtF", ch) != NULL)
+		if (!o->receive && strchr("lkrEtFL", ch) != NULL)
 			usage_error("--%s is an option of 'tbvm receive'",
 			    option_name(longopts, ch));
 		switch (ch) {
@@ -255,6 +257,9 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 			break;
 		case 'E':
 			o->require_encryption = true;
+			break;
+		case 'L':
+			cfg->lazy_memory = true;
 			break;
 		case 't':
 			o->timeout_ms = (uint32_t)opt_number("timeout", optarg,

@@ -76,9 +76,31 @@ def test_migration_is_page_exact(endpoints, workload: str, fill: str) -> None:
         # An idle zero guest travels as markers, not 4 KiB pages.
         assert rounds[0]["zero_pages"] >= 0.99 * MEMORY // 4096
         assert report["bytes_sent"] < MEMORY // 50
+        # Never touched: skipped unread, as zero ranges.
+        assert rounds[0]["unpopulated_pages"] >= 0.99 * MEMORY // 4096
+    else:
+        # Every page holds the pattern: none may be skipped.
+        assert rounds[0]["unpopulated_pages"] == 0
     if workload != "idle":
         assert sum(r["dirty_pages"] for r in rounds[1:]) > 0
     assert report["downtime_ms"] is not None and report["downtime_ms"] > 0
+
+
+def test_touched_pages_move_untouched_are_skipped_lazily(endpoints) -> None:
+    # A 64 MiB hot set in zero memory, on four segments, into a destination that faults
+    # nothing in up front: only what the guest touched is read and sent.
+    guest = make_guest("hotset:64M", "zero", segments=4)
+    assert guest.testbed is not None
+    guest.testbed.lazy_memory = True
+    report = migrate(endpoints, guest)
+    assert_verified(report)
+    first = report["rounds"][0]
+    hot = (64 << 20) // 4096
+    # Pages written again before their turn wait for the next round.
+    assert (first["pages_sent"] + first["zero_pages"] + first["rewritten_pages"]
+            == MEMORY // 4096)  # fmt: skip
+    assert first["unpopulated_pages"] >= MEMORY // 4096 - hot - 64
+    assert first["pages_sent"] <= hot + 64
 
 
 def test_encrypted_two_segment_migration(endpoints) -> None:

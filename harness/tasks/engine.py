@@ -120,6 +120,8 @@ def _testbed_check(endpoints, guest: Guest, flow: FlowOptions, display: Display)
         "workload": "idle | full | hotset:SIZE, optionally @RATE pages/s per vCPU",
         "fill": "initial memory: pattern (every page non-zero) or zero",
         "segments": "guest memory segments (like bhyve's NUMA domains)",
+        "lazy_memory": "the destination faults memory in as pages arrive (bhyve without -S); "
+        "for guests larger than RAM",
         "downtime_limit": "target downtime in ms (default 300)",
         "max_rounds": "upper bound of live rounds (default 30)",
         "fixed_rounds": "a fixed number of live rounds (as in D30954) instead of the policy",
@@ -141,7 +143,7 @@ def migrate(
     c, hosts=None, local=False, memory=None, vcpus=None, workload=None, fill=None,
     segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
     encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
-    plain=False, no_resolve=False, check=False,
+    plain=False, no_resolve=False, check=False, lazy_memory=False,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
@@ -157,6 +159,8 @@ def migrate(
             config = load_or_testbed(hosts)
         guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
                        segments)  # fmt: skip
+        if lazy_memory and guest.testbed:
+            guest.testbed.lazy_memory = True
         policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
                          fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
         runs = count if ping_pong else 1
@@ -236,8 +240,9 @@ def resolve(c, hosts=None, guest=None, source_control="", destination_control=""
         "repeats": "runs of each case and of raw TCP (medians are compared)",
     }
 )
-def bench(c, memory="1G", vcpus=2, report="reports/bench.json", repeats=3):
-    """Measure the engine's stream against raw TCP for idle, full and hot-set guests."""
+def bench(c, memory="1G", vcpus=1, report="reports/bench.json", repeats=3):
+    """Measure the cases matched against QEMU and the idle scale cases (16 and 64 times
+    --memory), beside raw TCP measured in the same run."""
     from harness.bench import run_bench
     from harness.local import local_endpoints
 

@@ -82,3 +82,14 @@ vm_dirty_set(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
 {
 	return (vm_dirty_bitmap(ctx, VM_DIRTY_SET, gpa, npages, bitmap));
 }
+
+/*
+ * Which of the npages pages at gpa hold data (resident or in swap) into
+ * bitmap, laid out as for vm_dirty_get(); the others were never written.
+ */
+int
+vm_populated(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
+    uint64_t *bitmap)
+{
+	return (vm_dirty_bitmap(ctx, VM_POPULATED, gpa, npages, bitmap));
+}

@@ -293,6 +293,72 @@ test_pages(void)
 	    "PAGES length not matching zero flags refused", why);
 }
 
+/* Encode z, then decode it against two segments of 100 and 10 pages. */
+static int
+zero_ranges_roundtrip(const struct mig_zero_ranges *z, size_t trim,
+    struct mig_zero_ranges *out, char *why, size_t whylen)
+{
+	static struct mig_vminfo vi;
+	uint8_t buf[MIG_ZERO_RANGES_HDR_LEN +
+	    MIG_ZERO_RANGES_MAX * MIG_ZERO_RANGE_LEN];
+	size_t len;
+
+	vi.nsegs = 2;
+	vi.segs[0].len = 100 * MIG_PAGE_SIZE;
+	vi.segs[1].len = 10 * MIG_PAGE_SIZE;
+	len = mig_zero_ranges_encode(buf, sizeof(buf), z);
+	if (len == 0)
+		return (-1);
+	return (mig_zero_ranges_decode(buf, len - trim, &vi, out, why,
+	    whylen));
+}
+
+static void
+test_zero_ranges(void)
+{
+	static struct mig_zero_ranges z, out;
+	char why[MIG_ERRMSG_MAX];
+
+	z.seg = 0;
+	z.count = 2;
+	z.r[0].first = 0;
+	z.r[0].npages = 10;
+	z.r[1].first = 50;
+	z.r[1].npages = 50;
+	check(zero_ranges_roundtrip(&z, 0, &out, why, sizeof(why)) == 0 &&
+	    out.seg == 0 && out.count == 2 && out.r[1].first == 50 &&
+	    out.r[1].npages == 50, "ZERO_RANGES round trip", why);
+	check(zero_ranges_roundtrip(&z, 1, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "need") != NULL,
+	    "ZERO_RANGES truncated refused", why);
+	z.r[1].npages = 51;
+	check(zero_ranges_roundtrip(&z, 0, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "beyond") != NULL,
+	    "ZERO_RANGES past the segment refused", why);
+	z.r[1].first = 5;
+	z.r[1].npages = 1;
+	check(zero_ranges_roundtrip(&z, 0, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "out of order") != NULL,
+	    "ZERO_RANGES overlapping refused", why);
+	z.r[1].first = 20;
+	z.r[1].npages = 0;
+	check(zero_ranges_roundtrip(&z, 0, &out, why, sizeof(why)) ==
+	    EPROTO, "ZERO_RANGES empty range refused", why);
+	z.r[1].first = UINT64_MAX;
+	z.r[1].npages = 2;
+	check(zero_ranges_roundtrip(&z, 0, &out, why, sizeof(why)) ==
+	    EPROTO, "ZERO_RANGES wrapping range refused", why);
+	z.seg = 2;
+	z.count = 1;
+	check(zero_ranges_roundtrip(&z, 0, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "segment 2") != NULL,
+	    "ZERO_RANGES unknown segment refused", why);
+	z.seg = 1;
+	z.count = 0;
+	check(zero_ranges_roundtrip(&z, 0, &out, why, sizeof(why)) ==
+	    EPROTO, "ZERO_RANGES without ranges refused", why);
+}
+
 static void
 test_policy(void)
 {
@@ -534,6 +600,7 @@ main(void)
 	test_vminfo();
 	test_small_messages();
 	test_pages();
+	test_zero_ranges();
 	test_policy();
 	test_key();
 	test_hostport();

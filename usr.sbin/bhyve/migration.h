@@ -127,6 +127,8 @@ struct mig_round_stats {
 	uint64_t	dirty_pages;	/* pages to send in this round */
 	uint64_t	pages_sent;	/* non-zero pages with data */
 	uint64_t	zero_pages;	/* pages sent as a zero marker */
+	uint64_t	unpopulated_pages; /* of those, never read: ranges */
+	uint64_t	rewritten_pages; /* written again: left to next round */
 	uint64_t	bytes;		/* bytes on the wire */
 	uint64_t	duration_us;
 	uint32_t	throttle_pct;	/* vCPU throttle in force */

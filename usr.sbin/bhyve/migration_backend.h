@@ -89,6 +89,17 @@ struct mig_backend_ops {
 	int	(*devlog_collect)(void *arg, uint32_t seg, uint64_t first,
 		    uint64_t npages, uint64_t *bitmap);
 
+	/*
+	 * Optional.  Which pages may hold data: bit i of bitmap set if page
+	 * first + i of segment seg was populated (resident or swapped, not
+	 * the shared zero page) when dirty_start() armed tracking.  A
+	 * superset is fine; a page left clear is sent as zero without being
+	 * read, so a page populated later must be in the dirty log.  Same
+	 * chunking as dirty_collect().
+	 */
+	int	(*populated)(void *arg, uint32_t seg, uint64_t first,
+		    uint64_t npages, uint64_t *bitmap);
+
 	/* Stop and restart vCPUs and device emulation together. */
 	int	(*pause)(void *arg);
 	int	(*resume)(void *arg);

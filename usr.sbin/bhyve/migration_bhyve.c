@@ -444,6 +444,26 @@ mig_bhyve_dirty_collect(void *arg, uint32_t seg, uint64_t first,
 }
 
 static int
+mig_bhyve_populated(void *arg, uint32_t seg, uint64_t first,
+    uint64_t npages, uint64_t *bitmap)
+{
+	struct bhyve_mig *bm = arg;
+	vm_paddr_t gpa;
+	int error;
+
+	error = mig_bhyve_range(bm, seg, first, npages, &gpa);
+	if (error != 0)
+		return (error);
+	if (vm_populated(bm->ctx, gpa, npages, bitmap) != 0) {
+		error = errno;
+		mig_bhyve_msg(bm, "cannot tell which pages at %#jx hold "
+		    "data: %s", (uintmax_t)gpa, strerror(error));
+		return (error);
+	}
+	return (0);
+}
+
+static int
 mig_bhyve_dirty_putback(void *arg, uint32_t seg, uint64_t first,
     uint64_t npages, const uint64_t *bitmap)
 {
@@ -756,6 +776,7 @@ static const struct mig_backend_ops mig_bhyve_ops = {
 	.vminfo = mig_bhyve_vminfo,
 	.dirty_start = mig_bhyve_dirty_start,
 	.dirty_collect = mig_bhyve_dirty_collect,
+	.populated = mig_bhyve_populated,
 	.dirty_putback = mig_bhyve_dirty_putback,
 	.dirty_stop = mig_bhyve_dirty_stop,
 	.devlog_collect = mig_bhyve_devlog_collect,

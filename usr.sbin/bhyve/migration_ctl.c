@@ -552,11 +552,14 @@ mig_event_encode(const struct mig_event *ev)
 	case MIG_EV_ROUND:
 		fprintf(f, "{\"event\":\"round\",\"index\":%" PRIu32
 		    ",\"final\":%s,\"dirty_pages\":%" PRIu64 ",\"pages_sent\":%"
-		    PRIu64 ",\"zero_pages\":%" PRIu64 ",\"bytes\":%" PRIu64
+		    PRIu64 ",\"zero_pages\":%" PRIu64 ",\"unpopulated_pages\":%"
+		    PRIu64 ",\"rewritten_pages\":%" PRIu64 ",\"bytes\":%" PRIu64
 		    ",\"duration_us\":%" PRIu64 ",\"throttle_pct\":%" PRIu32
 		    ",\"est_downtime_us\":%" PRIu64 "}", r->index,
 		    r->final ? "true" : "false", r->dirty_pages, r->pages_sent,
-		    r->zero_pages, r->bytes, r->duration_us, r->throttle_pct,
+		    r->zero_pages, r->unpopulated_pages, r->rewritten_pages,
+		    r->bytes, r->duration_us,
+		    r->throttle_pct,
 		    r->est_downtime_us);
 		break;
 	case MIG_EV_PROGRESS:
@@ -715,6 +718,8 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 		r->dirty_pages = dec_u64(&d, "dirty_pages");
 		r->pages_sent = dec_u64(&d, "pages_sent");
 		r->zero_pages = dec_u64(&d, "zero_pages");
+		r->unpopulated_pages = dec_u64(&d, "unpopulated_pages");
+		r->rewritten_pages = dec_u64(&d, "rewritten_pages");
 		r->bytes = dec_u64(&d, "bytes");
 		r->duration_us = dec_u64(&d, "duration_us");
 		r->throttle_pct = (uint32_t)dec_u64(&d, "throttle_pct");

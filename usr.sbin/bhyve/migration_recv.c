@@ -264,6 +264,32 @@ on_pages(struct mig_conn *c, uint32_t len)
 	return (0);
 }
 
+/* Round 1 only: the pages are zero here already, left untouched. */
+static int
+on_zero_ranges(struct mig_conn *c, void *payload, uint32_t len)
+{
+	struct mig_zero_ranges z;
+	uint64_t n;
+	uint32_t i;
+	int error;
+
+	if (!c->ch.zero_ranges)
+		return (proto_fail(c, "ZERO_RANGES without the capability"));
+	if (c->round == NULL || c->round->index != 1)
+		return (proto_fail(c, "ZERO_RANGES outside the first round"));
+	if ((error = mig_zero_ranges_decode(payload, len, &c->local, &z,
+	    c->ch.why, sizeof(c->ch.why))) != 0)
+		return (chan_fail(c, error, "receiving zero ranges"));
+	n = 0;
+	for (i = 0; i < z.count; i++)
+		n += z.r[i].npages;
+	c->round->zero_pages += n;
+	c->round->unpopulated_pages += n;
+	c->round_pages += n;
+	c->round->bytes += MIG_HDR_LEN + len + MIG_TAG_LEN;
+	return (0);
+}
+
 static int
 on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 {
@@ -428,6 +454,9 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			break;
 		case MIG_MSG_PAGES:
 			error = on_pages(c, hdr.len);
+			break;
+		case MIG_MSG_ZERO_RANGES:
+			error = on_zero_ranges(c, payload, hdr.len);
 			break;
 		case MIG_MSG_ROUND_END:
 			error = on_round_end(c, payload, hdr.len);

@@ -28,6 +28,8 @@
 
 #define	BITS_PER_WORD	64
 #define	MIG_SETUP_TIMEOUT_MS	120000	/* destination's memory set-up */
+/* Live rounds ask the dirty log again before each such share. */
+#define	MIG_RECHECK_WORDS	64	/* 4096 pages, 16 MiB */
 
 struct sender {
 	struct mig_chan	ch;
@@ -41,6 +43,7 @@ struct sender {
 	uint64_t	npages[MIG_MAX_SEGS];
 	uint64_t	*todo[MIG_MAX_SEGS];	/* pages this round sends */
 	uint64_t	*cleared[MIG_MAX_SEGS]; /* all bits this attempt took */
+	uint64_t	*next[MIG_MAX_SEGS];	/* taken early: next round's */
 	uint64_t	*chunk;			/* one collection's bitmap */
 	uint8_t		*pagebuf;		/* frozen copies of pages */
 	uint8_t		meta[MIG_PAGES_HDR_LEN + 8 * MIG_PAGES_PER_MSG];
@@ -112,7 +115,10 @@ alloc_bitmaps(struct sender *s)
 		    sizeof(uint64_t));
 		s->cleared[i] = calloc(bitmap_words(s->npages[i]),
 		    sizeof(uint64_t));
-		if (s->todo[i] == NULL || s->cleared[i] == NULL)
+		s->next[i] = calloc(bitmap_words(s->npages[i]),
+		    sizeof(uint64_t));
+		if (s->todo[i] == NULL || s->cleared[i] == NULL ||
+		    s->next[i] == NULL)
 			return (ENOMEM);
 	}
 	s->chunk = calloc(bitmap_words(MIG_DIRTY_CHUNK_PAGES),
@@ -131,9 +137,41 @@ free_bitmaps(struct sender *s)
 	for (i = 0; i < MIG_MAX_SEGS; i++) {
 		free(s->todo[i]);
 		free(s->cleared[i]);
+		free(s->next[i]);
 	}
 	free(s->chunk);
 	free(s->pagebuf);
+}
+
+typedef int	bits_op_t(void *, uint32_t, uint64_t, uint64_t, uint64_t *);
+
+/* Pages from first to the segment's end, at most max. */
+static uint64_t
+chunk_pages(const struct sender *s, uint32_t seg, uint64_t first,
+    uint64_t max)
+{
+	uint64_t n;
+
+	n = s->npages[seg] - first;
+	return (n > max ? max : n);
+}
+
+/* Run a backend bitmap operation over n pages into s->chunk. */
+static int
+fetch_bits(struct sender *s, bits_op_t *op, uint32_t seg, uint64_t first,
+    uint64_t n, const char *what)
+{
+	uint64_t nw;
+	int error;
+
+	nw = bitmap_words(n);
+	memset(s->chunk, 0, nw * sizeof(uint64_t));
+	if ((error = op(s->be->arg, seg, first, n, s->chunk)) != 0)
+		return (backend_fail(s, error, what));
+	/* Chunks are a multiple of 64 pages but the last. */
+	if (n % BITS_PER_WORD != 0)
+		s->chunk[nw - 1] &= (1ull << (n % BITS_PER_WORD)) - 1;
+	return (0);
 }
 
 /*
@@ -152,31 +190,29 @@ collect(struct sender *s, uint64_t *count)
 	*count = 0;
 	for (seg = 0; seg < s->vi.nsegs; seg++) {
 		for (first = 0; first < s->npages[seg]; first += n) {
-			n = s->npages[seg] - first;
-			if (n > MIG_DIRTY_CHUNK_PAGES)
-				n = MIG_DIRTY_CHUNK_PAGES;
+			n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
 			nw = bitmap_words(n);
-			memset(s->chunk, 0, nw * sizeof(uint64_t));
-			error = s->be->ops->dirty_collect(s->be->arg, seg,
-			    first, n, s->chunk);
-			if (error != 0)
-				return (backend_fail(s, error,
-				    "could not read the dirty page log"));
+			if ((error = fetch_bits(s, s->be->ops->dirty_collect,
+			    seg, first, n, "could not read the dirty page log"))
+			    != 0)
+				return (error);
+			/* ORs into the chunk; it marks only these n pages. */
 			if (s->be->ops->devlog_collect != NULL &&
 			    (error = s->be->ops->devlog_collect(s->be->arg,
 			    seg, first, n, s->chunk)) != 0)
 				return (backend_fail(s, error,
 				    "could not read the device write log"));
-			/* Chunks are a multiple of 64 pages but the last. */
-			if (n % BITS_PER_WORD != 0)
-				s->chunk[nw - 1] &=
-				    (1ull << (n % BITS_PER_WORD)) - 1;
 			for (w = 0; w < nw; w++) {
 				s->todo[seg][first / BITS_PER_WORD + w] |=
 				    s->chunk[w];
 				s->cleared[seg][first / BITS_PER_WORD + w] |=
 				    s->chunk[w];
 			}
+		}
+		/* What a live round found written again. */
+		for (w = 0; w < bitmap_words(s->npages[seg]); w++) {
+			s->todo[seg][w] |= s->next[seg][w];
+			s->next[seg][w] = 0;
 		}
 		*count += popcount_words(s->todo[seg],
 		    bitmap_words(s->npages[seg]));
@@ -196,9 +232,7 @@ put_back(struct sender *s)
 		if (s->cleared[seg] == NULL)
 			continue;
 		for (first = 0; first < s->npages[seg]; first += n) {
-			n = s->npages[seg] - first;
-			if (n > MIG_DIRTY_CHUNK_PAGES)
-				n = MIG_DIRTY_CHUNK_PAGES;
+			n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
 			if (popcount_words(&s->cleared[seg][first /
 			    BITS_PER_WORD], bitmap_words(n)) == 0)
 				continue;
@@ -259,6 +293,123 @@ flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
 	return (0);
 }
 
+static int
+flush_zero_ranges(struct sender *s, struct mig_zero_ranges *z,
+    struct mig_round_stats *r)
+{
+	uint8_t buf[MIG_ZERO_RANGES_HDR_LEN +
+	    MIG_ZERO_RANGES_MAX * MIG_ZERO_RANGE_LEN];
+	uint64_t before;
+	int error;
+
+	if (z->count == 0)
+		return (0);
+	before = s->ch.bytes_tx;
+	if ((error = mig_chan_send(&s->ch, MIG_MSG_ZERO_RANGES, buf,
+	    mig_zero_ranges_encode(buf, sizeof(buf), z))) != 0)
+		return (chan_fail(s, error, "sending zero ranges"));
+	r->bytes += s->ch.bytes_tx - before;
+	z->count = 0;
+	return (0);
+}
+
+static int
+add_zero_range(struct sender *s, struct mig_zero_ranges *z, uint64_t page,
+    uint64_t n, struct mig_round_stats *r)
+{
+	struct mig_zero_range *last;
+	int error;
+
+	last = z->count > 0 ? &z->r[z->count - 1] : NULL;
+	if (last != NULL && last->first + last->npages == page) {
+		last->npages += n;
+		return (0);
+	}
+	if (z->count == MIG_ZERO_RANGES_MAX &&
+	    (error = flush_zero_ranges(s, z, r)) != 0)
+		return (error);
+	z->r[z->count].first = page;
+	z->r[z->count++].npages = n;
+	return (0);
+}
+
+/*
+ * Round 1 with a fresh destination: pages never populated are zero on
+ * both sides.  Send them as ranges and take them out of todo, unread;
+ * the dirty log has any page populated since tracking began.
+ */
+static int
+send_unpopulated(struct sender *s, uint32_t seg, struct mig_round_stats *r,
+    uint64_t *sent)
+{
+	struct mig_zero_ranges z;
+	uint64_t first, n, nw, w, zero, x, *t;
+	int error, b, len;
+
+	z.seg = seg;
+	z.count = 0;
+	for (first = 0; first < s->npages[seg]; first += n) {
+		n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
+		nw = bitmap_words(n);
+		if ((error = fetch_bits(s, s->be->ops->populated, seg, first,
+		    n, "could not tell which pages hold data")) != 0)
+			return (error);
+		for (w = 0; w < nw; w++) {
+			t = &s->todo[seg][first / BITS_PER_WORD + w];
+			zero = *t & ~s->chunk[w];
+			*t &= ~zero;
+			while (zero != 0) {
+				b = __builtin_ctzll(zero);
+				x = ~(zero >> b);
+				len = x == 0 ? BITS_PER_WORD - b :
+				    __builtin_ctzll(x);
+				zero = len + b >= BITS_PER_WORD ? 0 :
+				    zero & ~(((1ull << len) - 1) << b);
+				if ((error = add_zero_range(s, &z, first +
+				    w * BITS_PER_WORD + (uint64_t)b,
+				    (uint64_t)len, r)) != 0)
+					return (error);
+				r->zero_pages += (uint64_t)len;
+				r->unpopulated_pages += (uint64_t)len;
+				*sent += (uint64_t)len;
+			}
+		}
+	}
+	return (flush_zero_ranges(s, &z, r));
+}
+
+/*
+ * A live round, before sending the pages of words [w, w + n) of todo:
+ * a page written again since this round's collection would only be sent
+ * twice.  Take the dirty log of the range now; its pages go next round.
+ */
+static int
+recheck(struct sender *s, uint32_t seg, uint64_t w, struct mig_round_stats *r)
+{
+	uint64_t first, n, nw, i, *t;
+	int error;
+
+	nw = bitmap_words(s->npages[seg]) - w;
+	if (nw > MIG_RECHECK_WORDS)
+		nw = MIG_RECHECK_WORDS;
+	t = &s->todo[seg][w];
+	if (popcount_words(t, nw) == 0)
+		return (0);
+	first = w * BITS_PER_WORD;
+	n = chunk_pages(s, seg, first, nw * BITS_PER_WORD);
+	if ((error = fetch_bits(s, s->be->ops->dirty_collect, seg, first, n,
+	    "could not read the dirty page log")) != 0)
+		return (error);
+	for (i = 0; i < nw; i++) {
+		r->rewritten_pages += (uint64_t)__builtin_popcountll(t[i] &
+		    s->chunk[i]);
+		t[i] &= ~s->chunk[i];
+		s->next[seg][w + i] |= s->chunk[i];
+		s->cleared[seg][w + i] |= s->chunk[i];
+	}
+	return (0);
+}
+
 /* Send every page marked in todo, clearing todo as it goes. */
 static int
 send_round(struct sender *s, struct mig_round_stats *r)
@@ -284,9 +435,17 @@ send_round(struct sender *s, struct mig_round_stats *r)
 	r->bytes += s->ch.bytes_tx - before;
 	sent = 0;
 	for (seg = 0; seg < s->vi.nsegs; seg++) {
+		if (r->index == 1 && s->ch.zero_ranges &&
+		    s->be->ops->populated != NULL &&
+		    (error = send_unpopulated(s, seg, r, &sent)) != 0)
+			return (error);
 		count = ndata = 0;
 		nw = bitmap_words(s->npages[seg]);
 		for (w = 0; w < nw; w++) {
+			if (!r->final && s->tracking &&
+			    w % MIG_RECHECK_WORDS == 0 &&
+			    (error = recheck(s, seg, w, r)) != 0)
+				return (error);
 			bits = s->todo[seg][w];
 			s->todo[seg][w] = 0;
 			while (bits != 0) {

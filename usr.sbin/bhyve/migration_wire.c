@@ -230,6 +230,7 @@ static const char *const msg_names[MIG_MSG_TYPE_MAX] = {
 	[MIG_MSG_READY] = "READY",
 	[MIG_MSG_GO] = "GO",
 	[MIG_MSG_RUNNING] = "RUNNING",
+	[MIG_MSG_ZERO_RANGES] = "ZERO_RANGES",
 };
 
 const char *
@@ -706,5 +707,69 @@ mig_pages_index_check(const uint64_t *idx, uint32_t count, uint64_t seg_pages,
 		    "PAGES message is %u bytes but its %u data pages need %ju",
 		    payload_len, n, (uintmax_t)expect));
 	*ndata = n;
+	return (0);
+}
+
+size_t
+mig_zero_ranges_encode(void *buf, size_t len, const struct mig_zero_ranges *z)
+{
+	struct mig_cursor c;
+	uint32_t i;
+
+	if (z->count > MIG_ZERO_RANGES_MAX)
+		return (0);
+	mig_cursor_init(&c, buf, len);
+	mig_put32(&c, z->seg);
+	mig_put32(&c, z->count);
+	for (i = 0; i < z->count; i++) {
+		mig_put64(&c, z->r[i].first);
+		mig_put64(&c, z->r[i].npages);
+	}
+	return (cursor_result(&c));
+}
+
+int
+mig_zero_ranges_decode(void *buf, size_t len, const struct mig_vminfo *vi,
+    struct mig_zero_ranges *z, char *msg, size_t msglen)
+{
+	struct mig_cursor c;
+	uint64_t next, seg_pages;
+	uint32_t i;
+
+	mig_cursor_init(&c, buf, len);
+	z->seg = mig_get32(&c);
+	z->count = mig_get32(&c);
+	if (c.overflow)
+		return (reject(msg, msglen, EPROTO,
+		    "ZERO_RANGES message is truncated (%zu bytes)", len));
+	if (z->count == 0 || z->count > MIG_ZERO_RANGES_MAX)
+		return (reject(msg, msglen, EPROTO,
+		    "ZERO_RANGES message carries %u ranges (1 to %u allowed)",
+		    z->count, MIG_ZERO_RANGES_MAX));
+	if (len != MIG_ZERO_RANGES_HDR_LEN +
+	    (size_t)z->count * MIG_ZERO_RANGE_LEN)
+		return (reject(msg, msglen, EPROTO,
+		    "ZERO_RANGES message is %zu bytes but its %u ranges "
+		    "need %zu", len, z->count, MIG_ZERO_RANGES_HDR_LEN +
+		    (size_t)z->count * MIG_ZERO_RANGE_LEN));
+	if (z->seg >= vi->nsegs)
+		return (reject(msg, msglen, EPROTO,
+		    "ZERO_RANGES names memory segment %u of %u", z->seg,
+		    vi->nsegs));
+	seg_pages = vi->segs[z->seg].len / MIG_PAGE_SIZE;
+	next = 0;
+	for (i = 0; i < z->count; i++) {
+		z->r[i].first = mig_get64(&c);
+		z->r[i].npages = mig_get64(&c);
+		if (z->r[i].npages == 0 || z->r[i].first < next ||
+		    z->r[i].first > seg_pages ||
+		    z->r[i].npages > seg_pages - z->r[i].first)
+			return (reject(msg, msglen, EPROTO,
+			    "ZERO_RANGES entry %u (pages %ju+%ju) is empty, "
+			    "out of order or beyond the segment's %ju pages",
+			    i, (uintmax_t)z->r[i].first,
+			    (uintmax_t)z->r[i].npages, (uintmax_t)seg_pages));
+		next = z->r[i].first + z->r[i].npages;
+	}
 	return (0);
 }

@@ -43,9 +43,11 @@
 /* Capability bits in HELLO. */
 #define	MIG_CAP_AEAD		0x00000001u	/* AES-256-GCM frames */
 #define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
+#define	MIG_CAP_ZERO_RANGES	0x00000004u	/* ZERO_RANGES frames */
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
 #define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
-#define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES)
+#define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES | \
+				    MIG_CAP_ZERO_RANGES)
 
 /* In a PAGES index entry: the page is all zero and carries no data. */
 #define	MIG_PAGE_ZERO		(1ull << 63)
@@ -63,6 +65,7 @@ enum mig_msg_type {
 	MIG_MSG_READY,		/* both: all sent / all restored */
 	MIG_MSG_GO,		/* source: run the guest now */
 	MIG_MSG_RUNNING,	/* destination: the guest runs here */
+	MIG_MSG_ZERO_RANGES,	/* source: runs of never-populated pages */
 	MIG_MSG_TYPE_MAX
 };
 
@@ -119,6 +122,27 @@ struct mig_pages_hdr {
 	uint32_t	count;
 };
 #define	MIG_PAGES_HDR_LEN	8
+
+/*
+ * ZERO_RANGES: u32 seg | u32 count | count x (u64 first | u64 npages).
+ * Only in round 1, only with MIG_CAP_ZERO_RANGES: the destination's
+ * memory is fresh, so the pages are zero there already.  Ranges are
+ * non-empty, ascending and disjoint, inside the segment.
+ */
+#define	MIG_ZERO_RANGES_MAX	256u
+#define	MIG_ZERO_RANGES_HDR_LEN	8
+#define	MIG_ZERO_RANGE_LEN	16
+
+struct mig_zero_range {
+	uint64_t	first;
+	uint64_t	npages;
+};
+
+struct mig_zero_ranges {
+	uint32_t	seg;
+	uint32_t	count;
+	struct mig_zero_range r[MIG_ZERO_RANGES_MAX];
+};
 
 /*
  * A bounded cursor over a byte buffer.  Getters past the end set the
@@ -194,6 +218,11 @@ int	mig_pages_hdr_decode(void *, size_t, uint32_t payload_len,
 int	mig_pages_index_check(const uint64_t *idx, uint32_t count,
 	    uint64_t seg_pages, uint32_t payload_len, uint32_t *ndata,
 	    char *msg, size_t msglen);
+
+size_t	mig_zero_ranges_encode(void *, size_t, const struct mig_zero_ranges *);
+/* Checks the segment and the ranges against the guest's memory too. */
+int	mig_zero_ranges_decode(void *, size_t, const struct mig_vminfo *,
+	    struct mig_zero_ranges *, char *, size_t);
 
 const char *mig_msg_name(uint16_t type);
 

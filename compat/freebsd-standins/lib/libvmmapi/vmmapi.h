@@ -44,6 +44,8 @@ int	vm_dirty_get(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
 	    uint64_t *bitmap);
 int	vm_dirty_set(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
 	    const uint64_t *bitmap);
+int	vm_populated(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
+	    uint64_t *bitmap);
 __END_DECLS
 
 #endif /* !_VMMAPI_H_ */
