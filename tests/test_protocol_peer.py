@@ -85,7 +85,7 @@ def test_engine_vminfo_matches_the_documented_format(captured_vminfo: bytes) -> 
 class Receiver:
     """A real `tbvm receive` and a Python source connected to it."""
 
-    def __init__(self, endpoints, key: bytes):
+    def __init__(self, endpoints, key: bytes, *extra: str):
         ep = endpoints[1]
         tag = secrets.token_hex(4)
         key_path = f"{ep.runner.workdir}/{tag}.key"
@@ -93,7 +93,7 @@ class Receiver:
         self.proc = ep.runner.spawn([
             ep.tool("tbvm"), "receive", *guest_args(GUEST), "--listen", "127.0.0.1:0",
             "--key-file", key_path, "--control", f"{ep.runner.workdir}/{tag}.ctl",
-            "--timeout", "5000",
+            "--timeout", "5000", *extra,
         ])  # fmt: skip
         self.port = int(self.proc.wait_line("LISTENING", 30).split()[-1])
 
