@@ -138,6 +138,25 @@ def test_truncated_message_refused(accepted) -> None:
     rx.refused("truncated")
 
 
+def test_mid_frame_dribble_refused_at_the_timeout(accepted) -> None:
+    """A byte every second inside one frame: refused once --timeout (5 s) has passed, not never."""
+    peer, rx = accepted
+    frame = peer.frame(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 0))
+    started = time.monotonic()
+    peer.send_raw(frame[:8])
+    for byte in frame[8:]:
+        if not rx.proc.alive():
+            break
+        time.sleep(1)
+        try:
+            peer.send_raw(bytes([byte]))
+        except OSError:
+            break
+    rx.refused("the link or the source stopped responding")
+    # One deadline for the frame: 5 s and slack, not a timeout per byte.
+    assert time.monotonic() - started < 9
+
+
 def test_bad_page_index_refused(accepted) -> None:
     peer, rx = accepted
     peer.send(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 1))
