@@ -122,7 +122,13 @@ class TestbedGuest:
 
     workload: `idle`, `full` or `hotset:SIZE`, optionally `@RATE` (pages/s per vCPU);
     fill: initial memory, `pattern` (every page non-zero) or `zero`; rate: pages/s per vCPU
-    (the same as `@RATE`)."""
+    (the same as `@RATE`); dma_rate: writes/s of the tb-dma device, which writes guest memory
+    past the dirty tracker and reports its writes in the device write log (0: no device);
+    dma_unlogged: test-only, `running` or `drain` leaves those writes out of that log;
+    disk: bytes of the tb-disk device's image (0: no disk), one file per guest and host,
+    written while the guest runs (disk_hot: its hot set; disk_rate: block writes/s; 0 for
+    tbvm's defaults); disk_image: one image path both hosts open (shared storage), else each
+    host has its own in its work directory."""
 
     __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
 
@@ -130,6 +136,12 @@ class TestbedGuest:
     fill: str = "pattern"
     segments: int = 1
     rate: int | None = None
+    dma_rate: int = 0
+    dma_unlogged: str | None = None
+    disk: int = 0
+    disk_hot: int = 0
+    disk_rate: int = 0
+    disk_image: str | None = None
 
 
 @dataclass
@@ -365,7 +377,11 @@ _FREEBSD_HOST_KEYS = (
 )  # fmt: skip
 _GUEST_KEYS = ("memory", "vcpus", "freebsd", "testbed")
 _FREEBSD_GUEST_KEYS = ("disk", "devices", "config", "bootrom", "wired")
-_TESTBED_GUEST_KEYS = ("workload", "fill", "segments", "rate")
+_TESTBED_GUEST_KEYS = (
+    "workload", "fill", "segments", "rate", "dma_rate", "dma_unlogged", "disk", "disk_hot",
+    "disk_rate", "disk_image",
+)  # fmt: skip
+_DMA_UNLOGGED = ("running", "drain")
 _MIGRATION_KEYS = (
     "source", "destination", "guest", "port", "downtime_limit_ms", "max_rounds",
     "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout",
@@ -553,6 +569,26 @@ def _parse_testbed_guest(r: _Reader, node: yaml.Node, what: str) -> TestbedGuest
             out.segments = r.integer(value, name, minimum=1, maximum=64)
         elif key == "rate":
             out.rate = r.integer(value, f"{name} (pages/s per vCPU)", minimum=1)
+        elif key in ("dma_rate", "disk_rate"):
+            setattr(out, key, r.integer(value, f"{name} (writes/s)", minimum=0, maximum=1000000))
+        elif key == "dma_unlogged":
+            mode = r.string(value, name)
+            if mode not in _DMA_UNLOGGED:
+                raise r.error(value, f"{name} must be one of {', '.join(_DMA_UNLOGGED)}")
+            out.dma_unlogged = mode
+        elif key == "disk_image":
+            path = r.string(value, name)
+            if not path.startswith("/") or len(path) > 255:
+                raise r.error(value, f"{name} must be an absolute path of at most 255 bytes")
+            out.disk_image = path
+        elif key in ("disk", "disk_hot"):
+            size = r.scalar(value)
+            if isinstance(size, bool) or not isinstance(size, (int, str)):
+                raise r.error(value, f"{name} must be a size such as 64M or 1G")
+            try:
+                setattr(out, key, parse_size(size, name))
+            except ValueError as exc:
+                raise r.error(value, str(exc)) from None
     return out
 
 

@@ -113,7 +113,7 @@ def guest_args(guest: Guest) -> list[str]:
     workload = tb.workload
     if tb.rate and "@" not in workload:
         workload = f"{workload}@{tb.rate}"
-    return [
+    args = [
         "--name", guest.name,
         "--memory", str(guest.memory),
         "--vcpus", str(guest.vcpus),
@@ -121,6 +121,31 @@ def guest_args(guest: Guest) -> list[str]:
         "--workload", workload,
         "--fill", tb.fill,
     ]  # fmt: skip
+    if tb.dma_rate:
+        args += ["--dma", str(tb.dma_rate)]
+    if tb.dma_unlogged:
+        args += ["--dma-unlogged", tb.dma_unlogged]
+    return args
+
+
+def disk_image(endpoint: Endpoint, guest: Guest, tag: str) -> str:
+    """Where the guest's tb-disk image lives on endpoint: the shared image if the guest
+    names one, else the host's own."""
+    shared = (guest.testbed or TestbedGuest()).disk_image
+    return shared or f"{endpoint.runner.workdir}/{guest.name}-{tag}.disk"
+
+
+def disk_args(endpoint: Endpoint, guest: Guest, tag: str) -> list[str]:
+    """tbvm options for the guest's disk on endpoint, if it has one."""
+    tb = guest.testbed or TestbedGuest()
+    if not tb.disk:
+        return []
+    args = ["--disk", str(tb.disk), "--disk-image", disk_image(endpoint, guest, tag)]
+    if tb.disk_hot:
+        args += ["--disk-hot", str(tb.disk_hot)]
+    if tb.disk_rate:
+        args += ["--disk-rate", str(tb.disk_rate)]
+    return args
 
 
 def guest_summary(guest: Guest) -> dict[str, Any]:
@@ -168,7 +193,7 @@ def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str) -
     control = f"{endpoint.runner.workdir}/{guest.name}-{tag}.ctl"
     port = _free_udp_port()
     argv = [
-        endpoint.tool("tbvm"), "run", *guest_args(guest),
+        endpoint.tool("tbvm"), "run", *guest_args(guest), *disk_args(endpoint, guest, tag),
         "--control", control, "--probe", _addr(endpoint.probe_address, port),
     ]  # fmt: skip
     proc = endpoint.runner.spawn(argv)
@@ -234,6 +259,7 @@ class TestbedDriver:
         dst = self.destination
         argv = [
             dst.tool("tbvm"), "receive", *guest_args(self.guest),
+            *disk_args(dst, self.guest, self.tag),
             "--listen", _addr(dst.migration_address, 0),
             "--key-file", self._key(dst), "--control", self.dst_control,
             "--probe", _addr(dst.probe_address, self.dst_probe),

@@ -607,10 +607,13 @@ def render_base(series: Series) -> str:
         *textwrap.wrap("How it was identified: " + base.evidence, WRAP, break_on_hyphens=False),
         "",
         *textwrap.wrap(
-            "Where each hunk's context was read from.  The 15.0-RELEASE files themselves "
-            "were not readable here, so the hunks were written against the versions below "
-            "and rely on git apply's offset search; `invoke patches.check --src DIR` on a "
-            "checkout of the base says whether each patch applies.",
+            "Where each hunk's context was read from.  The 15.0-RELEASE tag itself was not "
+            "readable here; each upstream file below is the stored version that stands for "
+            "it (whole files, gathered outside the repository with their provenance).  The "
+            "hunks are `git diff -U3` of those files (`invoke patches.refresh`), and `invoke "
+            "patches.check --src DIR` applies each patch in order with no fuzz and no "
+            "offset.  pmap.c and bhyve.8 were not gathered: their hunks are exact against "
+            "the versions named, not regenerated.",
             WRAP,
         ),
         "",

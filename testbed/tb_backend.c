@@ -6,8 +6,8 @@
 
 /*
  * struct mig_backend_ops over the test guest: segments from its
- * mapping, dirty bits from the userfaultfd tracker, state sections from
- * tb_state.c.
+ * mapping, dirty bits from the userfaultfd tracker and tb-dma's write
+ * log, state sections from tb_state.c.
  */
 
 #include <errno.h>
@@ -17,6 +17,7 @@
 
 #include "migration.h"
 #include "migration_backend.h"
+#include "migration_devlog.h"
 
 #include "tb_backend.h"
 #include "tb_dirty.h"
@@ -67,6 +68,8 @@ tb_dirty_start(void *arg)
 	int error;
 
 	error = tb_dirty_arm(tb_guest_dirty(tb->guest));
+	if (error == 0 && tb_guest_dma(tb->guest) != NULL)
+		mig_devlog_arm(tb_dma_log(tb_guest_dma(tb->guest)));
 	if (error != 0)
 		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
 		    "cannot write-protect guest memory: %s", strerror(error));
@@ -134,11 +137,32 @@ tb_dirty_putback_op(void *arg, uint32_t seg, uint64_t first,
 	    bitmap));
 }
 
+static int
+tb_devlog_collect_op(void *arg, uint32_t seg, uint64_t first,
+    uint64_t npages, uint64_t *bitmap)
+{
+	struct tb_backend *tb = arg;
+	struct tb_dma *dma = tb_guest_dma(tb->guest);
+	int error;
+
+	if (dma == NULL)
+		return (0);
+	error = mig_devlog_collect(tb_dma_log(dma), seg, first, npages,
+	    bitmap);
+	if (error != 0)
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
+		    "device write log of pages %" PRIu64 "+%" PRIu64 " of "
+		    "segment %u: outside the guest", first, npages, seg);
+	return (error);
+}
+
 static void
 tb_dirty_stop(void *arg)
 {
 	struct tb_backend *tb = arg;
 
+	if (tb_guest_dma(tb->guest) != NULL)
+		mig_devlog_disarm(tb_dma_log(tb_guest_dma(tb->guest)));
 	(void)tb_dirty_disarm(tb_guest_dirty(tb->guest));
 }
 
@@ -208,6 +232,7 @@ static const struct mig_backend_ops tb_ops = {
 	.dirty_collect = tb_dirty_collect_op,
 	.dirty_putback = tb_dirty_putback_op,
 	.dirty_stop = tb_dirty_stop,
+	.devlog_collect = tb_devlog_collect_op,
 	.pause = tb_pause,
 	.resume = tb_resume,
 	.throttle = tb_throttle,

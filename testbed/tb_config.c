@@ -61,6 +61,7 @@ tb_guest_config_check(const struct tb_guest_config *c, char *msg,
     size_t msglen)
 {
 	uint64_t pages, seglen;
+	uint32_t ndev;
 
 	if (c->name[0] == '\0') {
 		snprintf(msg, msglen, "the guest needs a name");
@@ -69,6 +70,28 @@ tb_guest_config_check(const struct tb_guest_config *c, char *msg,
 	if (c->nvcpus < 1 || c->nvcpus > TB_MAX_VCPUS) {
 		snprintf(msg, msglen, "%u vCPUs: between 1 and %u are "
 		    "supported", c->nvcpus, TB_MAX_VCPUS);
+		return (EINVAL);
+	}
+	ndev = (c->dma.rate != 0 ? 1 : 0) + (c->disk.size != 0 ? 1 : 0);
+	if (c->nvcpus > TB_MAX_VCPUS - ndev) {
+		snprintf(msg, msglen, "%u vCPUs with tb-dma or tb-disk: at "
+		    "most %u, their state takes sections", c->nvcpus,
+		    TB_MAX_VCPUS - ndev);
+		return (EINVAL);
+	}
+	if (c->disk.size != 0 && (c->disk.size % TB_DISK_BLOCK != 0 ||
+	    c->disk.hot_bytes < TB_DISK_BLOCK ||
+	    c->disk.hot_bytes > c->disk.size)) {
+		snprintf(msg, msglen, "disk of %ju bytes with a hot set of "
+		    "%ju: the size must be a multiple of %u and the hot set "
+		    "between one block and the disk",
+		    (uintmax_t)c->disk.size, (uintmax_t)c->disk.hot_bytes,
+		    TB_DISK_BLOCK);
+		return (EINVAL);
+	}
+	if (c->dma.rate > 1000000) {
+		snprintf(msg, msglen, "tb-dma rate of %ju writes/s: at most "
+		    "1000000", (uintmax_t)c->dma.rate);
 		return (EINVAL);
 	}
 	if (c->nsegs < 1 || c->nsegs > TB_MAX_SEGS) {

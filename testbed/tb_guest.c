@@ -49,9 +49,12 @@ struct tb_vcpu {
 struct tb_guest {
 	struct tb_guest_config cfg;
 	uint8_t		*mem;
+	uint8_t		*alias;		/* tb-dma's mapping of mem */
 	uint64_t	npages;
 	uint64_t	seg_pages;
 	struct tb_dirty	*dirty;
+	struct tb_dma	*dma;
+	struct tb_disk	*disk;
 	uint8_t		*blob;
 	_Atomic uint64_t counter;	/* the tb-counter device */
 
@@ -294,10 +297,44 @@ stop_vcpus(struct tb_guest *g)
 	g->nthreads = 0;
 }
 
+/*
+ * Guest memory with a device: one memfd mapped twice, the first mapping
+ * tracked, the second tb-dma's (what the tracker does not see, as DMA).
+ */
+static int
+map_shared_memory(struct tb_guest *g, char *msg, size_t msglen)
+{
+	int error, fd;
+
+	fd = memfd_create("tbvm-guest", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)g->cfg.memory) != 0) {
+		error = errno;
+		snprintf(msg, msglen, "cannot create %ju bytes of shared "
+		    "guest memory: %s", (uintmax_t)g->cfg.memory,
+		    strerror(error));
+		if (fd >= 0)
+			close(fd);
+		return (error);
+	}
+	g->mem = mmap(NULL, g->cfg.memory, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_NORESERVE, fd, 0);
+	g->alias = mmap(NULL, g->cfg.memory, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_NORESERVE, fd, 0);
+	error = g->mem == MAP_FAILED || g->alias == MAP_FAILED ? errno : 0;
+	close(fd);
+	if (g->alias == MAP_FAILED)
+		g->alias = NULL;
+	if (error != 0)
+		snprintf(msg, msglen, "cannot map shared guest memory: %s",
+		    strerror(error));
+	return (error);
+}
+
 int
 tb_guest_create(struct tb_guest **gp, const struct tb_guest_config *cfg,
     bool fresh, char *msg, size_t msglen)
 {
+	struct mig_memseg segs[TB_MAX_SEGS];
 	struct tb_vcpu *vc;
 	struct tb_guest *g;
 	uint64_t share;
@@ -323,15 +360,21 @@ tb_guest_create(struct tb_guest **gp, const struct tb_guest_config *cfg,
 	g->vcpus = calloc(cfg->nvcpus, sizeof(*g->vcpus));
 	if (g->blob == NULL || g->vcpus == NULL)
 		goto nomem;
-	g->mem = mmap(NULL, cfg->memory, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (g->mem == MAP_FAILED) {
-		g->mem = NULL;
-		error = errno;
-		snprintf(msg, msglen, "cannot map %ju bytes of guest memory: "
-		    "%s", (uintmax_t)cfg->memory, strerror(error));
-		goto fail;
+	if (cfg->dma.rate != 0)
+		error = map_shared_memory(g, msg, msglen);
+	else {
+		g->mem = mmap(NULL, cfg->memory, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		error = g->mem == MAP_FAILED ? errno : 0;
+		if (error != 0)
+			snprintf(msg, msglen, "cannot map %ju bytes of guest "
+			    "memory: %s", (uintmax_t)cfg->memory,
+			    strerror(error));
 	}
+	if (g->mem == MAP_FAILED)
+		g->mem = NULL;
+	if (error != 0)
+		goto fail;
 	error = tb_dirty_open(&g->dirty, g->mem, cfg->memory, msg, msglen);
 	if (error != 0)
 		goto fail;
@@ -362,6 +405,18 @@ tb_guest_create(struct tb_guest **gp, const struct tb_guest_config *cfg,
 			break;
 		}
 	}
+	if (cfg->dma.rate != 0) {
+		for (i = 0; i < cfg->nsegs; i++)
+			tb_guest_seg(g, i, &segs[i].gpa, &segs[i].len,
+			    &segs[i].host);
+		error = tb_dma_create(&g->dma, &cfg->dma, g->mem, g->alias,
+		    g->npages, segs, cfg->nsegs, msg, msglen);
+		if (error != 0)
+			goto fail;
+	}
+	if (cfg->disk.size != 0 && (error = tb_disk_create(&g->disk,
+	    &cfg->disk, cfg->seed, msg, msglen)) != 0)
+		goto fail;
 	for (i = 0; i < cfg->nvcpus; i++) {
 		error = pthread_create(&g->vcpus[i].thread, NULL, vcpu_main,
 		    &g->vcpus[i]);
@@ -390,9 +445,13 @@ tb_guest_destroy(struct tb_guest *g)
 	if (g == NULL)
 		return;
 	stop_vcpus(g);
+	tb_disk_destroy(g->disk);
+	tb_dma_destroy(g->dma);
 	tb_dirty_close(g->dirty);
 	if (g->mem != NULL)
 		munmap(g->mem, g->cfg.memory);
+	if (g->alias != NULL)
+		munmap(g->alias, g->cfg.memory);
 	pthread_cond_destroy(&g->cv_held);
 	pthread_cond_destroy(&g->cv_run);
 	pthread_mutex_destroy(&g->mtx);
@@ -432,6 +491,20 @@ tb_guest_dirty(const struct tb_guest *g)
 	return (g->dirty);
 }
 
+struct tb_dma *
+tb_guest_dma(const struct tb_guest *g)
+{
+
+	return (g->dma);
+}
+
+struct tb_disk *
+tb_guest_disk(const struct tb_guest *g)
+{
+
+	return (g->disk);
+}
+
 uint8_t *
 tb_guest_page(const struct tb_guest *g, uint64_t idx, uint64_t *gpa)
 {
@@ -444,7 +517,9 @@ tb_guest_page(const struct tb_guest *g, uint64_t idx, uint64_t *gpa)
 int
 tb_guest_pause(struct tb_guest *g)
 {
+	int error;
 
+	error = 0;
 	pthread_mutex_lock(&g->mtx);
 	if (!g->paused) {
 		atomic_store(&g->hold, 1);
@@ -452,9 +527,14 @@ tb_guest_pause(struct tb_guest *g)
 		while (g->nheld < g->nthreads)
 			pthread_cond_wait(&g->cv_held, &g->mtx);
 		g->paused = true;
+		/* Devices after vCPUs, as bhyve's vm_pause_devices(). */
+		if (g->dma != NULL)
+			tb_dma_pause(g->dma);
+		if (g->disk != NULL)
+			error = tb_disk_pause(g->disk);
 	}
 	pthread_mutex_unlock(&g->mtx);
-	return (0);
+	return (error);
 }
 
 int
@@ -462,6 +542,10 @@ tb_guest_resume(struct tb_guest *g)
 {
 
 	pthread_mutex_lock(&g->mtx);
+	if (g->paused && g->dma != NULL)
+		tb_dma_resume(g->dma);
+	if (g->paused && g->disk != NULL)
+		tb_disk_resume(g->disk);
 	g->paused = false;
 	atomic_store(&g->hold, 0);
 	pthread_cond_broadcast(&g->cv_run);

@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #include "tb_dirty.h"
+#include "tb_disk.h"
+#include "tb_dma.h"
 
 #define	TB_NAME_MAX		64	/* guest name, with its NUL */
 #define	TB_MAX_VCPUS		62	/* leaves two state sections */
@@ -52,6 +54,8 @@ struct tb_guest_config {
 	struct tb_workload workload;
 	enum tb_fill	fill;
 	uint64_t	seed;
+	struct tb_dma_config dma;
+	struct tb_disk_config disk;
 };
 
 /* One vCPU's "registers": where its loop is. */
@@ -92,6 +96,10 @@ uint32_t tb_guest_nsegs(const struct tb_guest *);
 void	tb_guest_seg(const struct tb_guest *, uint32_t, uint64_t *gpa,
 	    uint64_t *len, uint8_t **host);
 struct tb_dirty *tb_guest_dirty(const struct tb_guest *);
+/* The tb-dma device, or NULL when the guest has none. */
+struct tb_dma *tb_guest_dma(const struct tb_guest *);
+/* The tb-disk device, or NULL when the guest has none. */
+struct tb_disk *tb_guest_disk(const struct tb_guest *);
 
 /* Stop every vCPU between two iterations; resume releases them. */
 int	tb_guest_pause(struct tb_guest *);
@@ -115,6 +123,8 @@ uint64_t tb_guest_counter(const struct tb_guest *);
 void	tb_guest_set_counter(struct tb_guest *, uint64_t);
 uint8_t	*tb_guest_blob(struct tb_guest *);
 
+/* Record a mismatch a device's own check found. */
+void	tb_verify_add(struct tb_verify *, const char *line);
 /* Check memory, vCPU positions and devices against the workload. */
 int	tb_guest_verify(struct tb_guest *, struct tb_verify *, char *msg,
 	    size_t msglen);

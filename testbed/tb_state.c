@@ -24,35 +24,72 @@
  */
 #define	CPU_STATE_LEN		48
 #define	COUNTER_STATE_LEN	8
+#define	DEVICE_STATE_LEN	8	/* tb-dma, tb-disk: le64 writes done */
+
+enum sect {
+	SECT_CPU,
+	SECT_COUNTER,
+	SECT_BLOB,
+	SECT_DMA,
+	SECT_DISK
+};
+
+/* vCPUs, tb-counter, tb-blob, then the devices the guest has. */
+static enum sect
+section_of(const struct tb_guest *g, uint32_t idx)
+{
+	uint32_t ncpu = tb_guest_config(g)->nvcpus;
+
+	if (idx < ncpu)
+		return (SECT_CPU);
+	if (idx == ncpu)
+		return (SECT_COUNTER);
+	if (idx == ncpu + 1)
+		return (SECT_BLOB);
+	if (idx == ncpu + 2 && tb_guest_dma(g) != NULL)
+		return (SECT_DMA);
+	return (SECT_DISK);
+}
 
 uint32_t
 tb_state_nsections(const struct tb_guest *g)
 {
 
-	return (tb_guest_config(g)->nvcpus + 2);
+	return (tb_guest_config(g)->nvcpus + 2 +
+	    (tb_guest_dma(g) != NULL ? 1 : 0) +
+	    (tb_guest_disk(g) != NULL ? 1 : 0));
 }
 
 void
 tb_state_name(const struct tb_guest *g, uint32_t idx, char *name,
     size_t namelen)
 {
-	uint32_t ncpu = tb_guest_config(g)->nvcpus;
+	static const char *const names[] = {
+		[SECT_COUNTER] = "tb-counter",
+		[SECT_BLOB] = "tb-blob",
+		[SECT_DMA] = "tb-dma",
+		[SECT_DISK] = "tb-disk",
+	};
+	enum sect k = section_of(g, idx);
 
-	if (idx < ncpu)
+	if (k == SECT_CPU)
 		snprintf(name, namelen, "cpu%u", idx);
-	else if (idx == ncpu)
-		snprintf(name, namelen, "tb-counter");
 	else
-		snprintf(name, namelen, "tb-blob");
+		snprintf(name, namelen, "%s", names[k]);
 }
 
 size_t
 tb_state_len(const struct tb_guest *g, uint32_t idx)
 {
-	uint32_t ncpu = tb_guest_config(g)->nvcpus;
+	static const size_t lens[] = {
+		[SECT_CPU] = CPU_STATE_LEN,
+		[SECT_COUNTER] = COUNTER_STATE_LEN,
+		[SECT_BLOB] = TB_BLOB_SIZE,
+		[SECT_DMA] = DEVICE_STATE_LEN,
+		[SECT_DISK] = DEVICE_STATE_LEN,
+	};
 
-	return (idx < ncpu ? CPU_STATE_LEN : idx == ncpu ? COUNTER_STATE_LEN :
-	    TB_BLOB_SIZE);
+	return (lens[section_of(g, idx)]);
 }
 
 int
@@ -85,10 +122,14 @@ tb_state_save(struct tb_guest *g, uint32_t idx, void **bufp, size_t *lenp,
 		mig_le64enc(buf + 24, r.position);
 		mig_le64enc(buf + 32, r.pass);
 		mig_le64enc(buf + 40, r.iterations);
-	} else if (idx == ncpu)
+	} else if (section_of(g, idx) == SECT_COUNTER)
 		mig_le64enc(buf, tb_guest_counter(g));
-	else
+	else if (section_of(g, idx) == SECT_BLOB)
 		memcpy(buf, tb_guest_blob(g), TB_BLOB_SIZE);
+	else if (section_of(g, idx) == SECT_DMA)
+		mig_le64enc(buf, tb_dma_seq(tb_guest_dma(g)));
+	else
+		mig_le64enc(buf, tb_disk_seq(tb_guest_disk(g)));
 	*bufp = buf;
 	*lenp = len;
 	return (0);
@@ -149,9 +190,19 @@ tb_state_restore(struct tb_guest *g, uint32_t idx, const void *buf,
 	}
 	if (idx < ncpu)
 		return (restore_cpu(g, idx, buf, msg, msglen));
-	if (idx == ncpu)
+	switch (section_of(g, idx)) {
+	case SECT_COUNTER:
 		tb_guest_set_counter(g, mig_le64dec(buf));
-	else
+		break;
+	case SECT_BLOB:
 		memcpy(tb_guest_blob(g), buf, TB_BLOB_SIZE);
+		break;
+	case SECT_DMA:
+		tb_dma_set_seq(tb_guest_dma(g), mig_le64dec(buf));
+		break;
+	default:
+		tb_disk_set_seq(tb_guest_disk(g), mig_le64dec(buf));
+		break;
+	}
 	return (0);
 }

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "tb_dirty.h"
+#include "tb_disk.h"
 #include "tb_guest.h"
 #include "tb_pattern.h"
 
@@ -43,22 +44,33 @@ mismatch(struct tb_verify *v, const char *fmt, ...)
 	v->nmismatches++;
 }
 
+void
+tb_verify_add(struct tb_verify *v, const char *line)
+{
+
+	mismatch(v, "%s", line);
+}
+
 static void
 check_page(struct tb_verify *v, const struct tb_guest_config *cfg,
-    uint64_t gpa, const uint8_t *page, uint8_t want, uint8_t *scratch,
-    uint32_t vcpu)
+    uint64_t gpa, const uint8_t *page, uint8_t want, uint64_t want_dma,
+    uint8_t *scratch, uint32_t vcpu)
 {
+	uint64_t dma;
 	uint32_t i;
 
 	if (page[0] != want)
 		mismatch(v, "gpa 0x%" PRIx64 " (vCPU %u): counter byte "
 		    "expected %u, found %u", gpa, vcpu, want, page[0]);
-	for (i = 1; i < TB_PATTERN_OFF; i++) {
-		if (page[i] != 0) {
-			mismatch(v, "gpa 0x%" PRIx64 ": byte %u expected 0, "
-			    "found %u", gpa, i, page[i]);
-			return;
-		}
+	/* Bytes 1..7: tb-dma's sweeps over the page (zero without it). */
+	dma = 0;
+	for (i = 1; i < TB_PATTERN_OFF; i++)
+		dma |= (uint64_t)page[i] << (8 * (i - 1));
+	if (dma != want_dma) {
+		mismatch(v, "gpa 0x%" PRIx64 ": tb-dma sweeps expected "
+		    "%" PRIu64 ", found %" PRIu64 " (a device write lost)",
+		    gpa, want_dma, dma);
+		return;
 	}
 	if (cfg->fill == TB_FILL_PATTERN)
 		tb_pattern_page(cfg->seed, gpa, scratch);
@@ -87,7 +99,8 @@ tb_guest_verify(struct tb_guest *g, struct tb_verify *v, char *msg,
 {
 	const struct tb_guest_config *cfg = tb_guest_config(g);
 	uint8_t want_md[EVP_MAX_MD_SIZE], got_md[EVP_MAX_MD_SIZE];
-	uint64_t first, npages, loop, k, gpa, sum;
+	uint64_t first, npages, loop, k, gpa, sum, npages_all;
+	struct tb_dma *dma = tb_guest_dma(g);
 	struct tb_vcpu_regs r;
 	uint8_t *scratch, *blob, *page, want;
 	bool was_running;
@@ -127,6 +140,7 @@ tb_guest_verify(struct tb_guest *g, struct tb_verify *v, char *msg,
 		    "%" PRIu64, cfg->seed);
 
 	memset(scratch, 0, TB_PAGE_SIZE);
+	npages_all = cfg->memory >> TB_PAGE_SHIFT;
 	for (i = 0; i < cfg->nvcpus && error == 0; i++) {
 		tb_guest_region(g, i, &first, &npages, &loop);
 		tb_guest_get_regs(g, i, &r);
@@ -141,10 +155,15 @@ tb_guest_verify(struct tb_guest *g, struct tb_verify *v, char *msg,
 			page = tb_guest_page(g, first + k, &gpa);
 			want = k >= loop ? 0 :
 			    (uint8_t)(r.pass + (k < r.position ? 1 : 0));
-			check_page(v, cfg, gpa, page, want, scratch, i);
+			check_page(v, cfg, gpa, page, want, dma == NULL ? 0 :
+			    tb_dma_expected(tb_dma_seq(dma), npages_all,
+			    first + k), scratch, i);
 			v->pages_checked++;
 		}
 	}
+
+	if (error == 0 && tb_guest_disk(g) != NULL)
+		error = tb_disk_verify(tb_guest_disk(g), v, msg, msglen);
 
 	if (was_running)
 		tb_guest_resume(g);

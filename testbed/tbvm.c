@@ -113,7 +113,10 @@ usage(void)
 	    "[--segments N]\n"
 	    "\t    [--workload idle|full|hotset:SIZE[@RATE]] "
 	    "[--fill pattern|zero]\n"
-	    "\t    [--seed S] --control PATH [--probe HOST:PORT]\n"
+	    "\t    [--seed S] [--dma RATE [--dma-unlogged running|drain]]\n"
+	    "\t    [--disk SIZE --disk-image PATH [--disk-hot SIZE] "
+	    "[--disk-rate N]]\n"
+	    "\t    --control PATH [--probe HOST:PORT]\n"
 	    "\t    [--stateless-device NAME]\n"
 	    "       tbvm receive (the guest options of run) --listen "
 	    "HOST:PORT\n"
@@ -181,7 +184,13 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "listen-timeout", required_argument, NULL, 'L' },
 		{ "handshake-timeout", required_argument, NULL, 'H' },
 		{ "fault", required_argument, NULL, 'F' },
-		{ "stateless-device", required_argument, NULL, 'D' },
+		{ "stateless-device", required_argument, NULL, 'N' },
+		{ "dma", required_argument, NULL, 'D' },
+		{ "dma-unlogged", required_argument, NULL, 'U' },
+		{ "disk", required_argument, NULL, 'd' },
+		{ "disk-image", required_argument, NULL, 'i' },
+		{ "disk-hot", required_argument, NULL, 'h' },
+		{ "disk-rate", required_argument, NULL, 'R' },
 		{ NULL, 0, NULL, 0 }
 	};
 	char msg[256];
@@ -264,7 +273,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 			o->handshake_timeout_ms = opt_number(
 			    "handshake-timeout", optarg, 1, UINT32_MAX);
 			break;
-		case 'D':
+		case 'N':
 			if (o->receive)
 				usage_error("--stateless-device is an option of "
 				    "'tbvm run'");
@@ -276,6 +285,40 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 				usage_error("--fault: '%s' is neither "
 				    "'lose-running' nor 'die-after-go'", optarg);
 			o->fault = optarg;
+			break;
+		case 'd':
+			if (tb_parse_size(optarg, &cfg->disk.size) != 0)
+				usage_error("--disk: '%s' is not a size such "
+				    "as 64M or 1G", optarg);
+			break;
+		case 'i':
+			if (strlen(optarg) >= sizeof(cfg->disk.image) ||
+			    optarg[0] == '\0')
+				usage_error("--disk-image: give a path of 1 to "
+				    "%zu characters", sizeof(cfg->disk.image) -
+				    1);
+			strcpy(cfg->disk.image, optarg);
+			break;
+		case 'h':
+			if (tb_parse_size(optarg, &cfg->disk.hot_bytes) != 0)
+				usage_error("--disk-hot: '%s' is not a size",
+				    optarg);
+			break;
+		case 'R':
+			cfg->disk.rate = opt_number("disk-rate", optarg, 1,
+			    1000000);
+			break;
+		case 'D':
+			cfg->dma.rate = opt_number("dma", optarg, 1, 1000000);
+			break;
+		case 'U':
+			if (strcmp(optarg, "running") == 0)
+				cfg->dma.unlogged = TB_DMA_UNLOGGED_RUNNING;
+			else if (strcmp(optarg, "drain") == 0)
+				cfg->dma.unlogged = TB_DMA_UNLOGGED_DRAIN;
+			else
+				usage_error("--dma-unlogged: '%s' is neither "
+				    "'running' nor 'drain'", optarg);
 			break;
 		default:
 			usage();
@@ -295,6 +338,17 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		usage_error("--listen is required");
 	if (o->receive && o->keyfile == NULL)
 		usage_error("--key-file is required");
+	if (cfg->disk.size != 0 && cfg->disk.image[0] == '\0')
+		usage_error("--disk needs --disk-image");
+	if (cfg->disk.size == 0 && (cfg->disk.image[0] != '\0' ||
+	    cfg->disk.hot_bytes != 0 || cfg->disk.rate != 0))
+		usage_error("--disk-image, --disk-hot and --disk-rate need "
+		    "--disk");
+	if (cfg->disk.size != 0 && cfg->disk.hot_bytes == 0)
+		cfg->disk.hot_bytes = cfg->disk.size < TB_DISK_HOT_DEFAULT ?
+		    cfg->disk.size : TB_DISK_HOT_DEFAULT;
+	if (cfg->disk.size != 0 && cfg->disk.rate == 0)
+		cfg->disk.rate = TB_DISK_RATE_DEFAULT;
 	if (tb_guest_config_check(cfg, msg, sizeof(msg)) != 0)
 		usage_error("%s", msg);
 }

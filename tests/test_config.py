@@ -192,3 +192,15 @@ def test_parse_rate() -> None:
     assert parse_rate(4096) == 4096
     with pytest.raises(ValueError):
         parse_rate("quick")
+
+
+def test_testbed_devices_round_trip_and_bad_values_are_named() -> None:
+    text = (EXAMPLES / "hosts-testbed.yaml").read_text()
+    config = parse_hosts_text(text, "hosts.yaml", check_files=False)
+    guest = next(g for g in config.guests.values() if g.testbed is not None)
+    guest.testbed.disk, guest.testbed.dma_rate, guest.testbed.dma_unlogged = 16 << 20, 5, "drain"
+    again = parse_hosts_text(dump_hosts(config), "hosts.yaml", check_files=False)
+    assert again.guests[guest.name].testbed == guest.testbed
+    bad = dump_hosts(config).replace("dma_unlogged: drain", "dma_unlogged: never")
+    with pytest.raises(ConfigError, match="dma_unlogged must be one of running, drain"):
+        parse_hosts_text(bad, "hosts.yaml", check_files=False)

@@ -30,7 +30,7 @@ def _compiler(tc: fc.Toolchain, name: str) -> fc.Compiler:
 def test_finds_project_sources() -> None:
     sources = fc.find_sources(ROOT)
     rel = {s.path.relative_to(ROOT).as_posix(): s.kernel for s in sources}
-    assert rel["sys/dev/vmm/vmm_dirty.c"] is True
+    assert rel["sys/amd64/vmm/vmm_dirty.c"] is True
     assert rel["sys/dev/vmm/vmm_dirty_log.c"] is True
     assert rel["lib/libvmmapi/vmmapi_dirty.c"] is False
 

@@ -381,7 +381,7 @@ def test_check_task_reports_each_patch(upstream_repo, patch_files) -> None:
 
 
 def test_apply_task_ams_the_series_and_refuses_a_dirty_tree(upstream_repo, patch_files) -> None:
-    (upstream_repo / "sys" / "vm" / "vm_page.h").write_text("dirty\n")
+    (upstream_repo / "sys" / "amd64" / "include" / "pmap.h").write_text("dirty\n")
     with pytest.raises(fseries.SeriesError, match="uncommitted changes"):
         fseries.apply_series(upstream_repo, patch_files, start="HEAD")
     assert _git(upstream_repo, "checkout", "--", ".").returncode == 0
@@ -542,3 +542,28 @@ def test_man_page_additions_are_lint_clean(simulation, tmp_path) -> None:
             else:
                 old[kind] -= 1
     assert not problems, "mandoc -Tlint:\n" + "\n".join(problems)
+
+
+def test_strict_check_against_the_patches_own_preimages(tmp_path: Path) -> None:
+    """Every patch applies in order, with no fuzz and no offset, to the upstream files as
+    the series' own context describes them (CI has no FreeBSD tree)."""
+    from harness import series_strict
+
+    patches = fseries.read_series_list(ROOT / "patches")
+    written = series_strict.rebuild_preimages(patches, tmp_path)
+    assert "sys/amd64/amd64/pmap.c" in written
+    results = series_strict.strict_check(tmp_path, patches)
+    bad = [f"{r.name}: {r.detail}" for r in results if not r.ok]
+    assert not bad, "\n".join(bad)
+
+
+def test_strict_check_refuses_an_offset(tmp_path: Path) -> None:
+    """A line inserted above a hunk is an offset patch(1) would explain away: refused."""
+    from harness import series_strict
+
+    patches = fseries.read_series_list(ROOT / "patches")
+    series_strict.rebuild_preimages(patches, tmp_path)
+    pmap = tmp_path / "sys/amd64/amd64/pmap.c"
+    pmap.write_text("/* moved */\n" + pmap.read_text())
+    results = series_strict.strict_check(tmp_path, patches)
+    assert not results[0].ok and "offset" in results[0].detail.lower()

@@ -3,7 +3,9 @@
 The same file compiles into vmm.ko; here the host's cc builds it in userland with the
 driver in tests/c/dirty_log_test.c, which checks request validation (misaligned, zero,
 overflow, over the per-call cap, out of segment), get-and-clear, put-back, sticky bits
-across collections, a random model and a marker/collector race.
+across collections, a random model, a marker/collector race, the record of a superpage
+the harvest could not split (failed demotion, 1 GiB leaf), the owner rule, the order of
+the two ways tracking ends, and markers racing other VMs' start/stop.
 """
 
 from __future__ import annotations
@@ -17,7 +19,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "sys" / "dev" / "vmm" / "vmm_dirty_log.c"
 DRIVER = ROOT / "tests" / "c" / "dirty_log_test.c"
-CASES = ["validation", "lookup", "get_and_clear", "put_back", "sticky", "model", "race"]
+CASES = [
+    "validation",
+    "lookup",
+    "get_and_clear",
+    "put_back",
+    "sticky",
+    "model",
+    "race",
+    "superpage_report",
+    "owner",
+    "end_order",
+    "registry_race",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +68,7 @@ def test_driver_lists_every_case(driver: Path) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_case(driver: Path, case: str) -> None:
-    runs = 3 if case == "race" else 1
+    runs = 3 if case.endswith("race") else 1
     for _ in range(runs):
         proc = subprocess.run(
             [str(driver), case], capture_output=True, text=True, timeout=120, check=False

@@ -15,6 +15,7 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from harness import series as fseries
+from harness import series_refresh, series_strict
 from harness.freebsd_compile import CompileCheckError, compile_all
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -68,31 +69,29 @@ def export(c, out=None):
 
 @task(
     help={
-        "src": "a git checkout of freebsd-src (its HEAD is checked against the base)",
-        "rev": "check against this revision instead of HEAD",
+        "src": "a FreeBSD src tree (a git checkout or the gathered upstream files)",
+        "allow_missing": "check what exists when the tree lacks some files the series patches",
     }
 )
-def check(c, src, rev="HEAD"):
-    """Say whether the series applies to a FreeBSD checkout: where its HEAD stands relative
-    to the series' base, then `git apply --check` of each patch in order (each on top of
-    the ones before it, in a temporary index; the checkout is not modified)."""
+def check(c, src, allow_missing=False):
+    """Apply the series strictly to a FreeBSD src tree: for each patch in order,
+    `git apply --check` and `patch --dry-run -p1 -F0` on a scratch copy of the files it
+    touches; any refusal, fuzz or offset fails.  The tree is not modified.  With a git
+    checkout, also says where its HEAD stands relative to the series' base."""
     src_dir = Path(src).expanduser().resolve()
     patches = _patch_files(ROOT / "patches")
     try:
-        base = fseries.check_base(src_dir)
-        results = fseries.check_apply(src_dir, patches, rev)
+        if (src_dir / ".git").exists():
+            print(f"{src_dir}: {fseries.check_base(src_dir).relation}")
+        results = series_strict.strict_check(src_dir, patches, allow_missing)
     except fseries.SeriesError as exc:
         raise Exit(f"patches.check: {exc}", code=2) from exc
-    print(f"{src_dir}: {base.relation}")
     for result in results:
-        print(f"  {'ok    ' if result.ok else 'FAILED'} {result.name}")
-        if not result.ok:
-            for line in result.detail.splitlines():
-                print(f"           {line}")
+        print(f"  {'ok    ' if result.ok else 'FAILED'} {result.name}: {result.detail}")
     failed = [r.name for r in results if not r.ok]
     if failed:
-        raise Exit(f"patches.check: {len(failed)} of {len(results)} patches do not apply", code=1)
-    print(f"patches.check: all {len(results)} patches apply")
+        raise Exit(f"patches.check: {len(failed)} of {len(results)} patches fail", code=1)
+    print(f"patches.check: all {len(results)} patches apply exactly (no fuzz, no offset)")
 
 
 @task(
@@ -116,8 +115,25 @@ def apply(c, src, branch=fseries.BRANCH, start=None, force=False):
     print(f"patches.apply: {len(applied)} patches applied on branch {branch} in {src_dir}")
 
 
+@task(help={"src": "the upstream files (FreeBSD src layout), e.g. /work/upstream/15.0"})
+def refresh(c, src):
+    """Rewrite patches/hunks/*/*.diff as `git diff -U3` of the real upstream files in SRC:
+    each patch's hunks are applied (fuzz allowed, once) to the file as the patches before
+    it left it, then replaced by git's diff.  Then run `invoke patches.export`."""
+    try:
+        results = series_refresh.refresh(ROOT, Path(src).expanduser())
+    except fseries.SeriesError as exc:
+        raise Exit(f"patches.refresh: {exc}", code=2) from exc
+    for r in results:
+        print(f"  {r.diff.parent.name}/{r.diff.name}: {r.status}")
+    failed = [r for r in results if r.status.startswith("does not apply")]
+    if failed:
+        raise Exit(f"patches.refresh: {len(failed)} hunk files need a hand edit", code=1)
+
+
 ns = Collection("patches")
 ns.add_task(compile_)
 ns.add_task(export)
 ns.add_task(check)
+ns.add_task(refresh)
 ns.add_task(apply)

@@ -20,11 +20,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmmapi.h"
 #include "internal.h"
 
-/* Start (enable) or stop dirty page tracking for the whole VM. */
+/*
+ * Start (enable) or stop dirty page tracking for the whole VM.  The
+ * descriptor that starts it owns it: only that descriptor, in this process,
+ * may fetch or put back bits, and closing it stops tracking.  Fails with
+ * EOPNOTSUPP when a passthrough device is attached, ENOMEM when guest
+ * memory cannot be wired (vm.max_user_wired), EBUSY when another
+ * descriptor already tracks the VM.
+ */
 int
 vm_dirty_track(struct vmctx *ctx, bool enable)
 {
@@ -49,15 +57,16 @@ vm_dirty_bitmap(struct vmctx *ctx, u_long cmd, vm_paddr_t gpa, size_t npages,
 	db.gpa = gpa;
 	db.npages = npages;
 	db.bitmap = __DECONST(uint64_t *, bitmap);
+	db.pagesize = (uint32_t)getpagesize();
 	return (ioctl(ctx->fd, cmd, &db));
 }
 
 /*
  * Fetch and clear the dirty bits of the npages pages at gpa (one memory
  * mapping, at most VM_DIRTY_MAXPAGES pages) into bitmap, which holds
- * howmany(npages, 64) words; bit i stands for page gpa + i * PAGE_SIZE.
- * Must be called by the process that maps guest memory (bhyve), whose own
- * writes to it are collected too.
+ * howmany(npages, 64) words; bit i stands for page gpa + i * getpagesize().
+ * Only the owner of tracking may call it (EPERM otherwise); its own writes
+ * to guest memory, through its mapping of it, are collected too.
  */
 int
 vm_dirty_get(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,

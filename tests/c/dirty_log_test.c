@@ -395,6 +395,165 @@ test_race(void)
 	CHECK(marks >= 8 * RACE_PAGES);
 }
 
+/*
+ * The harvest's fallback for a dirty superpage it could not split (failed
+ * demotion, 1 GiB leaf) reports the whole superpage: every page of it that
+ * lies in the window must be recorded, nothing outside.
+ */
+static void
+test_superpage_report(void)
+{
+	uint64_t bm[VDL_NWORDS(1024)];
+	struct vdl_harvest h;
+	uint64_t i, n;
+
+	memset(bm, 0, sizeof(bm));
+	/* A 4 MiB window starting 1 MiB into a 2 MiB superpage. */
+	h.sva = 0x40100000;
+	h.eva = h.sva + 1024 * PSIZE;
+	h.pageshift = PSHIFT;
+	h.bitmap = bm;
+	/* The failed demotion of the superpage at 0x40000000. */
+	n = vdl_harvest_report(&h, 0x40000000, 512 * PSIZE);
+	CHECK_EQ(n, 256);
+	for (i = 0; i < 1024; i++)
+		CHECK_EQ(bit(bm, i), i < 256);
+	/* A 4 KiB leaf in the middle, and one just outside. */
+	CHECK_EQ(vdl_harvest_report(&h, h.sva + 700 * PSIZE, PSIZE), 1);
+	CHECK_EQ(vdl_harvest_report(&h, h.eva, PSIZE), 0);
+	CHECK(bit(bm, 700));
+	CHECK_EQ(vdl_bitmap_count(bm, 1024), 257);
+	/* A 1 GiB leaf covering the whole window. */
+	memset(bm, 0, sizeof(bm));
+	CHECK_EQ(vdl_harvest_report(&h, 0x40000000, UINT64_C(1) << 30), 1024);
+	CHECK_EQ(vdl_bitmap_count(bm, 1024), 1024);
+	/* A range that wraps the address space ends at the window's end. */
+	memset(bm, 0, sizeof(bm));
+	CHECK_EQ(vdl_harvest_report(&h, h.eva - PSIZE, UINT64_MAX), 1);
+	CHECK(bit(bm, 1023));
+}
+
+/* Only the starting file, from the starting address space, may use it. */
+static void
+test_owner(void)
+{
+	static int file_a, file_b, vms_a, vms_b;
+	struct vdl_owner o;
+
+	o.file = &file_a;
+	o.vmspace = &vms_a;
+	CHECK_EQ(vdl_owner_check(&o, &file_a, &vms_a), 0);
+	/* Another descriptor of the same VM (another bhyvectl, a restart). */
+	CHECK_EQ(vdl_owner_check(&o, &file_b, &vms_a), EPERM);
+	/* The owner's descriptor used from another process (fork, passing). */
+	CHECK_EQ(vdl_owner_check(&o, &file_a, &vms_b), EPERM);
+	CHECK_EQ(vdl_owner_check(&o, &file_b, &vms_b), EPERM);
+}
+
+/* Owner done and memory gone, in both orders: each step exactly once. */
+static void
+test_end_order(void)
+{
+	enum vdl_state st;
+	unsigned int a, b;
+
+	st = VDL_TRACKING;
+	a = vdl_end(&st, VDL_OWNER_DONE);
+	CHECK_EQ(a, VDL_UNPUBLISH | VDL_UNWIRE | VDL_FREE);
+
+	st = VDL_TRACKING;
+	a = vdl_end(&st, VDL_MEMORY_GONE);
+	CHECK_EQ(a, VDL_UNPUBLISH);		/* no unwire: maps go next */
+	CHECK_EQ(st, VDL_DETACHED);
+	b = vdl_end(&st, VDL_MEMORY_GONE);
+	CHECK_EQ(b, 0);
+	b = vdl_end(&st, VDL_OWNER_DONE);
+	CHECK_EQ(b, VDL_FREE);			/* no second unpublish */
+	CHECK_EQ(a & b, 0);
+}
+
+#define	REG_PAGES	4096
+#define	REG_ROUNDS	20000
+
+struct reg_ctx {
+	struct vdl_registry reg;
+	struct vdl_seg	segb;
+	int		obj_a, obj_b;
+	volatile int	stop;
+	uint64_t	marked;
+};
+
+/* VM A starts and stops tracking over and over. */
+static void *
+reg_cycler(void *arg)
+{
+	static uint64_t bits[VDL_NWORDS(REG_PAGES)];
+	struct reg_ctx *c = arg;
+	struct vdl_seg *sega;
+	int r;
+
+	for (r = 0; r < REG_ROUNDS; r++) {
+		/* Never freed: no grace period here, and no reuse. */
+		sega = calloc(1, sizeof(*sega));
+		if (sega == NULL)
+			abort();
+		sega->object = &c->obj_a;
+		vdl_log_init(&sega->log, bits, REG_PAGES);
+		vdl_registry_publish(&c->reg, sega);
+		sched_yield();
+		CHECK_EQ(vdl_registry_unpublish(&c->reg, sega), 0);
+	}
+	c->stop = 1;
+	return (NULL);
+}
+
+/* Kernel writes to VM B's pages, marked while B is tracked throughout. */
+static void *
+reg_marker(void *arg)
+{
+	struct reg_ctx *c = arg;
+	uint64_t p;
+
+	for (p = 0; !c->stop || p < 4 * REG_PAGES; p++) {
+		if (vdl_registry_mark(&c->reg, &c->obj_b, p % REG_PAGES) != 1)
+			return ((void *)1);
+		c->marked++;
+	}
+	return (NULL);
+}
+
+/*
+ * The registry's fast path must never hide a tracked VM because another
+ * VM stopped (the race of a "logging on" flag set by attach and cleared by
+ * detach): B stays published while A comes and goes, and every mark of a
+ * B page must land in B's log.
+ */
+static void
+test_registry_race(void)
+{
+	static uint64_t bits_b[VDL_NWORDS(REG_PAGES)];
+	struct reg_ctx c;
+	pthread_t cyc, mk;
+	void *lost;
+
+	memset(&c, 0, sizeof(c));
+	c.segb.object = &c.obj_b;
+	vdl_log_init(&c.segb.log, bits_b, REG_PAGES);
+	vdl_registry_publish(&c.reg, &c.segb);
+	if (pthread_create(&mk, NULL, reg_marker, &c) != 0 ||
+	    pthread_create(&cyc, NULL, reg_cycler, &c) != 0)
+		abort();
+	pthread_join(cyc, NULL);
+	pthread_join(mk, &lost);
+	CHECK(lost == NULL);
+	CHECK(c.marked >= 4 * REG_PAGES);
+	CHECK_EQ(vdl_bitmap_count(bits_b, REG_PAGES), REG_PAGES);
+	CHECK_EQ(c.reg.nsegs, 1);
+	CHECK_EQ(vdl_registry_unpublish(&c.reg, &c.segb), 0);
+	CHECK_EQ(vdl_registry_unpublish(&c.reg, &c.segb), ENOENT);
+	CHECK_EQ(vdl_registry_mark(&c.reg, &c.obj_b, 0), 0);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -406,6 +565,10 @@ static const struct {
 	{ "sticky", test_sticky },
 	{ "model", test_model },
 	{ "race", test_race },
+	{ "superpage_report", test_superpage_report },
+	{ "owner", test_owner },
+	{ "end_order", test_end_order },
+	{ "registry_race", test_registry_race },
 };
 
 int

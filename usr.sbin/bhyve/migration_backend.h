@@ -76,6 +76,19 @@ struct mig_backend_ops {
 		    uint64_t npages, const uint64_t *bitmap);
 	void	(*dirty_stop)(void *arg);
 
+	/*
+	 * Optional device write log: pages device emulation wrote without
+	 * a page-table dirty bit (a block backend's read that lands by DMA
+	 * or through a kernel mapping).  devlog_collect() ORs the marks of
+	 * the given pages into bitmap and clears them, like dirty_collect();
+	 * the engine calls it in every collection, the last one after
+	 * pause(), so pause() must return only once device emulation has
+	 * finished its writes to guest memory (in-flight I/O drained).
+	 * Bits it cleared go back through dirty_putback() on failure.
+	 */
+	int	(*devlog_collect)(void *arg, uint32_t seg, uint64_t first,
+		    uint64_t npages, uint64_t *bitmap);
+
 	/* Stop and restart vCPUs and device emulation together. */
 	int	(*pause)(void *arg);
 	int	(*resume)(void *arg);

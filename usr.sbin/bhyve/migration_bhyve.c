@@ -51,6 +51,7 @@
 #include "migration.h"
 #include "migration_backend.h"
 #include "migration_bhyve.h"
+#include "migration_devlog.h"
 #include "pci_emul.h"
 #include "snapshot.h"
 
@@ -101,6 +102,13 @@ struct bhyve_mig {
 	bool		thr_cycling;	/* vCPUs held by the thread now */
 	uint32_t	thr_pct;
 };
+
+/*
+ * The device write log block_if marks.  Its writers (block_if threads)
+ * may hold the pointer at any time, so it lives as long as the guest's
+ * memory: created by the first migration, disarmed between them.
+ */
+static struct mig_devlog *mig_bhyve_devlog;
 
 /* The kernel structures, as the snapshot code names them. */
 static const struct {
@@ -383,8 +391,36 @@ mig_bhyve_dirty_start(void *arg)
 			    "%s", strerror(error));
 		return (error);
 	}
+	if (mig_bhyve_devlog == NULL) {
+		error = mig_devlog_create(&mig_bhyve_devlog, bm->segs,
+		    bm->nsegs, bm->page_size);
+		if (error != 0) {
+			(void)vm_dirty_track(bm->ctx, false);
+			mig_bhyve_msg(bm, "cannot create the device write "
+			    "log: %s", strerror(error));
+			return (error);
+		}
+		mig_devlog_set_current(mig_bhyve_devlog);
+	}
+	mig_devlog_arm(mig_bhyve_devlog);
 	bm->tracking = true;
 	return (0);
+}
+
+/* Guest pages block_if read into (see migration_devlog.h). */
+static int
+mig_bhyve_devlog_collect(void *arg, uint32_t seg, uint64_t first,
+    uint64_t npages, uint64_t *bitmap)
+{
+	struct bhyve_mig *bm = arg;
+	int error;
+
+	error = mig_devlog_collect(mig_bhyve_devlog, seg, first, npages,
+	    bitmap);
+	if (error != 0)
+		mig_bhyve_msg(bm, "bad device write log range (segment %u, "
+		    "%ju pages)", seg, (uintmax_t)npages);
+	return (error);
 }
 
 static int
@@ -434,6 +470,7 @@ mig_bhyve_dirty_stop(void *arg)
 
 	if (!bm->tracking)
 		return;
+	mig_devlog_disarm(mig_bhyve_devlog);
 	if (vm_dirty_track(bm->ctx, false) != 0)
 		EPRINTLN("migration: cannot stop dirty page tracking: %s",
 		    strerror(errno));
@@ -721,6 +758,7 @@ static const struct mig_backend_ops mig_bhyve_ops = {
 	.dirty_collect = mig_bhyve_dirty_collect,
 	.dirty_putback = mig_bhyve_dirty_putback,
 	.dirty_stop = mig_bhyve_dirty_stop,
+	.devlog_collect = mig_bhyve_devlog_collect,
 	.pause = mig_bhyve_pause,
 	.resume = mig_bhyve_resume,
 	.throttle = mig_bhyve_throttle,

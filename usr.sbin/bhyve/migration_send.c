@@ -162,6 +162,11 @@ collect(struct sender *s, uint64_t *count)
 			if (error != 0)
 				return (backend_fail(s, error,
 				    "could not read the dirty page log"));
+			if (s->be->ops->devlog_collect != NULL &&
+			    (error = s->be->ops->devlog_collect(s->be->arg,
+			    seg, first, n, s->chunk)) != 0)
+				return (backend_fail(s, error,
+				    "could not read the device write log"));
 			/* Chunks are a multiple of 64 pages but the last. */
 			if (n % BITS_PER_WORD != 0)
 				s->chunk[nw - 1] &=

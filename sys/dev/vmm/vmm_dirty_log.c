@@ -27,6 +27,30 @@
 #include "vmm_dirty_log.h"
 
 #ifdef _KERNEL
+static inline void *
+vdl_load_ptr(void *pp)
+{
+	return ((void *)atomic_load_acq_ptr((volatile uintptr_t *)pp));
+}
+
+static inline void
+vdl_store_ptr(void *pp, void *v)
+{
+	atomic_store_rel_ptr((volatile uintptr_t *)pp, (uintptr_t)v);
+}
+
+static inline void
+vdl_add_uint(unsigned int *p, int v)
+{
+	atomic_add_int(p, (unsigned int)v);
+}
+
+static inline unsigned int
+vdl_load_uint(unsigned int *p)
+{
+	return (atomic_load_acq_int(p));
+}
+
 static inline uint64_t
 vdl_load(uint64_t *p)
 {
@@ -53,6 +77,30 @@ vdl_fetch_clear(uint64_t *p, uint64_t mask)
 	return (old & mask);
 }
 #else
+static inline void *
+vdl_load_ptr(void *pp)
+{
+	return (__atomic_load_n((void **)pp, __ATOMIC_ACQUIRE));
+}
+
+static inline void
+vdl_store_ptr(void *pp, void *v)
+{
+	__atomic_store_n((void **)pp, v, __ATOMIC_RELEASE);
+}
+
+static inline void
+vdl_add_uint(unsigned int *p, int v)
+{
+	(void)__atomic_fetch_add(p, (unsigned int)v, __ATOMIC_SEQ_CST);
+}
+
+static inline unsigned int
+vdl_load_uint(unsigned int *p)
+{
+	return (__atomic_load_n(p, __ATOMIC_ACQUIRE));
+}
+
 static inline uint64_t
 vdl_load(uint64_t *p)
 {
@@ -252,4 +300,106 @@ vdl_bitmap_count(const uint64_t *bitmap, uint64_t npages)
 		    (unsigned int)n));
 	}
 	return (count);
+}
+
+/*
+ * Record the part of [va, va + len) inside the harvest window; returns the
+ * number of pages recorded.  Called under the pmap lock: no sleeping, no
+ * allocation.
+ */
+uint64_t
+vdl_harvest_report(struct vdl_harvest *h, uint64_t va, uint64_t len)
+{
+	uint64_t first, i, last, lo, hi;
+
+	lo = va < h->sva ? h->sva : va;
+	hi = (va + len < va || va + len > h->eva) ? h->eva : va + len;
+	if (lo >= hi)
+		return (0);
+	first = (lo - h->sva) >> h->pageshift;
+	last = (hi - h->sva + vdl_lowmask(h->pageshift)) >> h->pageshift;
+	for (i = first; i < last; i++)
+		h->bitmap[i / VDL_WORD_BITS] |= UINT64_C(1) <<
+		    (i % VDL_WORD_BITS);
+	return (last - first);
+}
+
+/* Make seg visible to markers; the caller serialises writers. */
+void
+vdl_registry_publish(struct vdl_registry *reg, struct vdl_seg *seg)
+{
+	seg->next = reg->head;
+	vdl_store_ptr(&reg->head, seg);
+	vdl_add_uint(&reg->nsegs, 1);
+}
+
+/*
+ * Unlink seg.  Markers may still be looking at it: the caller frees it only
+ * after they have drained (epoch_wait() in the kernel).
+ */
+int
+vdl_registry_unpublish(struct vdl_registry *reg, struct vdl_seg *seg)
+{
+	struct vdl_seg **prevp, *cur;
+
+	for (prevp = &reg->head; (cur = *prevp) != NULL; prevp = &cur->next) {
+		if (cur == seg) {
+			vdl_store_ptr(prevp, seg->next);
+			vdl_add_uint(&reg->nsegs, -1);
+			return (0);
+		}
+	}
+	return (ENOENT);
+}
+
+/* Mark page pindex of object in every published log; lock-free. */
+int
+vdl_registry_mark(struct vdl_registry *reg, const void *object,
+    uint64_t pindex)
+{
+	struct vdl_seg *seg;
+	int marked;
+
+	if (vdl_load_uint(&reg->nsegs) == 0)
+		return (0);
+	marked = 0;
+	for (seg = vdl_load_ptr(&reg->head); seg != NULL;
+	    seg = vdl_load_ptr(&seg->next)) {
+		if (seg->object == object && vdl_log_mark(&seg->log,
+		    pindex) == 0)
+			marked++;
+	}
+	return (marked);
+}
+
+int
+vdl_owner_check(const struct vdl_owner *owner, const void *file,
+    const void *vmspace)
+{
+	if (owner->file != file || owner->vmspace != vmspace)
+		return (EPERM);
+	return (0);
+}
+
+unsigned int
+vdl_end(enum vdl_state *state, enum vdl_event event)
+{
+	switch (event) {
+	case VDL_OWNER_DONE:
+		/* The owner's record goes; memory is undone if still there. */
+		if (*state == VDL_TRACKING)
+			return (VDL_UNPUBLISH | VDL_UNWIRE | VDL_FREE);
+		return (VDL_FREE);
+	case VDL_MEMORY_GONE:
+		/*
+		 * The mappings go away next, unwiring them; the record stays
+		 * until its owner is done with it.
+		 */
+		if (*state == VDL_TRACKING) {
+			*state = VDL_DETACHED;
+			return (VDL_UNPUBLISH);
+		}
+		return (0);
+	}
+	return (0);
 }

@@ -1,0 +1,55 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Copyright (c) 2026 The bhyve live migration project
+ */
+
+/*
+ * "tb-disk": the test guest's disk, an image file written by a device
+ * thread while the guest runs: writes alternate between a hot set of
+ * blocks (its first hot_bytes, round robin) and a sweep over the whole
+ * disk.  Block b after g writes holds le64 g and then the pattern of
+ * (seed + g, b); a block never written is all zeros, so an image may
+ * start empty or sparse.  Its position (writes done) is the device's
+ * state, from which the check knows every block's content.
+ */
+
+#ifndef _TB_DISK_H_
+#define	_TB_DISK_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define	TB_DISK_BLOCK		4096u
+#define	TB_DISK_PATH_MAX	256
+#define	TB_DISK_HOT_DEFAULT	(4u << 20)
+#define	TB_DISK_RATE_DEFAULT	2000	/* block writes per second */
+
+struct tb_disk_config {
+	uint64_t	size;		/* bytes; 0: no disk */
+	uint64_t	hot_bytes;
+	uint64_t	rate;		/* block writes per second */
+	char		image[TB_DISK_PATH_MAX];
+};
+
+struct tb_disk;
+struct tb_verify;
+
+/*
+ * Open (creating, sized) the image of a checked configuration
+ * (tb_guest_config_check()); the device starts paused.
+ */
+int	tb_disk_create(struct tb_disk **, const struct tb_disk_config *,
+	    uint64_t seed, char *msg, size_t msglen);
+void	tb_disk_destroy(struct tb_disk *);
+/* Finish the write in flight and flush the image; resume restarts. */
+int	tb_disk_pause(struct tb_disk *);
+void	tb_disk_resume(struct tb_disk *);
+uint64_t tb_disk_seq(const struct tb_disk *);
+void	tb_disk_set_seq(struct tb_disk *, uint64_t);
+/* Check every block of the image; the device is paused. */
+int	tb_disk_verify(struct tb_disk *, struct tb_verify *, char *msg,
+	    size_t msglen);
+
+#endif /* _TB_DISK_H_ */
