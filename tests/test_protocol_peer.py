@@ -206,6 +206,20 @@ def test_source_vanishing_is_not_success(accepted) -> None:
     rx.refused("closed the connection")
 
 
+def test_undecodable_vminfo_gets_an_error_back(endpoints) -> None:
+    """An authenticated source whose VMINFO does not decode is told why, not just cut off."""
+    key = secrets.token_bytes(32)
+    rx = Receiver(endpoints, key)
+    peer = migpeer.Peer.connect("127.0.0.1", rx.port, key)
+    peer.handshake()
+    peer.send(migpeer.VMINFO, b"\x01\x00\x00")
+    mtype, body = peer.recv()
+    assert mtype == migpeer.ERROR
+    assert "guest's description" in migpeer.decode_error(body)
+    peer.close()
+    rx.refused("guest's description")
+
+
 def test_bad_version_refused(endpoints) -> None:
     key = secrets.token_bytes(32)
     rx = Receiver(endpoints, key)

@@ -681,6 +681,22 @@ stop_and_copy(struct sender *s)
 	    MIG_MSG_READY, "waiting for the destination to be ready",
 	    &payload, &len))) != 0 || (error = pause_check(s)) != 0)
 		goto out;
+	/* The destination's READY echoes what it counted: GO only if equal. */
+	if ((error = mig_ready_decode(payload, len, &ready, s->ch.why,
+	    sizeof(s->ch.why))) != 0) {
+		error = chan_fail(s, error, "reading the destination's READY");
+		goto out;
+	}
+	if (ready.pages != s->pages_total ||
+	    ready.nsections != s->vi.nsections) {
+		mig_fail(s->err, MIG_SIDE_DEST, s->phase, EPROTO,
+		    "the destination is ready with %ju pages and %u state "
+		    "sections, but %ju and %u were sent",
+		    (uintmax_t)ready.pages, ready.nsections,
+		    (uintmax_t)s->pages_total, s->vi.nsections);
+		error = EPROTO;
+		goto out;
+	}
 	/* GO and RUNNING get the ordinary timeout again. */
 	if ((error = mig_socket_timeout(s->ch.fd, s->p->io_timeout_ms)) != 0)
 		error = chan_fail(s, error, "restoring the I/O timeout");
