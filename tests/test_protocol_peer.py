@@ -164,6 +164,14 @@ def test_bad_page_index_refused(accepted) -> None:
     rx.refused("beyond the segment")
 
 
+def test_page_named_twice_in_a_frame_refused(accepted) -> None:
+    """Two copies of one page in one frame: a protocol error, not a link integrity failure."""
+    peer, rx = accepted
+    peer.send(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 2))
+    peer.send(migpeer.PAGES, migpeer.pages_payload(0, [(3, b"\x01" * 4096), (3, b"\x02" * 4096)]))
+    rx.refused("not after the previous entry's page 3")
+
+
 def test_bad_segment_refused(accepted) -> None:
     peer, rx = accepted
     peer.send(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 1))
