@@ -272,3 +272,24 @@ def test_stray_connection_does_not_cost_the_source_its_destination(endpoints) ->
     finally:
         src.stop()
         rx.proc.kill()
+
+
+def test_destination_with_another_seed_refuses_the_guest(endpoints) -> None:
+    """The test guest's fill and seed are in the compatibility check: refused, not late."""
+    key = secrets.token_bytes(32)
+    rx = Receiver(endpoints, key, "--seed", "7")
+    src_ep = endpoints[0]
+    key_path = f"{src_ep.runner.workdir}/seed.key"
+    src_ep.runner.put_text(key_path, key.hex() + "\n")
+    src = start_guest(src_ep, GUEST, FlowOptions(), "seed")
+    try:
+        res = src.tbctl("migrate", "--to", f"127.0.0.1:{rx.port}", "--key-file", key_path,
+                        check=False, timeout=60)  # fmt: skip
+        result = last_json(res.stdout, "tbctl migrate")
+        assert res.returncode == 1, res.stdout
+        assert result["error"]["phase"] == "compat", result
+        assert "seed=7" in result["error"]["message"], result
+        assert src.verify()["ok"]
+    finally:
+        src.stop()
+        rx.proc.kill()
