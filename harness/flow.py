@@ -129,6 +129,7 @@ class FlowOptions:
     fault: str | None = None  # test-only engine fault (migration.h enum mig_fault)
     destination_fault: str | None = None  # test-only fault of the receiver
     max_time_ms: int = 0
+    max_pause_ms: int = 0  # resume on the source past this pause, before GO (0: the engine's)
     peer_timeout_ms: int = 0  # give up on a silent peer after this long (0: the engine's)
     keep_running: bool = False  # leave the guest running at the end (ping-pong)
 

@@ -172,6 +172,8 @@ def policy_args(policy: MigrationPolicy, flow: FlowOptions) -> list[str]:
         args += ["--max-time", str(flow.max_time_ms)]
     if flow.peer_timeout_ms:
         args += ["--timeout", str(flow.peer_timeout_ms)]
+    if flow.max_pause_ms:
+        args += ["--max-pause", str(flow.max_pause_ms)]
     if flow.fault:
         args += ["--fault", flow.fault]
     return args

@@ -32,6 +32,7 @@ tb_vminfo(void *arg, struct mig_vminfo *vi)
 {
 	struct tb_backend *tb = arg;
 	struct tb_guest *g = tb->guest;
+	const struct tb_guest_config *cfg;
 	uint32_t i;
 
 	memset(vi, 0, sizeof(*vi));
@@ -56,8 +57,15 @@ tb_vminfo(void *arg, struct mig_vminfo *vi)
 		if (i < vi->ncpus)
 			vi->sections[i].flags = MIG_SECTION_VCPU;
 	}
-	snprintf(vi->cpu_features, sizeof(vi->cpu_features), "%s",
-	    TB_CPU_FEATURES);
+	/*
+	 * The guest's fill and seed decide what its memory check expects:
+	 * two ends that disagree would "complete", then fail that check.
+	 * They ride in the features the compatibility check compares.
+	 */
+	cfg = tb_guest_config(g);
+	snprintf(vi->cpu_features, sizeof(vi->cpu_features), "%s fill=%s "
+	    "seed=%ju", TB_CPU_FEATURES, cfg->fill == TB_FILL_ZERO ? "zero" :
+	    "pattern", (uintmax_t)cfg->seed);
 	return (0);
 }
 

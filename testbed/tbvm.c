@@ -75,6 +75,8 @@ struct opts {
 	const char	*control;
 	const char	*probe;
 	const char	*listen;
+	uint64_t	listen_timeout_ms;	/* 0: wait for ever */
+	uint64_t	handshake_timeout_ms;	/* 0: the default */
 	const char	*keyfile;
 	const char	*report;
 	const char	*fault;		/* post-GO fault of receive */
@@ -120,8 +122,8 @@ usage(void)
 	    "HOST:PORT\n"
 	    "\t    --key-file FILE --control PATH [--probe HOST:PORT]\n"
 	    "\t    [--report FILE] [--require-encryption] [--timeout MS]\n"
-	    "\t    [--lazy-memory]\n"
-	    "\t    [--fault lose-running|die-after-go]\n");
+	    "\t    [--lazy-memory] [--fault lose-running|die-after-go]\n"
+	    "\t    [--listen-timeout MS] [--handshake-timeout MS]\n");
 	exit(EX_USAGE);
 }
 
@@ -179,8 +181,10 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "report", required_argument, NULL, 'r' },
 		{ "require-encryption", no_argument, NULL, 'E' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "listen-timeout", required_argument, NULL, 'L' },
+		{ "handshake-timeout", required_argument, NULL, 'H' },
 		{ "fault", required_argument, NULL, 'F' },
-		{ "lazy-memory", no_argument, NULL, 'L' },
+		{ "lazy-memory", no_argument, NULL, 'Z' },
 		{ "stateless-device", required_argument, NULL, 'N' },
 		{ "dma", required_argument, NULL, 'D' },
 		{ "dma-unlogged", required_argument, NULL, 'U' },
@@ -199,7 +203,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 	cfg->fill = TB_FILL_PATTERN;
 	cfg->workload.kind = TB_WL_IDLE;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (!o->receive && strchr("lkrEtFL", ch) != NULL)
+		if (!o->receive && strchr("lkrEtFLHZ", ch) != NULL)
 			usage_error("--%s is an option of 'tbvm receive'",
 			    option_name(longopts, ch));
 		switch (ch) {
@@ -258,12 +262,20 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		case 'E':
 			o->require_encryption = true;
 			break;
-		case 'L':
+		case 'Z':
 			cfg->lazy_memory = true;
 			break;
 		case 't':
 			o->timeout_ms = (uint32_t)opt_number("timeout", optarg,
 			    1, UINT32_MAX);
+			break;
+		case 'L':
+			o->listen_timeout_ms = opt_number("listen-timeout",
+			    optarg, 1, UINT32_MAX);
+			break;
+		case 'H':
+			o->handshake_timeout_ms = opt_number(
+			    "handshake-timeout", optarg, 1, UINT32_MAX);
 			break;
 		case 'N':
 			if (o->receive)
@@ -878,6 +890,8 @@ receive(const struct opts *o)
 	conn = NULL;
 	memset(&d, 0, sizeof(d));
 	d.log = dest_log;
+	d.listen_timeout_ms = o->listen_timeout_ms;
+	d.handshake_timeout_ms = o->handshake_timeout_ms;
 	mig_params_init(&params);
 	error = tb_read_keyfile(o->keyfile, params.key, msg, sizeof(msg));
 	if (error != 0) {

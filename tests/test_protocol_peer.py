@@ -85,7 +85,7 @@ def test_engine_vminfo_matches_the_documented_format(captured_vminfo: bytes) -> 
 class Receiver:
     """A real `tbvm receive` and a Python source connected to it."""
 
-    def __init__(self, endpoints, key: bytes):
+    def __init__(self, endpoints, key: bytes, *extra: str):
         ep = endpoints[1]
         tag = secrets.token_hex(4)
         key_path = f"{ep.runner.workdir}/{tag}.key"
@@ -93,7 +93,7 @@ class Receiver:
         self.proc = ep.runner.spawn([
             ep.tool("tbvm"), "receive", *guest_args(GUEST), "--listen", "127.0.0.1:0",
             "--key-file", key_path, "--control", f"{ep.runner.workdir}/{tag}.ctl",
-            "--timeout", "5000",
+            "--timeout", "5000", *extra,
         ])  # fmt: skip
         self.port = int(self.proc.wait_line("LISTENING", 30).split()[-1])
 
@@ -138,11 +138,38 @@ def test_truncated_message_refused(accepted) -> None:
     rx.refused("truncated")
 
 
+def test_mid_frame_dribble_refused_at_the_timeout(accepted) -> None:
+    """A byte every second inside one frame: refused once --timeout (5 s) has passed, not never."""
+    peer, rx = accepted
+    frame = peer.frame(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 0))
+    started = time.monotonic()
+    peer.send_raw(frame[:8])
+    for byte in frame[8:]:
+        if not rx.proc.alive():
+            break
+        time.sleep(1)
+        try:
+            peer.send_raw(bytes([byte]))
+        except OSError:
+            break
+    rx.refused("the link or the source stopped responding")
+    # One deadline for the frame: 5 s and slack, not a timeout per byte.
+    assert time.monotonic() - started < 9
+
+
 def test_bad_page_index_refused(accepted) -> None:
     peer, rx = accepted
     peer.send(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 1))
     peer.send(migpeer.PAGES, migpeer.pages_payload(0, [(NPAGES, b"\x01" * 4096)]))
     rx.refused("beyond the segment")
+
+
+def test_page_named_twice_in_a_frame_refused(accepted) -> None:
+    """Two copies of one page in one frame: a protocol error, not a link integrity failure."""
+    peer, rx = accepted
+    peer.send(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 2))
+    peer.send(migpeer.PAGES, migpeer.pages_payload(0, [(3, b"\x01" * 4096), (3, b"\x02" * 4096)]))
+    rx.refused("not after the previous entry's page 3")
 
 
 def test_bad_segment_refused(accepted) -> None:
@@ -187,6 +214,20 @@ def test_source_vanishing_is_not_success(accepted) -> None:
     rx.refused("closed the connection")
 
 
+def test_undecodable_vminfo_gets_an_error_back(endpoints) -> None:
+    """An authenticated source whose VMINFO does not decode is told why, not just cut off."""
+    key = secrets.token_bytes(32)
+    rx = Receiver(endpoints, key)
+    peer = migpeer.Peer.connect("127.0.0.1", rx.port, key)
+    peer.handshake()
+    peer.send(migpeer.VMINFO, b"\x01\x00\x00")
+    mtype, body = peer.recv()
+    assert mtype == migpeer.ERROR
+    assert "guest's description" in migpeer.decode_error(body)
+    peer.close()
+    rx.refused("guest's description")
+
+
 def test_bad_version_refused(endpoints) -> None:
     key = secrets.token_bytes(32)
     rx = Receiver(endpoints, key)
@@ -228,6 +269,27 @@ def test_stray_connection_does_not_cost_the_source_its_destination(endpoints) ->
                         check=False, timeout=60)  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr
         rx.proc.wait_line("RUNNING", 30)
+    finally:
+        src.stop()
+        rx.proc.kill()
+
+
+def test_destination_with_another_seed_refuses_the_guest(endpoints) -> None:
+    """The test guest's fill and seed are in the compatibility check: refused, not late."""
+    key = secrets.token_bytes(32)
+    rx = Receiver(endpoints, key, "--seed", "7")
+    src_ep = endpoints[0]
+    key_path = f"{src_ep.runner.workdir}/seed.key"
+    src_ep.runner.put_text(key_path, key.hex() + "\n")
+    src = start_guest(src_ep, GUEST, FlowOptions(), "seed")
+    try:
+        res = src.tbctl("migrate", "--to", f"127.0.0.1:{rx.port}", "--key-file", key_path,
+                        check=False, timeout=60)  # fmt: skip
+        result = last_json(res.stdout, "tbctl migrate")
+        assert res.returncode == 1, res.stdout
+        assert result["error"]["phase"] == "compat", result
+        assert "seed=7" in result["error"]["message"], result
+        assert src.verify()["ok"]
     finally:
         src.stop()
         rx.proc.kill()

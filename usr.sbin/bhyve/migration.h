@@ -84,6 +84,7 @@ struct mig_params {
 	uint64_t	bandwidth_limit;	/* bytes/s; 0: unlimited */
 	bool		auto_throttle;		/* slow vCPUs to converge */
 	uint32_t	io_timeout_ms;		/* per socket operation */
+	uint64_t	max_pause_ms;		/* 0: see pause_bound_ms() */
 	enum mig_fault	fault;
 	/*
 	 * Source: a dry run (handshake, authentication, the compatibility

@@ -227,6 +227,17 @@ mig_fail_peer(struct mig_error *err, struct mig_chan *ch,
 		    mig_side_name(peer), why);
 		return;
 	}
+	/*
+	 * Before both proofs check anybody can send ERROR: its side and
+	 * phase are not believed (a phase past AUTH would end a listener
+	 * and say where the guest runs) and its text is labelled.
+	 */
+	if (!ch->keyed) {
+		mig_fail(err, MIG_SIDE_LINK, MIG_PHASE_HANDSHAKE, EPROTO,
+		    "an unauthenticated peer sent ERROR before proving the "
+		    "key; its unverified text: \"%s\"", em.msg);
+		return;
+	}
 	mig_fail(err, (enum mig_side)em.side, (enum mig_phase)em.phase,
 	    em.code != 0 ? (int)em.code : EIO, "%s", em.msg);
 }

@@ -55,6 +55,10 @@ const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
 	[MIG_OPT_TIMEOUT] = { "timeout", "timeout_ms", MIG_OPT_UINT, 1,
 	    INT32_MAX, 10000, 0, NULL, "ms",
 	    "give up on a silent peer after this long", 0 },
+	[MIG_OPT_MAX_PAUSE] = { "max-pause", "max_pause_ms", MIG_OPT_UINT, 0,
+	    3600 * 1000, 0, 0, NULL, "ms",
+	    "resume the guest here if it stays paused longer, before GO "
+	    "(0: 10 x downtime-limit, at least 5000)", 0 },
 	[MIG_OPT_FAULT] = { "fault", "fault", MIG_OPT_CHOICE, 0, 2, 0, 0,
 	    fault_choices, "drop-page|stale-device",
 	    "inject a fault the destination's check must catch",
@@ -342,6 +346,9 @@ apply(struct mig_params *p, int id, uint64_t v)
 		break;
 	case MIG_OPT_TIMEOUT:
 		p->io_timeout_ms = (uint32_t)v;
+		break;
+	case MIG_OPT_MAX_PAUSE:
+		p->max_pause_ms = v;
 		break;
 	case MIG_OPT_FAULT:
 		p->fault = v == 1 ? MIG_FAULT_DROP_DIRTY_PAGE :

@@ -64,7 +64,8 @@ enum mig_opt_id {
 	MIG_OPT_NO_THROTTLE,
 	MIG_OPT_NO_LIVE,
 	MIG_OPT_TIMEOUT,
-	MIG_OPT_FAULT,
+	MIG_OPT_MAX_PAUSE,
+	MIG_OPT_FAULT,			/* the test bed's; stays last */
 	MIG_OPT_COUNT
 };
 

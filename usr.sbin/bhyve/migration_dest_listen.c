@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -26,6 +27,7 @@
 #include "migration.h"
 #include "migration_backend.h"
 #include "migration_dest_listen.h"
+#include "migration_net.h"
 
 static const char *const state_names[] = {
 	[MIG_DEST_LISTENING] = "listening",
@@ -122,7 +124,7 @@ mig_dest_listen(struct mig_dest *d, const char *spec, char *host,
 			(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on,
 			    sizeof(on));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
-		    listen(fd, 4) != 0) {
+		    listen(fd, MIG_DEST_BACKLOG) != 0) {
 			error = errno;
 			close(fd);
 			continue;
@@ -156,88 +158,309 @@ mig_dest_close(struct mig_dest *d)
 	d->nfds = 0;
 }
 
-/* Wait for one connection on any listening socket. */
-static int
-dest_wait(struct mig_dest *d, int *connp)
-{
-	struct pollfd pfd[MIG_DEST_MAXLISTEN];
-	struct sockaddr_storage ss;
-	char h[NI_MAXHOST], s[NI_MAXSERV];
-	socklen_t sslen;
-	int conn, i;
+/*
+ * Connections that have not proved the key yet are served by one thread
+ * each, at most MIG_DEST_PREAUTH_MAX at once, and each gets one deadline for
+ * the whole exchange up to and including the guest's description: a peer
+ * that sends nothing, or one byte now and then, loses its slot when the
+ * deadline passes, and a new connection displaces the oldest when all slots
+ * are busy, so junk cannot keep the real source out.
+ */
+struct preauth {
+	pthread_t	tid;
+	int		fd;
+	int		wakefd;		/* the main loop's pipe */
+	bool		busy;
+	bool		cut;		/* shut down by the main loop */
+	bool		evicted;	/* cut to make room, not for time */
+	int		done;		/* set by the thread when it ends */
+	uint64_t	started_us;
+	const struct mig_params *p;
+	char		peer[MIG_DEST_PEER_MAX];
+	struct mig_conn	*conn;
+	struct mig_vminfo vi;
+	struct mig_error err;
+	int		error;
+};
 
-	for (i = 0; i < d->nfds; i++) {
-		pfd[i].fd = d->fds[i];
-		pfd[i].events = POLLIN;
-		pfd[i].revents = 0;
+struct preauth_set {
+	struct preauth	slot[MIG_DEST_PREAUTH_MAX];
+	int		wake[2];
+};
+
+static void *
+preauth_thread(void *arg)
+{
+	struct preauth *s;
+	char one;
+
+	s = arg;
+	s->error = mig_recv_accept(s->fd, s->p, &s->conn, &s->vi, &s->err);
+	__atomic_store_n(&s->done, 1, __ATOMIC_SEQ_CST);
+	one = 0;
+	(void)write(s->wakefd, &one, 1);
+	return (NULL);
+}
+
+static void
+preauth_cut(struct preauth *s, bool evict)
+{
+
+	if (s->cut)
+		return;
+	s->cut = true;
+	s->evicted = evict;
+	(void)shutdown(s->fd, SHUT_RDWR);
+}
+
+/* End every pending handshake but keep (not free) slot "keep". */
+static void
+preauth_stop_all(struct preauth_set *ps, struct preauth *keep)
+{
+	struct preauth *s;
+	int i;
+
+	for (i = 0; i < MIG_DEST_PREAUTH_MAX; i++) {
+		s = &ps->slot[i];
+		if (!s->busy || s == keep)
+			continue;
+		preauth_cut(s, true);
+		(void)pthread_join(s->tid, NULL);
+		mig_conn_free(s->conn);
+		close(s->fd);
+		s->busy = false;
 	}
-	for (;;) {
-		if (poll(pfd, (nfds_t)d->nfds, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return (errno);
-		}
-		for (i = 0; i < d->nfds; i++) {
-			if ((pfd[i].revents & POLLIN) == 0)
-				continue;
-			sslen = sizeof(ss);
-			conn = accept(d->fds[i], (struct sockaddr *)&ss,
-			    &sslen);
-			if (conn < 0) {
-				if (errno == EINTR || errno == ECONNABORTED)
-					continue;
-				return (errno);
-			}
-			if (getnameinfo((struct sockaddr *)&ss, sslen, h,
-			    sizeof(h), s, sizeof(s),
-			    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-				snprintf(d->peer, sizeof(d->peer),
-				    ss.ss_family == AF_INET6 ? "[%s]:%s" :
-				    "%s:%s", h, s);
-			else
-				snprintf(d->peer, sizeof(d->peer), "the source");
-			*connp = conn;
-			return (0);
-		}
+	close(ps->wake[0]);
+	close(ps->wake[1]);
+}
+
+static int
+preauth_start(struct mig_dest *d, struct preauth_set *ps,
+    const struct mig_params *p, int lfd)
+{
+	char h[NI_MAXHOST], sv[NI_MAXSERV];
+	struct sockaddr_storage ss;
+	struct preauth *s;
+	socklen_t sslen;
+	int conn, error, i;
+
+	s = NULL;
+	for (i = 0; i < MIG_DEST_PREAUTH_MAX && s == NULL; i++)
+		if (!ps->slot[i].busy)
+			s = &ps->slot[i];
+	sslen = sizeof(ss);
+	conn = accept(lfd, (struct sockaddr *)&ss, &sslen);
+	if (conn < 0)
+		return (errno == EINTR || errno == ECONNABORTED ||
+		    errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno);
+	memset(s, 0, sizeof(*s));
+	if (getnameinfo((struct sockaddr *)&ss, sslen, h, sizeof(h), sv,
+	    sizeof(sv), NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+		snprintf(s->peer, sizeof(s->peer), ss.ss_family == AF_INET6 ?
+		    "[%s]:%s" : "%s:%s", h, sv);
+	else
+		snprintf(s->peer, sizeof(s->peer), "the source");
+	s->fd = conn;
+	s->wakefd = ps->wake[1];
+	s->p = p;
+	s->started_us = mig_now_us();
+	if ((error = pthread_create(&s->tid, NULL, preauth_thread, s)) != 0) {
+		dest_log(d, "Refused a migration connection from %s: no "
+		    "thread to serve it: %s", s->peer, strerror(error));
+		close(conn);
+		return (0);
 	}
+	s->busy = true;
+	return (0);
+}
+
+/* Cut a handshake past its deadline, else shorten the next wait to it. */
+static void
+preauth_check_time(struct preauth *s, uint64_t now, uint64_t hs_ms,
+    uint64_t *wait_us)
+{
+	uint64_t end;
+
+	if (s->cut)
+		return;
+	end = s->started_us + hs_ms * 1000;
+	if (now >= end)
+		preauth_cut(s, false);
+	else if (end - now < *wait_us)
+		*wait_us = end - now;
+}
+
+static void
+preauth_fail(struct mig_error *err, int error, const char *fmt, ...)
+    __attribute__((__format__(__printf__, 3, 4)));
+
+static void
+preauth_fail(struct mig_error *err, int error, const char *fmt, ...)
+{
+	va_list ap;
+
+	memset(err, 0, sizeof(*err));
+	err->side = MIG_SIDE_DEST;
+	err->phase = MIG_PHASE_CONNECT;
+	err->code = error;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	mig_dest_set_state(MIG_DEST_FAILED);
+}
+
+/*
+ * One ended handshake: 1 when it is the source to serve, 0 to keep
+ * listening, -1 when the whole receive fails.
+ */
+static int
+preauth_reap(struct mig_dest *d, struct preauth *s, uint64_t hs_ms)
+{
+
+	(void)pthread_join(s->tid, NULL);
+	if (s->error == 0)
+		return (1);
+	close(s->fd);
+	s->busy = false;
+	/*
+	 * Only a peer that proved the key can fail the receive; before
+	 * that (a port scan, a health check, a wrong key, junk) the real
+	 * source must not lose its destination.  Dry runs never do.
+	 */
+	if (s->err.phase > MIG_PHASE_AUTH && !s->err.dry_run && !s->cut)
+		return (-1);
+	if (s->cut && s->evicted)
+		dest_log(d, "Refused a migration connection from %s: closed to "
+		    "make room for a newer one (%d connections already "
+		    "waiting); still waiting", s->peer, MIG_DEST_PREAUTH_MAX);
+	else if (s->cut)
+		dest_log(d, "Refused a migration connection from %s: no "
+		    "authenticated guest description within %ju ms; still "
+		    "waiting", s->peer, (uintmax_t)hs_ms);
+	else
+		dest_log(d, "Refused a migration connection from %s (%s side, "
+		    "during %s): %s; still waiting", s->peer,
+		    mig_side_name(s->err.side), mig_phase_name(s->err.phase),
+		    s->err.msg);
+	return (0);
 }
 
 int
 mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
     struct mig_conn **cp, struct mig_vminfo *vi, struct mig_error *err)
 {
-	int error, fd;
+	struct pollfd pfd[MIG_DEST_MAXLISTEN + 1];
+	struct preauth_set *ps;
+	struct preauth *s, *oldest;
+	uint64_t hs_ms, now, deadline, wait_us;
+	char drain[64];
+	int error, i, n, nbusy, r, timeout;
 
+	hs_ms = d->handshake_timeout_ms != 0 ? d->handshake_timeout_ms :
+	    MIG_DEST_HANDSHAKE_MS;
+	deadline = d->listen_timeout_ms != 0 ? mig_now_us() +
+	    d->listen_timeout_ms * 1000 : 0;
+	if ((ps = calloc(1, sizeof(*ps))) == NULL ||
+	    pipe(ps->wake) != 0) {
+		error = ps == NULL ? ENOMEM : errno;
+		free(ps);
+		preauth_fail(err, error, "waiting for the source: %s",
+		    strerror(error));
+		return (error);
+	}
 	for (;;) {
-		if ((error = dest_wait(d, &fd)) != 0) {
-			memset(err, 0, sizeof(*err));
-			err->side = MIG_SIDE_DEST;
-			err->phase = MIG_PHASE_CONNECT;
-			err->code = error;
-			snprintf(err->msg, sizeof(err->msg), "waiting for the "
-			    "source: %s", strerror(error));
-			mig_dest_set_state(MIG_DEST_FAILED);
-			return (error);
-		}
-		if ((error = mig_recv_accept(fd, p, cp, vi, err)) == 0) {
+		now = mig_now_us();
+		nbusy = 0;
+		oldest = NULL;
+		wait_us = deadline != 0 ? (deadline > now ? deadline - now :
+		    0) : UINT64_MAX;
+		for (i = 0; i < MIG_DEST_PREAUTH_MAX; i++) {
+			s = &ps->slot[i];
+			if (!s->busy)
+				continue;
+			nbusy++;
+			if (!__atomic_load_n(&s->done, __ATOMIC_SEQ_CST)) {
+				preauth_check_time(s, now, hs_ms, &wait_us);
+				if (!s->cut && (oldest == NULL ||
+				    s->started_us < oldest->started_us))
+					oldest = s;
+				continue;
+			}
+			r = preauth_reap(d, s, hs_ms);
+			if (r == 0) {
+				nbusy--;
+				continue;
+			}
+			preauth_stop_all(ps, s);
+			if (r < 0) {
+				error = s->error;
+				*err = s->err;
+				free(ps);
+				mig_dest_set_state(MIG_DEST_FAILED);
+				return (error);
+			}
+			snprintf(d->peer, sizeof(d->peer), "%s", s->peer);
+			*cp = s->conn;
+			*vi = s->vi;
+			free(ps);
 			mig_dest_set_state(MIG_DEST_RECEIVING);
 			return (0);
 		}
-		close(fd);
-		/*
-		 * A connection that fails before proving the key (a port
-		 * scan, a health check, a wrong key), or a dry run, must not
-		 * cost the real source its destination: refuse it and keep
-		 * listening.
-		 */
-		if (err->phase > MIG_PHASE_AUTH && !err->dry_run) {
-			mig_dest_set_state(MIG_DEST_FAILED);
+		if (deadline != 0 && now >= deadline && nbusy == 0) {
+			preauth_stop_all(ps, NULL);
+			free(ps);
+			preauth_fail(err, ETIMEDOUT, "no source proved the key "
+			    "within the listen deadline (%ju ms)",
+			    (uintmax_t)d->listen_timeout_ms);
+			return (ETIMEDOUT);
+		}
+		n = 0;
+		pfd[n].fd = ps->wake[0];
+		pfd[n].events = POLLIN;
+		pfd[n++].revents = 0;
+		/* Past the listen deadline only the pending ones finish. */
+		if (deadline == 0 || now < deadline) {
+			for (i = 0; i < d->nfds; i++) {
+				pfd[n].fd = d->fds[i];
+				pfd[n].events = POLLIN;
+				pfd[n++].revents = 0;
+			}
+		}
+		/* All slots busy and one already being displaced: wait. */
+		if (nbusy == MIG_DEST_PREAUTH_MAX && oldest == NULL)
+			n = 1;
+		timeout = wait_us == UINT64_MAX ? -1 :
+		    (int)((wait_us + 999) / 1000);
+		if (poll(pfd, (nfds_t)n, timeout) < 0) {
+			if (errno == EINTR)
+				continue;
+			error = errno;
+			preauth_stop_all(ps, NULL);
+			free(ps);
+			preauth_fail(err, error, "waiting for the source: %s",
+			    strerror(error));
 			return (error);
 		}
-		dest_log(d, "Refused a migration connection from %s (%s side, "
-		    "during %s): %s; still waiting", d->peer,
-		    mig_side_name(err->side), mig_phase_name(err->phase),
-		    err->msg);
+		if ((pfd[0].revents & POLLIN) != 0)
+			(void)read(ps->wake[0], drain, sizeof(drain));
+		for (i = 1; i < n; i++) {
+			if ((pfd[i].revents & POLLIN) == 0)
+				continue;
+			if (nbusy == MIG_DEST_PREAUTH_MAX) {
+				if (oldest != NULL)
+					preauth_cut(oldest, true);
+				break;
+			}
+			if ((error = preauth_start(d, ps, p, pfd[i].fd)) !=
+			    0) {
+				preauth_stop_all(ps, NULL);
+				free(ps);
+				preauth_fail(err, error, "waiting for the "
+				    "source: %s", strerror(error));
+				return (error);
+			}
+			nbusy++;
+		}
 	}
 }
 

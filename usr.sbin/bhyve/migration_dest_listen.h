@@ -16,9 +16,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define	MIG_DEST_MAXLISTEN	8
 #define	MIG_DEST_PEER_MAX	80
+#define	MIG_DEST_PREAUTH_MAX	8	/* handshakes served at once */
+#define	MIG_DEST_HANDSHAKE_MS	5000	/* HELLO to guest description */
+#define	MIG_DEST_BACKLOG	64
 
 struct mig_backend;
 struct mig_conn;
@@ -41,6 +45,8 @@ struct mig_dest {
 	char		peer[MIG_DEST_PEER_MAX];	/* the source, in words */
 	void		(*log)(void *, const char *);
 	void		*logarg;
+	uint64_t	handshake_timeout_ms;	/* 0: MIG_DEST_HANDSHAKE_MS */
+	uint64_t	listen_timeout_ms;	/* 0: wait for ever */
 };
 
 /*

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 
 #include <netinet/in.h>
@@ -16,6 +17,8 @@
 #include <limits.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +149,67 @@ io_errno(int error)
 	return (error);
 }
 
+/*
+ * SO_RCVTIMEO and SO_SNDTIMEO bound one call, so a peer that moves a byte
+ * now and then would restart them for ever.  A transfer gets the socket's
+ * timeout once, as a deadline: before each further call the option is
+ * shortened to what is left, and restored when the transfer ends.
+ */
+struct io_deadline {
+	int		opt;
+	uint64_t	start_us;
+	bool		shortened;
+	struct timeval	saved;
+};
+
+static void
+io_deadline_start(struct io_deadline *dl, int opt)
+{
+
+	dl->opt = opt;
+	dl->start_us = mig_now_us();
+	dl->shortened = false;
+}
+
+static int
+io_deadline_next(int fd, struct io_deadline *dl)
+{
+	struct timeval tv;
+	socklen_t len;
+	uint64_t limit, spent;
+
+	if (!dl->shortened) {
+		len = sizeof(dl->saved);
+		if (getsockopt(fd, SOL_SOCKET, dl->opt, &dl->saved,
+		    &len) != 0)
+			return (errno);
+	}
+	limit = (uint64_t)dl->saved.tv_sec * 1000000 +
+	    (uint64_t)dl->saved.tv_usec;
+	if (limit == 0)
+		return (0);	/* no timeout on this socket */
+	spent = mig_now_us() - dl->start_us;
+	if (spent >= limit)
+		return (ETIMEDOUT);
+	limit -= spent;
+	tv.tv_sec = (time_t)(limit / 1000000);
+	tv.tv_usec = (suseconds_t)(limit % 1000000);
+	if (setsockopt(fd, SOL_SOCKET, dl->opt, &tv, sizeof(tv)) != 0)
+		return (errno);
+	dl->shortened = true;
+	return (0);
+}
+
+static int
+io_deadline_end(int fd, struct io_deadline *dl, int error)
+{
+
+	if (dl->shortened)
+		(void)setsockopt(fd, SOL_SOCKET, dl->opt, &dl->saved,
+		    sizeof(dl->saved));
+	return (error);
+}
+
 /* Advance an iovec array past n bytes already transferred. */
 static void
 iov_advance(struct iovec **iovp, int *iovcnt, size_t n)
@@ -173,16 +237,21 @@ int
 mig_writev_full(int fd, struct iovec *iov, int iovcnt,
     struct mig_ratelimit *rl)
 {
+	struct io_deadline dl;
 	struct msghdr mh;
 	size_t budget, saved, total;
 	ssize_t n;
-	int cnt, k, trimmed;
+	bool first;
+	int cnt, error, k, trimmed;
 
 	budget = 0;
 	if (rl != NULL && rl->rate != 0)
 		budget = rl->rate / 20 > MIG_PACE_MIN ? rl->rate / 20 :
 		    MIG_PACE_MIN;
-	while (iovcnt > 0) {
+	io_deadline_start(&dl, SO_SNDTIMEO);
+	for (first = true; iovcnt > 0; first = false) {
+		if (!first && (error = io_deadline_next(fd, &dl)) != 0)
+			return (io_deadline_end(fd, &dl, error));
 		cnt = iovcnt < MIG_IOV_BATCH ? iovcnt : MIG_IOV_BATCH;
 		trimmed = -1;
 		saved = 0;
@@ -208,23 +277,29 @@ mig_writev_full(int fd, struct iovec *iov, int iovcnt,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return (io_errno(errno));
+			return (io_deadline_end(fd, &dl, io_errno(errno)));
 		}
 		iov_advance(&iov, &iovcnt, (size_t)n);
 		if (budget != 0)
 			mig_ratelimit_charge(rl, (size_t)n);
 	}
-	return (0);
+	return (io_deadline_end(fd, &dl, 0));
 }
 
 int
 mig_readv_full(int fd, struct iovec *iov, int iovcnt)
 {
+	struct io_deadline dl;
 	struct msghdr mh;
 	ssize_t n;
+	bool first;
+	int error;
 
 	iov_advance(&iov, &iovcnt, 0);
-	while (iovcnt > 0) {
+	io_deadline_start(&dl, SO_RCVTIMEO);
+	for (first = true; iovcnt > 0; first = false) {
+		if (!first && (error = io_deadline_next(fd, &dl)) != 0)
+			return (io_deadline_end(fd, &dl, error));
 		memset(&mh, 0, sizeof(mh));
 		mh.msg_iov = iov;
 		mh.msg_iovlen = iovcnt < MIG_IOV_BATCH ? iovcnt : MIG_IOV_BATCH;
@@ -232,13 +307,13 @@ mig_readv_full(int fd, struct iovec *iov, int iovcnt)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return (io_errno(errno));
+			return (io_deadline_end(fd, &dl, io_errno(errno)));
 		}
 		if (n == 0)
-			return (ECONNRESET);
+			return (io_deadline_end(fd, &dl, ECONNRESET));
 		iov_advance(&iov, &iovcnt, (size_t)n);
 	}
-	return (0);
+	return (io_deadline_end(fd, &dl, 0));
 }
 
 int

@@ -121,6 +121,25 @@ recv_adopt_shape(const struct mig_vminfo *vi)
 	    recv_peer, vi->ncpus, (uintmax_t)(total >> 20));
 }
 
+/* A config variable in milliseconds; 0 when unset. */
+static uint64_t
+recv_config_ms(const char *name)
+{
+	const char *value;
+	char *end;
+	unsigned long long ms;
+
+	if ((value = get_config_value(name)) == NULL)
+		return (0);
+	errno = 0;
+	ms = strtoull(value, &end, 10);
+	if (errno != 0 || end == value || *end != '\0' || ms == 0 ||
+	    ms > UINT32_MAX)
+		errx(EX_USAGE, "invalid %s '%s': give milliseconds, 1 to %u",
+		    name, value, UINT32_MAX);
+	return (ms);
+}
+
 void
 migration_receive_accept(void)
 {
@@ -144,6 +163,10 @@ migration_receive_accept(void)
 	mig_params_init(&recv_params);
 	recv_read_key(keyfile, recv_params.key);
 	recv_dest.log = recv_log;
+	recv_dest.listen_timeout_ms = recv_config_ms(
+	    "migration.listen_timeout");
+	recv_dest.handshake_timeout_ms = recv_config_ms(
+	    "migration.handshake_timeout");
 	error = mig_dest_listen(&recv_dest, spec, host, sizeof(host), port,
 	    sizeof(port), msg, sizeof(msg));
 	if (error == EINVAL)

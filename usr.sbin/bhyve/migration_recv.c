@@ -124,6 +124,8 @@ mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
 	if ((error = mig_vminfo_decode(payload, len, &c->peer,
 	    c->ch.why, sizeof(c->ch.why))) != 0) {
 		chan_fail(c, error, "reading the guest's description");
+		/* Authenticated by now: the source deserves the reason. */
+		mig_tell_peer(&c->ch, err);
 		goto fail;
 	}
 	*vi = c->peer;

@@ -258,6 +258,72 @@ frozen_copy_needed(const struct sender *s)
 
 static int	check_cancel(struct sender *);
 
+/*
+ * The hard bound on the pause.  By default ten times the downtime limit,
+ * so a busy link's estimate error does not trip it, and at least 5 s,
+ * about what a guest's network peers and watchdogs shrug off.
+ */
+#define	MIG_MIN_PAUSE_BOUND_MS	5000
+
+static uint64_t
+pause_bound_ms(const struct mig_params *p)
+{
+	uint64_t ms;
+
+	if (p->max_pause_ms != 0)
+		return (p->max_pause_ms);
+	ms = p->downtime_limit_us / 100;
+	return (ms > MIG_MIN_PAUSE_BOUND_MS ? ms : MIG_MIN_PAUSE_BOUND_MS);
+}
+
+/*
+ * Before each step of the paused phase: fail once the bound has passed,
+ * else let no socket wait outlive it.  Failing here is before GO, so the
+ * common path rolls back and the guest resumes on the source.
+ */
+static int
+pause_check(struct sender *s)
+{
+	uint64_t bound, spent;
+	uint32_t left;
+	int error;
+
+	bound = pause_bound_ms(s->p) * 1000;
+	spent = mig_now_us() - s->pause_us;
+	if (spent >= bound) {
+		mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, ETIMEDOUT,
+		    "the downtime bound was missed: the guest was paused "
+		    "%ju ms, past max_pause_ms %ju, before GO",
+		    (uintmax_t)(spent / 1000), (uintmax_t)(bound / 1000));
+		return (ETIMEDOUT);
+	}
+	left = (uint32_t)((bound - spent + 999) / 1000);
+	if (left > s->p->io_timeout_ms)
+		left = s->p->io_timeout_ms;
+	if ((error = mig_socket_timeout(s->ch.fd, left)) != 0)
+		return (chan_fail(s, error, "bounding the pause"));
+	return (0);
+}
+
+/* A socket wait cut by the bound says so rather than "stopped responding". */
+static int
+pause_timeout(struct sender *s, int error)
+{
+	char note[128];
+	uint64_t bound, spent;
+
+	bound = pause_bound_ms(s->p) * 1000;
+	spent = mig_now_us() - s->pause_us;
+	if (error != 0 && s->err->code == ETIMEDOUT && spent + 1000000 >=
+	    bound) {
+		snprintf(note, sizeof(note), "; the downtime bound was missed: "
+		    "the guest was paused %ju ms, max_pause_ms %ju",
+		    (uintmax_t)(spent / 1000), (uintmax_t)(bound / 1000));
+		mig_error_append(s->err, note);
+	}
+	return (error);
+}
+
 static int
 flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
     const uint8_t **datapages, struct mig_round_stats *r)
@@ -269,7 +335,8 @@ flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
 	int error, n;
 
 	/* A big round must not make an operator's cancel wait. */
-	if ((error = check_cancel(s)) != 0)
+	if ((error = check_cancel(s)) != 0 ||
+	    (s->paused && (error = pause_check(s)) != 0))
 		return (error);
 	ph.seg = seg;
 	ph.count = count;
@@ -288,7 +355,8 @@ flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
 	}
 	before = s->ch.bytes_tx;
 	if ((error = mig_chan_sendv(&s->ch, MIG_MSG_PAGES, parts, n)) != 0)
-		return (chan_fail(s, error, "sending memory"));
+		return (pause_timeout(s, chan_fail(s, error,
+		    "sending memory")));
 	r->bytes += s->ch.bytes_tx - before;
 	return (0);
 }
@@ -736,11 +804,12 @@ stop_and_copy(struct sender *s)
 		error = collect(s, &dirty);
 	else
 		dirty = mark_all(s);
-	if (error != 0)
+	if (error != 0 || (error = pause_check(s)) != 0)
 		goto out;
 	r = next_round(s, dirty, true);
 	progress(s, r->index, dirty, NULL);
-	if ((error = send_round(s, r)) != 0)
+	if ((error = pause_timeout(s, send_round(s, r))) != 0 ||
+	    (error = pause_check(s)) != 0)
 		goto out;
 
 	s->phase = MIG_PHASE_STATE;
@@ -751,7 +820,8 @@ stop_and_copy(struct sender *s)
 	    (error = save_state(s, &ss, true)) != 0)
 		goto out;
 	for (i = 0; i < s->vi.nsections; i++) {
-		if ((error = send_section(s, i, ss.buf[i], ss.len[i])) != 0)
+		if ((error = pause_timeout(s, send_section(s, i, ss.buf[i],
+		    ss.len[i]))) != 0 || (error = pause_check(s)) != 0)
 			goto out;
 	}
 	r->duration_us += mig_now_us() - t0;
@@ -766,8 +836,29 @@ stop_and_copy(struct sender *s)
 		error = chan_fail(s, error, "announcing the end of the stream");
 		goto out;
 	}
-	error = mig_expect(&s->ch, s->err, s->phase, MIG_MSG_READY,
-	    "waiting for the destination to be ready", &payload, &len);
+	if ((error = pause_timeout(s, mig_expect(&s->ch, s->err, s->phase,
+	    MIG_MSG_READY, "waiting for the destination to be ready",
+	    &payload, &len))) != 0 || (error = pause_check(s)) != 0)
+		goto out;
+	/* The destination's READY echoes what it counted: GO only if equal. */
+	if ((error = mig_ready_decode(payload, len, &ready, s->ch.why,
+	    sizeof(s->ch.why))) != 0) {
+		error = chan_fail(s, error, "reading the destination's READY");
+		goto out;
+	}
+	if (ready.pages != s->pages_total ||
+	    ready.nsections != s->vi.nsections) {
+		mig_fail(s->err, MIG_SIDE_DEST, s->phase, EPROTO,
+		    "the destination is ready with %ju pages and %u state "
+		    "sections, but %ju and %u were sent",
+		    (uintmax_t)ready.pages, ready.nsections,
+		    (uintmax_t)s->pages_total, s->vi.nsections);
+		error = EPROTO;
+		goto out;
+	}
+	/* GO and RUNNING get the ordinary timeout again. */
+	if ((error = mig_socket_timeout(s->ch.fd, s->p->io_timeout_ms)) != 0)
+		error = chan_fail(s, error, "restoring the I/O timeout");
 out:
 	free_state(&ss);
 	return (error);

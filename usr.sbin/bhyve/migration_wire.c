@@ -698,6 +698,16 @@ mig_pages_index_check(const uint64_t *idx, uint32_t count, uint64_t seg_pages,
 			    "PAGES entry %u names page %ju, beyond the "
 			    "segment's %ju pages", i, (uintmax_t)page,
 			    (uintmax_t)seg_pages));
+		/*
+		 * Strictly increasing, as the source walks its bitmap: a
+		 * page named twice would be written twice from one tagged
+		 * frame, and only the last copy is what the tag covered.
+		 */
+		if (i > 0 && page <= (idx[i - 1] & ~MIG_PAGE_ZERO))
+			return (reject(msg, msglen, EPROTO,
+			    "PAGES entry %u names page %ju, not after the "
+			    "previous entry's page %ju", i, (uintmax_t)page,
+			    (uintmax_t)(idx[i - 1] & ~MIG_PAGE_ZERO)));
 		if ((idx[i] & MIG_PAGE_ZERO) == 0)
 			n++;
 	}

@@ -1,0 +1,59 @@
+"""The hard bound on the pause: a destination hung during stop-and-copy.
+
+The source pauses the guest, then the destination stops (SIGSTOP) mid-stream.
+Past max_pause_ms, before GO, the source must roll back and resume the guest,
+and say that the downtime bound was missed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+import time
+
+import pytest
+from test_protocol_peer import GUEST, Receiver
+
+from harness.local import local_endpoints
+from harness.migrate import FlowOptions, last_json, start_guest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test bed needs root")
+
+MAX_PAUSE_MS = 3000
+
+
+@pytest.fixture(scope="module")
+def endpoints(tmp_path_factory):
+    return local_endpoints(tmp_path_factory.mktemp("pause"))
+
+
+def test_hung_destination_leaves_the_guest_running_on_the_source(endpoints) -> None:
+    key = secrets.token_bytes(32)
+    rx = Receiver(endpoints, key)
+    src_ep = endpoints[0]
+    key_path = f"{src_ep.runner.workdir}/pause.key"
+    src_ep.runner.put_text(key_path, key.hex() + "\n")
+    src = start_guest(src_ep, GUEST, FlowOptions(), "pause")
+    # 64 MiB at 8 MB/s: stop-and-copy would take 8 s, the dest stops after 1 s.
+    hang = threading.Timer(1.0, os.kill, (rx.proc.pid, signal.SIGSTOP))
+    try:
+        started = time.monotonic()
+        hang.start()
+        res = src.tbctl("migrate", "--to", f"127.0.0.1:{rx.port}", "--key-file", key_path,
+                        "--no-live", "--bandwidth", "8M", "--max-pause", str(MAX_PAUSE_MS),
+                        check=False, timeout=60)  # fmt: skip
+        paused_s = time.monotonic() - started  # --no-live: paused from the start
+        result = last_json(res.stdout, "tbctl migrate")
+        assert res.returncode == 1, res.stdout
+        assert result["guest_runs_on"] == "source", result
+        assert "downtime bound was missed" in result["error"]["message"], result
+        print(f"guest paused at most {paused_s:.2f} s (bound {MAX_PAUSE_MS} ms)")
+        assert paused_s < MAX_PAUSE_MS / 1000 + 1.0
+        assert src.verify()["ok"]
+    finally:
+        hang.cancel()
+        os.kill(rx.proc.pid, signal.SIGCONT)
+        rx.proc.kill()
+        src.stop()
