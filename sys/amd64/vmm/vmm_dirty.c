@@ -398,28 +398,26 @@ vmm_dirty_vm_destroy(struct vm *vm)
 	dv->vm = NULL;
 }
 
-/* Validate a request and find its segment's log. */
-static int
-vmm_dirty_locate(struct vmm_dirty_vm *dv, const struct vm_dirty_bitmap *db,
-    struct vdl_seg **segp, uint64_t *firstp)
+/*
+ * Check a bitmap request's range against the VM's memory map and find the
+ * segment and its first page; shared with VM_POPULATED.
+ */
+int
+vmm_dirty_request_lookup(struct vm *vm, const struct vm_dirty_bitmap *db,
+    struct vdl_loc *loc)
 {
 	struct vdl_map maps[VM_MAX_MEMMAPS];
-	struct vdl_loc loc;
 	vm_paddr_t gpa;
 	vm_ooffset_t segoff;
 	size_t len;
 	int error, nmaps, segid;
 
-	if (db->pagesize != PAGE_SIZE)
-		return (EDOM);		/* tracking granularity is PAGE_SIZE */
-	if (db->flags != 0 || db->reserved[0] != 0 || db->reserved[1] != 0)
-		return (EINVAL);
 	error = vdl_check_request(db->gpa, db->npages, VM_DIRTY_MAXPAGES,
 	    PAGE_SHIFT);
 	if (error != 0)
 		return (error);
 	nmaps = 0;
-	for (gpa = 0; nmaps < VM_MAX_MEMMAPS && vm_mmap_getnext(dv->vm, &gpa,
+	for (gpa = 0; nmaps < VM_MAX_MEMMAPS && vm_mmap_getnext(vm, &gpa,
 	    &segid, &segoff, &len, NULL, NULL) == 0; gpa += len) {
 		maps[nmaps].gpa = gpa;
 		maps[nmaps].len = len;
@@ -427,7 +425,22 @@ vmm_dirty_locate(struct vmm_dirty_vm *dv, const struct vm_dirty_bitmap *db,
 		maps[nmaps].segid = segid;
 		nmaps++;
 	}
-	error = vdl_lookup(maps, nmaps, db->gpa, db->npages, PAGE_SHIFT, &loc);
+	return (vdl_lookup(maps, nmaps, db->gpa, db->npages, PAGE_SHIFT, loc));
+}
+
+/* Validate a request and find its segment's log. */
+static int
+vmm_dirty_locate(struct vmm_dirty_vm *dv, const struct vm_dirty_bitmap *db,
+    struct vdl_seg **segp, uint64_t *firstp)
+{
+	struct vdl_loc loc;
+	int error;
+
+	if (db->pagesize != PAGE_SIZE)
+		return (EDOM);		/* tracking granularity is PAGE_SIZE */
+	if (db->flags != 0 || db->reserved[0] != 0 || db->reserved[1] != 0)
+		return (EINVAL);
+	error = vmm_dirty_request_lookup(dv->vm, db, &loc);
 	if (error != 0)
 		return (error);
 	if (loc.segid < 0 || loc.segid >= VM_MAX_MEMSEGS ||

@@ -36,6 +36,7 @@
 #include <machine/vmm.h>
 #include <machine/vmm_dev.h>
 
+#include <dev/vmm/vmm_dirty.h>
 #include <dev/vmm/vmm_dirty_log.h>
 #include <dev/vmm/vmm_mem.h>
 #include <dev/vmm/vmm_populated.h>
@@ -48,29 +49,13 @@ static int
 vmm_populated_locate(struct vm *vm, const struct vm_dirty_bitmap *db,
     vm_object_t *objp, uint64_t *firstp)
 {
-	struct vdl_map maps[VM_MAX_MEMMAPS];
 	struct vdl_loc loc;
-	vm_paddr_t gpa;
-	vm_ooffset_t segoff;
 	vm_object_t object;
 	size_t len;
 	bool sysmem;
-	int error, nmaps, segid;
+	int error;
 
-	error = vdl_check_request(db->gpa, db->npages, VM_DIRTY_MAXPAGES,
-	    PAGE_SHIFT);
-	if (error != 0)
-		return (error);
-	nmaps = 0;
-	for (gpa = 0; nmaps < VM_MAX_MEMMAPS && vm_mmap_getnext(vm, &gpa,
-	    &segid, &segoff, &len, NULL, NULL) == 0; gpa += len) {
-		maps[nmaps].gpa = gpa;
-		maps[nmaps].len = len;
-		maps[nmaps].segoff = segoff;
-		maps[nmaps].segid = segid;
-		nmaps++;
-	}
-	error = vdl_lookup(maps, nmaps, db->gpa, db->npages, PAGE_SHIFT, &loc);
+	error = vmm_dirty_request_lookup(vm, db, &loc);
 	if (error != 0)
 		return (error);
 	error = vm_get_memseg(vm, loc.segid, &len, &sysmem, &object);

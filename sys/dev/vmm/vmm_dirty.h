@@ -14,6 +14,7 @@ struct vm;
 struct vm_dirty_bitmap;
 struct vm_dirty_track;
 struct vm_page;
+struct vdl_loc;
 
 /*
  * Dirty page tracking is amd64-only (sys/amd64/vmm/vmm_dirty.c: it needs
@@ -29,6 +30,10 @@ int	vmm_dirty_get(struct vm *vm, const struct vm_dirty_bitmap *db,
 	    struct thread *td);
 int	vmm_dirty_set(struct vm *vm, const struct vm_dirty_bitmap *db,
 	    struct thread *td);
+
+/* A bitmap request's segment and first page (VM_POPULATED uses it too). */
+int	vmm_dirty_request_lookup(struct vm *vm,
+	    const struct vm_dirty_bitmap *db, struct vdl_loc *loc);
 
 /* A kernel hold on the page (vm_gpa_hold()) is being released. */
 void	vmm_dirty_page_released(struct vm_page *m);
