@@ -73,7 +73,7 @@ resolve(const char *addr, int type, int flags, struct addrinfo **res,
 }
 
 int
-tb_net_bind(const char *addr, int type, int *fdp, char *host, char *port,
+tb_net_bind_udp(const char *addr, int *fdp, char *host, char *port,
     char *msg, size_t msglen)
 {
 	struct sockaddr_storage ss;
@@ -81,7 +81,7 @@ tb_net_bind(const char *addr, int type, int *fdp, char *host, char *port,
 	socklen_t sslen;
 	int error, fd, on;
 
-	error = resolve(addr, type, AI_PASSIVE, &res, msg, msglen);
+	error = resolve(addr, SOCK_DGRAM, AI_PASSIVE, &res, msg, msglen);
 	if (error != 0)
 		return (error);
 	fd = -1;
@@ -96,8 +96,7 @@ tb_net_bind(const char *addr, int type, int *fdp, char *host, char *port,
 		on = 1;
 		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on,
 		    sizeof(on));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    (type != SOCK_STREAM || listen(fd, 1) == 0))
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
 			break;
 		error = errno;
 		close(fd);

@@ -23,11 +23,12 @@
 int	tb_net_split(const char *, int defport, char *host, char *port,
 	    char *msg, size_t msglen);
 /*
- * Bind a socket of type (SOCK_STREAM listens) to the address and return
- * it with the numeric host and port actually bound.
+ * Bind a UDP socket to the address (the probe's; the migration listener
+ * is migration_dest_listen.c's) and return it with the numeric host and
+ * port actually bound.
  */
-int	tb_net_bind(const char *addr, int type, int *fd, char *host,
-	    char *port, char *msg, size_t msglen);
+int	tb_net_bind_udp(const char *addr, int *fd, char *host, char *port,
+	    char *msg, size_t msglen);
 /* Connect a TCP socket, giving up after timeout_ms per address. */
 int	tb_net_connect(const char *addr, int timeout_ms, int *fd, char *msg,
 	    size_t msglen);

@@ -75,8 +75,7 @@ tb_probe_start(struct tb_probe **prp, const char *addr, tb_probe_fn *fn,
 		return (ENOMEM);
 	pr->fn = fn;
 	pr->arg = arg;
-	error = tb_net_bind(addr, SOCK_DGRAM, &pr->fd, host, port, msg,
-	    msglen);
+	error = tb_net_bind_udp(addr, &pr->fd, host, port, msg, msglen);
 	if (error != 0) {
 		free(pr);
 		return (error);
