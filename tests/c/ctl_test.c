@@ -18,20 +18,7 @@
 
 #include "migration.h"
 #include "migration_ctl.h"
-
-static int passed, failed;
-
-static void
-check(int ok, const char *name, const char *detail)
-{
-	printf("%s %s%s%s\n", ok ? "PASS" : "FAIL", name,
-	    detail != NULL && detail[0] != '\0' ? ": " : "",
-	    detail != NULL ? detail : "");
-	if (ok)
-		passed++;
-	else
-		failed++;
-}
+#include "test_check.h"
 
 static const uint8_t key[MIG_KEY_LEN] = { 1, 2, 3, 4, 5, 6, 7, 8 };
 
@@ -304,6 +291,5 @@ main(void)
 	test_event_round_trip();
 	test_event_refusals();
 	test_words();
-	printf("%d passed, %d failed\n", passed, failed);
-	return (failed != 0);
+	return (check_summary());
 }

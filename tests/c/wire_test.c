@@ -25,20 +25,7 @@
 #include "migration_chan.h"
 #include "migration_policy.h"
 #include "migration_wire.h"
-
-static int passed, failed;
-
-static void
-check(int ok, const char *name, const char *detail)
-{
-	printf("%s %s%s%s\n", ok ? "PASS" : "FAIL", name,
-	    detail != NULL && detail[0] != '\0' ? ": " : "",
-	    detail != NULL ? detail : "");
-	if (ok)
-		passed++;
-	else
-		failed++;
-}
+#include "test_check.h"
 
 static void
 test_hdr(void)
@@ -606,6 +593,5 @@ main(void)
 	test_hostport();
 	test_channel(false);
 	test_channel(true);
-	printf("%d passed, %d failed\n", passed, failed);
-	return (failed == 0 ? 0 : 1);
+	return (check_summary());
 }
