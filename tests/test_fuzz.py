@@ -66,3 +66,11 @@ def test_unsealed_frame_is_refused_by_its_tag(out: Path) -> None:
 def test_preauth_error_is_labelled_unverified(out: Path) -> None:
     line = _outcome(out, "preauth", "error")
     assert "unauthenticated peer sent ERROR" in line and "running no" in line
+
+
+def test_state_failing_its_tag_allocates_nothing_it_announced(out: Path) -> None:
+    # The seed's STATE announces a 64 MiB section and carries a bad tag.
+    line = _outcome(out, "recv", "state_unsealed")
+    assert "STATE message" in line and "failed its integrity check" in line, line
+    largest = int(line.split("largest malloc ")[1].split(":")[0])
+    assert largest < 4 << 20, line

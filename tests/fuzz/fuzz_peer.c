@@ -19,6 +19,22 @@
 #include "migration_internal.h"
 #include "migration_wire.h"
 
+void	*__real_malloc(size_t);
+void	*__wrap_malloc(size_t);
+
+/* Set in the destination's thread while it runs. */
+static _Thread_local bool tracking;
+static size_t largest;
+
+void *
+__wrap_malloc(size_t size)
+{
+
+	if (tracking && size > largest)
+		largest = size;
+	return (__real_malloc(size));
+}
+
 struct source {
 	int		fd;
 	const uint8_t	*data;
@@ -140,6 +156,8 @@ fuzz_session(const uint8_t *data, size_t len, bool authenticated,
 	if (pthread_create(&tid, NULL, source_main, &s) != 0)
 		abort();
 	fuzz_guest_params(&p);
+	largest = 0;
+	tracking = true;
 	o->accept_error = mig_recv_accept(fds[0], &p, &c, &vi, &o->err);
 	if (o->accept_error == 0) {
 		o->run_error = mig_recv_run(c, fuzz_guest_backend(), &st,
@@ -150,6 +168,8 @@ fuzz_session(const uint8_t *data, size_t len, bool authenticated,
 		}
 		mig_conn_free(c);
 	}
+	tracking = false;
+	o->largest_malloc = largest;
 	/* The source's writes fail now rather than wait for a reader. */
 	(void)close(fds[0]);
 	(void)pthread_join(tid, NULL);
@@ -162,7 +182,8 @@ fuzz_session_report(const char *target, const struct fuzz_outcome *o)
 
 	if (getenv("FUZZ_VERBOSE") == NULL)
 		return;
-	fprintf(stderr, "%s: accept %d run %d finish %d running %s: %s\n",
-	    target, o->accept_error, o->run_error, o->finish_error,
-	    o->running ? "yes" : "no", o->err.msg);
+	fprintf(stderr, "%s: accept %d run %d finish %d running %s largest "
+	    "malloc %zu: %s\n", target, o->accept_error, o->run_error,
+	    o->finish_error, o->running ? "yes" : "no", o->largest_malloc,
+	    o->err.msg);
 }

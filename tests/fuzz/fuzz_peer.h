@@ -11,6 +11,10 @@
  * real handshake with the shared key and then sends the input's records
  * as sealed frames (so they pass the tag check and reach the receive
  * loop), or sends the input as it is, before any authentication.
+ *
+ * The targets link with --wrap=malloc: the largest block the destination
+ * asked for is part of the outcome, so a test can see that a frame which
+ * fails its tag check made it allocate nothing of the size it announced.
  */
 
 #ifndef _FUZZ_PEER_H_
@@ -27,6 +31,7 @@ struct fuzz_outcome {
 	int		run_error;	/* mig_recv_run(), if accepted */
 	int		finish_error;	/* mig_recv_finish(), after GO */
 	bool		running;	/* the guest would run here */
+	size_t		largest_malloc;	/* by the destination, bytes */
 	struct mig_error err;		/* the first failure */
 };
 

@@ -326,8 +326,10 @@ static void
 recv_seeds(void)
 {
 	static uint8_t buf[SEED_MAX];
+	struct mig_state_hdr sh;
 	struct mig_vminfo vi;
 	struct mig_errmsg e;
+	struct mig_hdr hdr;
 	uint8_t m[8192];
 	size_t off;
 
@@ -360,6 +362,25 @@ recv_seeds(void)
 	off = rec(buf, off, FUZZ_REC_RAW, 0, m, MIG_HDR_LEN +
 	    MIG_ROUND_END_LEN + MIG_TAG_LEN);
 	seed("recv", "unsealed", buf, off);
+
+	/*
+	 * After an empty final round, STATE announcing the largest section
+	 * with a tag that does not check: nothing of that size is allocated.
+	 */
+	off = rec_round(buf, 0, MIG_MSG_ROUND_BEGIN, 1, 1, 0);
+	off = rec_round(buf, off, MIG_MSG_ROUND_END, 1, 1, 0);
+	sh.section = 0;
+	sh.total = MIG_SECTION_MAX;
+	sh.offset = 0;
+	hdr.type = MIG_MSG_STATE;
+	hdr.flags = 0;
+	hdr.len = MIG_STATE_HDR_LEN + 16;
+	mig_hdr_encode(m, &hdr);
+	(void)mig_state_hdr_encode(m + MIG_HDR_LEN, MIG_STATE_HDR_LEN, &sh);
+	memset(m + MIG_HDR_LEN + MIG_STATE_HDR_LEN, 0x77, 16 + MIG_TAG_LEN);
+	off = rec(buf, off, FUZZ_REC_RAW, 0, m, MIG_HDR_LEN + hdr.len +
+	    MIG_TAG_LEN);
+	seed("recv", "state_unsealed", buf, off);
 }
 
 /* A pre-authentication seed: frames with no tag, as a stranger sends. */

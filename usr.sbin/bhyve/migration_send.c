@@ -27,7 +27,6 @@
 #include "migration_wire.h"
 
 #define	BITS_PER_WORD	64
-#define	MIG_SETUP_TIMEOUT_MS	120000	/* destination's memory set-up */
 /* Live rounds ask the dirty log again before each such share. */
 #define	MIG_RECHECK_WORDS	64	/* 4096 pages, 16 MiB */
 
@@ -599,15 +598,12 @@ describe_and_check(struct sender *s)
 	if ((error = mig_chan_send(&s->ch, MIG_MSG_VMINFO, buf, len)) != 0)
 		return (chan_fail(s, error, "describing the guest"));
 	/*
-	 * The destination may set a large guest's memory and devices up
-	 * before it answers: allow that more than one I/O timeout.
+	 * The destination sets the guest's memory and devices up before it
+	 * answers; the documented timeout bounds that as any other wait (a
+	 * very large wired guest needs a larger one).
 	 */
-	(void)mig_socket_timeout(s->ch.fd, MIG_SETUP_TIMEOUT_MS >
-	    s->p->io_timeout_ms ? MIG_SETUP_TIMEOUT_MS : s->p->io_timeout_ms);
-	error = mig_expect(&s->ch, s->err, s->phase, MIG_MSG_ACCEPT,
-	    "waiting for the compatibility verdict", &payload, NULL);
-	(void)mig_socket_timeout(s->ch.fd, s->p->io_timeout_ms);
-	if (error != 0)
+	if ((error = mig_expect(&s->ch, s->err, s->phase, MIG_MSG_ACCEPT,
+	    "waiting for the compatibility verdict", &payload, NULL)) != 0)
 		return (error);
 	s->st->memory_bytes = 0;
 	for (i = 0; i < s->vi.nsegs; i++)
@@ -869,7 +865,7 @@ static enum mig_result
 go(struct sender *s)
 {
 	void *payload;
-	uint64_t now;
+	uint64_t flight, now, t_go;
 	int error;
 
 	/* Past this point an operator's cancel comes too late. */
@@ -877,6 +873,7 @@ go(struct sender *s)
 		(void)check_cancel(s);
 		return (MIG_FAILED);
 	}
+	t_go = mig_now_us();
 	if ((error = mig_chan_send(&s->ch, MIG_MSG_GO, NULL, 0)) != 0) {
 		/* GO may or may not have left: nobody can tell. */
 		(void)chan_fail(s, error, "sending GO");
@@ -892,10 +889,12 @@ go(struct sender *s)
 	 */
 	if (error != 0)
 		return (s->ch.peer_gave_up ? MIG_FAILED : MIG_INDETERMINATE);
-	/* RUNNING took half a round trip to arrive. */
-	s->st->downtime_us = now - s->pause_us;
-	if (s->st->downtime_us > s->st->rtt_us / 2)
-		s->st->downtime_us -= s->st->rtt_us / 2;
+	/*
+	 * RUNNING took half a round trip to arrive; GO to RUNNING is at
+	 * least one, so never take off more than half of that.
+	 */
+	flight = s->st->rtt_us < now - t_go ? s->st->rtt_us : now - t_go;
+	s->st->downtime_us = now - s->pause_us - flight / 2;
 	s->phase = MIG_PHASE_DONE;
 	progress(s, s->st->nrounds, 0, NULL);
 	return (MIG_OK);
