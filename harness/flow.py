@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from harness.errors import HarnessError, MigrationError
-from harness.events import ErrorInfo, EventError, EventLog, ResultEvent
+from harness.events import ErrorInfo, EstimateMissedEvent, EventError, EventLog, ResultEvent
 from harness.progress import Display, PlainDisplay
 from harness.runner import Process
 
@@ -159,6 +159,8 @@ class Report:
     wall_time_ms: float = 0.0
     downtime_ms: float | None = None
     downtime_probe_ms: float | None = None
+    # The estimate-missed event: {"phase", "est_downtime_ms", "paused_ms"}, or None.
+    estimate_missed: dict[str, Any] | None = None
     bytes_sent: int = 0
     throughput_mb_s: float = 0.0
     stop_reason: str | None = None
@@ -183,6 +185,16 @@ def _ms(us: int | None) -> float | None:
     return None if us is None else us / 1000.0
 
 
+def _estimate_missed(ev: EstimateMissedEvent | None) -> dict[str, Any] | None:
+    if ev is None:
+        return None
+    return {
+        "phase": ev.phase,
+        "est_downtime_ms": ev.est_downtime_us / 1000.0,
+        "paused_ms": ev.paused_us / 1000.0,
+    }
+
+
 def build_report(
     driver: HostDriver,
     guest: dict[str, Any],
@@ -205,6 +217,7 @@ def build_report(
         total_time_ms=total_ms,
         wall_time_ms=round(wall_ms, 3),
         downtime_ms=_ms(stats.downtime_us),
+        estimate_missed=_estimate_missed(log.estimate_missed),
         bytes_sent=sent,
         throughput_mb_s=round(sent / total_ms / 1000.0, 1) if total_ms else 0.0,
         stop_reason=stats.stop_reason,

@@ -8,6 +8,7 @@ which the source subtracts from the downtime it reports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -85,10 +86,8 @@ def _forward(a: socket.socket, b: socket.socket) -> None:
         pass
     finally:
         for s in (a, b):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _read(sock: socket.socket, n: int) -> bytes:

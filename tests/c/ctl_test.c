@@ -198,6 +198,20 @@ test_event_round_trip(void)
 	    "progress event round trip", line);
 	free(line);
 
+	memset(&ev, 0, sizeof(ev));
+	ev.type = MIG_EV_ESTIMATE_MISSED;
+	ev.phase = MIG_PHASE_SWITCHOVER;
+	ev.est_downtime_us = 35000;
+	ev.paused_us = 51000;
+	line = mig_event_encode(&ev);
+	check(line != NULL && strstr(line, "\"event\":\"estimate-missed\"") !=
+	    NULL && mig_event_decode(line, &back, msg, sizeof(msg)) == 0 &&
+	    back.type == MIG_EV_ESTIMATE_MISSED &&
+	    back.phase == MIG_PHASE_SWITCHOVER &&
+	    back.est_downtime_us == 35000 && back.paused_us == 51000,
+	    "estimate-missed event round trip", line);
+	free(line);
+
 	check(mig_outcome_exit_code(MIG_OUT_OK) == 0 &&
 	    mig_outcome_exit_code(MIG_OUT_COMPATIBLE) == 0 &&
 	    mig_outcome_exit_code(MIG_OUT_FAILED) == 1 &&

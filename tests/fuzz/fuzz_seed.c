@@ -189,6 +189,11 @@ ctl_seeds(void)
 	ev.bytes_sent = 1 << 20;
 	ev.rate_bytes_per_s = 1 << 27;
 	ctl_seed("progress", 0, &ev);
+	ev.type = MIG_EV_ESTIMATE_MISSED;
+	ev.phase = MIG_PHASE_SWITCHOVER;
+	ev.est_downtime_us = 35000;
+	ev.paused_us = 51000;
+	ctl_seed("estimate_missed", 0, &ev);
 
 	memset(&st, 0, sizeof(st));
 	memset(rounds, 0, sizeof(rounds));

@@ -315,6 +315,7 @@ on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 		c->phase = MIG_PHASE_STATE;
 	}
 	if (c->be->ops->progress != NULL) {
+		memset(&ev, 0, sizeof(ev));
 		ev.phase = c->phase;
 		ev.round = c->round->index;
 		ev.remaining_pages = 0;

@@ -48,6 +48,8 @@ struct sender {
 	uint8_t		meta[MIG_PAGES_HDR_LEN + 8 * MIG_PAGES_PER_MSG];
 	uint64_t	pages_total;		/* sent in all rounds */
 	uint64_t	pause_us;
+	uint64_t	est_us;		/* final downtime estimate, or 0 */
+	bool		est_missed;	/* and the pause outlasted it */
 	bool		tracking;
 	bool		paused;
 	bool		throttled;
@@ -80,10 +82,34 @@ progress(struct sender *s, uint32_t round, uint64_t remaining,
 
 	if (s->be->ops->progress == NULL)
 		return;
+	memset(&ev, 0, sizeof(ev));
 	ev.phase = s->phase;
 	ev.round = round;
 	ev.remaining_pages = remaining;
 	ev.last_round = last;
+	s->be->ops->progress(s->be->arg, &ev);
+}
+
+/*
+ * Tell the operator, once, that the guest has been paused longer than
+ * the policy estimated when it ended the live rounds (the hard bound,
+ * max_pause_ms, is pause_check()'s).
+ */
+static void
+estimate_check(struct sender *s, uint64_t paused_us)
+{
+	struct mig_progress ev;
+
+	if (s->est_us == 0 || s->est_missed || paused_us <= s->est_us ||
+	    s->be->ops->progress == NULL)
+		return;
+	s->est_missed = true;
+	memset(&ev, 0, sizeof(ev));
+	ev.phase = s->phase;
+	ev.round = s->st->nrounds;
+	ev.estimate_missed = true;
+	ev.est_downtime_us = s->est_us;
+	ev.paused_us = paused_us;
 	s->be->ops->progress(s->be->arg, &ev);
 }
 
@@ -289,6 +315,7 @@ pause_check(struct sender *s)
 
 	bound = pause_bound_ms(s->p) * 1000;
 	spent = mig_now_us() - s->pause_us;
+	estimate_check(s, spent);
 	if (spent >= bound) {
 		mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, ETIMEDOUT,
 		    "the downtime bound was missed: the guest was paused "
@@ -750,6 +777,7 @@ live_rounds(struct sender *s)
 			return (error);
 		if (d.stop) {
 			s->st->stop_reason = d.reason;
+			s->est_us = d.est_downtime_us;
 			return (0);
 		}
 		if (d.throttle_pct != r->throttle_pct &&
@@ -895,6 +923,7 @@ go(struct sender *s)
 	 */
 	flight = s->st->rtt_us < now - t_go ? s->st->rtt_us : now - t_go;
 	s->st->downtime_us = now - s->pause_us - flight / 2;
+	estimate_check(s, s->st->downtime_us);
 	s->phase = MIG_PHASE_DONE;
 	progress(s, s->st->nrounds, 0, NULL);
 	return (MIG_OK);
