@@ -12,13 +12,18 @@ The flow is the same for the test bed (tbvm/tbctl) and for FreeBSD (bhyve/bhyvec
      accordingly (resolve(): one of the two, never both);
   5. the guest is checked where it runs now, and a Report is built.
 
-Ctrl-C during step 3 sends the operator's cancel command; the source rolls back.
+Ctrl-C during step 3 sends the operator's cancel command; the source rolls back.  SIGTERM
+and SIGHUP do the same under interrupt_on_terminate(), so a harness stopped that way still
+removes the single-use key files and the receiver's control socket from the hosts.
 """
 
 from __future__ import annotations
 
 import secrets
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -226,6 +231,23 @@ def build_report(
         rounds=[asdict(r) for r in log.rounds],
         phases=list(log.phases),
     )
+
+
+@contextmanager
+def interrupt_on_terminate() -> Iterator[None]:
+    """Within: SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, so that the flow
+    cancels the migration and its finally clauses clean the hosts up (by default Python
+    dies on them at once).  Main thread only, as signal handlers are."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def follow(
