@@ -69,6 +69,7 @@ class HostDriver(Resolvable, Protocol):
 
     def write_keys(self, key_hex: str) -> None: ...
 
+    # Best effort, from a finally clause: a host that cannot be reached is skipped.
     def remove_keys(self) -> None: ...
 
     def start_source(self) -> None:
@@ -339,8 +340,9 @@ def run_migration(
     or left undecided is a Report, not an exception; MigrationError when the flow
     itself cannot proceed."""
     display = display or PlainDisplay()
-    driver.write_keys(secrets.token_hex(32))
     try:
+        # Inside: a host that cannot be reached must not leave the other's key behind.
+        driver.write_keys(secrets.token_hex(32))
         driver.start_source()
         driver.start_destination()
         if opts.probe:
@@ -394,8 +396,8 @@ def run_check(
     """A dry run: handshake, authentication and the full compatibility check, no memory
     moved.  Report.status is compatible, incompatible (reasons says why) or failed."""
     display = display or PlainDisplay()
-    driver.write_keys(secrets.token_hex(32))
     try:
+        driver.write_keys(secrets.token_hex(32))
         driver.start_source()
         driver.start_destination()
         started = time.monotonic()

@@ -1,5 +1,6 @@
 """The harness stopped by a signal mid-migration leaves nothing on the hosts: no single-use
-key files, no control sockets, no receiver report, no VM processes.
+key files, no control sockets, no receiver report, no VM processes.  Nor does a host that
+cannot be reached while the keys are handed out.
 
 `invoke migrate --local` runs in its own temporary directory (TMPDIR); SIGTERM or SIGHUP
 arrives during pre-copy, and the migration is cancelled as on Ctrl-C.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_protocol_peer import GUEST
+
+from harness.config import MigrationPolicy
+from harness.errors import HarnessError
+from harness.flow import run_migration
+from harness.local import local_endpoints
+from harness.migrate import Endpoint, FlowOptions, TestbedDriver, quiet, start_guest
+from harness.ssh import SSHRunner, SSHTarget
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,3 +81,23 @@ def test_signal_mid_migration_leaves_nothing_behind(short_tmp: Path, sig: signal
     assert "cancel" in out.lower(), out
     assert _leftovers(tmp_path) == [], out
     assert _vm_processes(tmp_path) == [], out
+
+
+def test_unreachable_destination_leaves_no_key_on_the_source() -> None:
+    """The destination's SSH connect fails while keys are handed out: the source's goes."""
+    src_ep, _ = local_endpoints(Path(tempfile.mkdtemp(prefix="bmc-")))
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: connection refused
+    target = SSHTarget("unreachable", "127.0.0.1", port=port, connect_timeout=2.0,
+                       workdir="/var/tmp/bhyvemig-unreachable")  # fmt: skip
+    dst_ep = Endpoint(SSHRunner(target), "/nonexistent", "127.0.0.1", "127.0.0.1")
+    src = start_guest(src_ep, GUEST, FlowOptions(), "unreach")
+    try:
+        driver = TestbedDriver(src, dst_ep, GUEST, MigrationPolicy(), FlowOptions(), "unreach")
+        with pytest.raises(HarnessError):
+            run_migration(driver, {}, FlowOptions(probe=False), quiet())
+        assert list(Path(src_ep.runner.workdir).glob("*.key")) == []
+    finally:
+        src.stop()
+        shutil.rmtree(Path(src_ep.runner.workdir).parent, ignore_errors=True)
