@@ -157,7 +157,8 @@ test_event_round_trip(void)
 	err.side = MIG_SIDE_DEST;
 	err.phase = MIG_PHASE_STATE;
 	err.code = EINVAL;
-	snprintf(err.msg, sizeof(err.msg), "cpu0 \"differs\"\n\tbadly");
+	snprintf(err.msg, sizeof(err.msg),
+	    "cpu0 \"differs\"\n\tbadly\r \\ \x01 done");
 	memset(&st, 0, sizeof(st));
 	st.nrounds = 2;
 	st.downtime_us = 81500;
@@ -255,6 +256,13 @@ test_event_refusals(void)
 	    "error.phase", "an error without its phase is refused");
 	expect_bad_event("{\"event\":\"phase\",\"phase\":", "\"phase\"",
 	    "a truncated line is refused");
+	/* Exactly sized, so that ASan sees a read past the end. */
+	big = strdup("{\"event\":\"\\u1");
+	if (big != NULL) {
+		expect_bad_event(big, "not a migration event",
+		    "a line ending in a short \\u escape is refused");
+		free(big);
+	}
 	big = malloc(MIG_EVENT_MAX + 16);
 	if (big != NULL) {
 		memset(big, ' ', MIG_EVENT_MAX + 15);

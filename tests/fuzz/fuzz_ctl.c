@@ -74,7 +74,6 @@ fuzz_json(const char *text)
 	const char *v;
 	char buf[64];
 	uint64_t u;
-	double d;
 	bool b;
 	size_t i;
 	unsigned int k;
@@ -86,7 +85,6 @@ fuzz_json(const char *text)
 				    buf, sizeof(buf));
 		(void)mig_json_get_string(text, paths[i], buf, sizeof(buf));
 		(void)mig_json_get_u64(text, paths[i], &u);
-		(void)mig_json_get_double(text, paths[i], &d);
 		(void)mig_json_get_bool(text, paths[i], &b);
 	}
 }

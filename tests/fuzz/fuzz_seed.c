@@ -236,6 +236,9 @@ ctl_seeds(void)
 	text = "\002{\"state\":\"running\",\"guest_runs_here\":true,"
 	    "\"a\":{\"b\":[1,\"x\\u0041\",-2.5e3,false,null]}}";
 	seed("ctl", "json", text, strlen(text));
+	/* fuzz_ctl's first find: a \u escape cut short read past the text. */
+	text = "\002{\"a\":{\"b\":[1,\"x\\u00}";
+	seed("ctl", "json_short_escape", text, strlen(text));
 }
 
 /* Append a record; stop the generator if the seed buffer is too small. */

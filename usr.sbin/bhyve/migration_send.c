@@ -11,7 +11,8 @@
  * what was written since the previous collection), stop-and-copy with
  * the guest paused, vCPU and device state, then READY/GO: the guest runs
  * on exactly one side.  Until GO is sent every failure resumes the guest
- * here and returns the dirty bits this attempt had cleared.
+ * here.  Its dirty log ends with the attempt: a retry goes to a new
+ * destination that holds nothing, so round 1 sends all memory again.
  */
 
 #include <errno.h>
@@ -41,7 +42,6 @@ struct sender {
 	enum mig_phase	phase;
 	uint64_t	npages[MIG_MAX_SEGS];
 	uint64_t	*todo[MIG_MAX_SEGS];	/* pages this round sends */
-	uint64_t	*cleared[MIG_MAX_SEGS]; /* all bits this attempt took */
 	uint64_t	*next[MIG_MAX_SEGS];	/* taken early: next round's */
 	uint64_t	*chunk;			/* one collection's bitmap */
 	uint8_t		*pagebuf;		/* frozen copies of pages */
@@ -138,12 +138,9 @@ alloc_bitmaps(struct sender *s)
 		s->npages[i] = s->vi.segs[i].len / MIG_PAGE_SIZE;
 		s->todo[i] = calloc(bitmap_words(s->npages[i]),
 		    sizeof(uint64_t));
-		s->cleared[i] = calloc(bitmap_words(s->npages[i]),
-		    sizeof(uint64_t));
 		s->next[i] = calloc(bitmap_words(s->npages[i]),
 		    sizeof(uint64_t));
-		if (s->todo[i] == NULL || s->cleared[i] == NULL ||
-		    s->next[i] == NULL)
+		if (s->todo[i] == NULL || s->next[i] == NULL)
 			return (ENOMEM);
 	}
 	s->chunk = calloc(bitmap_words(MIG_DIRTY_CHUNK_PAGES),
@@ -161,7 +158,6 @@ free_bitmaps(struct sender *s)
 
 	for (i = 0; i < MIG_MAX_SEGS; i++) {
 		free(s->todo[i]);
-		free(s->cleared[i]);
 		free(s->next[i]);
 	}
 	free(s->chunk);
@@ -200,10 +196,9 @@ fetch_bits(struct sender *s, bits_op_t *op, uint32_t seg, uint64_t first,
 }
 
 /*
- * Collect the dirty log of all memory, chunk by chunk, into todo (to send)
- * and cleared (to put back should this attempt fail).  *count is what
- * todo then holds: pages collected before a decision to stop are still
- * owed to the destination.
+ * Collect the dirty log of all memory, chunk by chunk, into todo.  *count
+ * is what todo then holds: pages collected before a decision to stop are
+ * still owed to the destination.
  */
 static int
 collect(struct sender *s, uint64_t *count)
@@ -227,12 +222,9 @@ collect(struct sender *s, uint64_t *count)
 			    seg, first, n, s->chunk)) != 0)
 				return (backend_fail(s, error,
 				    "could not read the device write log"));
-			for (w = 0; w < nw; w++) {
+			for (w = 0; w < nw; w++)
 				s->todo[seg][first / BITS_PER_WORD + w] |=
 				    s->chunk[w];
-				s->cleared[seg][first / BITS_PER_WORD + w] |=
-				    s->chunk[w];
-			}
 		}
 		/* What a live round found written again. */
 		for (w = 0; w < bitmap_words(s->npages[seg]); w++) {
@@ -243,31 +235,6 @@ collect(struct sender *s, uint64_t *count)
 		    bitmap_words(s->npages[seg]));
 	}
 	return (0);
-}
-
-/* Return every bit this attempt took from the dirty log. */
-static void
-put_back(struct sender *s)
-{
-	uint64_t first, n;
-	uint32_t seg;
-	int error;
-
-	for (seg = 0; seg < s->vi.nsegs; seg++) {
-		if (s->cleared[seg] == NULL)
-			continue;
-		for (first = 0; first < s->npages[seg]; first += n) {
-			n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
-			if (popcount_words(&s->cleared[seg][first /
-			    BITS_PER_WORD], bitmap_words(n)) == 0)
-				continue;
-			error = s->be->ops->dirty_putback(s->be->arg, seg,
-			    first, n, &s->cleared[seg][first / BITS_PER_WORD]);
-			if (error != 0)
-				(void)backend_fail(s, error,
-				    "could not restore the dirty page log");
-		}
-	}
 }
 
 /*
@@ -499,7 +466,6 @@ recheck(struct sender *s, uint32_t seg, uint64_t w, struct mig_round_stats *r)
 		    s->chunk[i]);
 		t[i] &= ~s->chunk[i];
 		s->next[seg][w + i] |= s->chunk[i];
-		s->cleared[seg][w + i] |= s->chunk[i];
 	}
 	return (0);
 }
@@ -929,15 +895,13 @@ go(struct sender *s)
 	return (MIG_OK);
 }
 
-/* Before GO: leave the guest running here with its dirty log whole. */
+/* Before GO: leave the guest running here. */
 static void
 roll_back(struct sender *s)
 {
 	int error;
 
 	/* The guest first: telling the peer may wait for a timeout. */
-	if (s->tracking)
-		put_back(s);
 	if (s->throttled)
 		(void)s->be->ops->throttle(s->be->arg, 0);
 	s->err->guest_running_on_source = true;
