@@ -913,15 +913,16 @@ go(struct sender *s)
 	 */
 	if (error != 0)
 		return (s->ch.peer_gave_up ? MIG_FAILED : MIG_INDETERMINATE);
-	/* RUNNING took half a round trip to arrive. */
-	s->st->downtime_us = now - s->pause_us;
-	if (s->st->downtime_us > s->st->rtt_us / 2)
-		s->st->downtime_us -= s->st->rtt_us / 2;
-	/* State and switchover: the rest of the pause. */
-	if (s->st->downtime_us > s->st->downtime_memory_us +
-	    s->st->downtime_hook_us)
-		s->st->downtime_state_us = s->st->downtime_us -
-		    s->st->downtime_memory_us - s->st->downtime_hook_us;
+	/*
+	 * State and switchover: the rest of the pause.  RUNNING took half
+	 * a round trip to arrive, within this last part.
+	 */
+	s->st->downtime_state_us = now - s->pause_us -
+	    s->st->downtime_memory_us - s->st->downtime_hook_us;
+	if (s->st->downtime_state_us > s->st->rtt_us / 2)
+		s->st->downtime_state_us -= s->st->rtt_us / 2;
+	s->st->downtime_us = s->st->downtime_memory_us +
+	    s->st->downtime_hook_us + s->st->downtime_state_us;
 	s->phase = MIG_PHASE_DONE;
 	progress(s, s->st->nrounds, 0, NULL);
 	return (MIG_OK);
