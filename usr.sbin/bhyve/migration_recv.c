@@ -433,6 +433,10 @@ on_ready(struct mig_conn *c, void *payload, uint32_t len)
 		return (proto_fail(c, "READY counts other pages than "
 		    "were received"));
 	c->phase = MIG_PHASE_SWITCHOVER;
+	if (c->be->ops->before_ready != NULL &&
+	    (error = c->be->ops->before_ready(c->be->arg)) != 0)
+		return (local_fail(c, error, "could not take the guest's "
+		    "disks over"));
 	ready.pages = c->pages_total;
 	if ((error = mig_chan_send(&c->ch, MIG_MSG_READY, buf,
 	    mig_ready_encode(buf, sizeof(buf), &ready))) != 0)
