@@ -177,7 +177,7 @@ class MigrationPolicy:
     # A command the harness runs while the guest is paused before the switchover
     # (harness.switchover), and how long it may take before the migration rolls back.
     switchover_hook: str | None = None
-    switchover_timeout_s: float = 60.0
+    switchover_timeout: float = 60.0
 
 
 @dataclass
@@ -666,7 +666,7 @@ def _parse_migration(
         elif key == "switchover_hook":
             policy.switchover_hook = None if _is_null(value) else r.string(value, name)
         elif key == "switchover_timeout":
-            policy.switchover_timeout_s = _hook_timeout(r, value, name)
+            policy.switchover_timeout = _hook_timeout(r, value, name)
     if policy.source and policy.source == policy.destination:
         raise r.error(
             keys["destination"][1], "migration.destination must differ from migration.source"

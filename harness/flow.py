@@ -310,7 +310,7 @@ def _cancel(driver: HostDriver, proc: Process, log: EventLog, display: Display,
 def _switchover(driver: HostDriver, display: Display,
                 runs: list[HookRun]) -> Callable[[PausedEvent], None]:  # fmt: skip
     """The `paused` handler: run the hook, then send the go-ahead or the cancel."""
-    command, limit = driver.policy.switchover_hook, driver.policy.switchover_timeout_s
+    command, limit = driver.policy.switchover_hook, driver.policy.switchover_timeout
 
     def on_paused(event: PausedEvent) -> None:
         if not command:

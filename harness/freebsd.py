@@ -492,7 +492,7 @@ def bhyvectl_migrate_argv(
         argv.append(opt["no_throttle"])
     if policy.switchover_hook:
         argv.append(f"{opt['switchover_wait_ms']}="
-                    f"{engine_wait_ms(policy.switchover_timeout_s)}")  # fmt: skip
+                    f"{engine_wait_ms(policy.switchover_timeout)}")  # fmt: skip
     return argv
 
 

@@ -171,7 +171,7 @@ def policy_args(policy: MigrationPolicy, flow: FlowOptions) -> list[str]:
     if not policy.auto_throttle:
         args.append("--no-throttle")
     if policy.switchover_hook:
-        args += ["--switchover-wait", str(engine_wait_ms(policy.switchover_timeout_s))]
+        args += ["--switchover-wait", str(engine_wait_ms(policy.switchover_timeout))]
     if flow.max_time_ms:
         args += ["--max-time", str(flow.max_time_ms)]
     if flow.peer_timeout_ms:

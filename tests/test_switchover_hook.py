@@ -54,7 +54,7 @@ def endpoints(tmp_path_factory) -> tuple[Endpoint, Endpoint]:
 
 def migrate(endpoints, hook: str | None, timeout_s: float = 10.0, **flow) -> dict:
     opts = FlowOptions(warmup_s=0.5, run_after_s=0.5, **flow)
-    policy = MigrationPolicy(switchover_hook=hook, switchover_timeout_s=timeout_s)
+    policy = MigrationPolicy(switchover_hook=hook, switchover_timeout=timeout_s)
     tag = secrets.token_hex(4)
     src = start_guest(endpoints[0], GUEST, opts, tag)
     time.sleep(opts.warmup_s)

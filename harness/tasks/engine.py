@@ -67,8 +67,8 @@ def _policy(base: MigrationPolicy | None, downtime_limit, max_rounds, fixed_roun
     if switchover_hook:
         policy.switchover_hook = switchover_hook
     if switchover_timeout is not None:
-        policy.switchover_timeout_s = float(switchover_timeout)
-        if not 0 < policy.switchover_timeout_s <= HOOK_TIMEOUT_MAX_S:
+        policy.switchover_timeout = float(switchover_timeout)
+        if not 0 < policy.switchover_timeout <= HOOK_TIMEOUT_MAX_S:
             raise HarnessError(f"--switchover-timeout: give seconds, more than 0 and at most "
                                f"{HOOK_TIMEOUT_MAX_S:g}")  # fmt: skip
     return policy
