@@ -7,6 +7,8 @@ serves both host kinds.  Event kinds:
   {"event":"round","index":N,"final":bool,"dirty_pages":N,...,"est_downtime_us":N}
   {"event":"progress","phase":ID,"round":N,"remaining_pages":N,"bytes_sent":N,...}
   {"event":"estimate-missed","phase":ID,"est_downtime_us":N,"paused_us":N}
+  {"event":"paused","round":N,"dirty_pages":N,"dirty_bytes":N,"timeout_ms":N}
+      (with a switchover hook: the guest is paused, the source waits for the go-ahead)
   {"event":"result","result":R,"guest_runs_on":W,"error":{...},"reasons":[...],"stats":{...}}
 
 "result" is the last event.  Lines that are not JSON objects (a controller's human
@@ -96,6 +98,16 @@ class EstimateMissedEvent:
 
 
 @dataclass(frozen=True)
+class PausedEvent:
+    """The guest is paused and the source waits for the switchover hook's go-ahead."""
+
+    round: int  # the final round, still to send
+    dirty_pages: int
+    dirty_bytes: int
+    timeout_ms: int  # the source rolls back after this long
+
+
+@dataclass(frozen=True)
 class ErrorInfo:
     """Which side failed, in which phase, and why."""
 
@@ -110,6 +122,11 @@ class ErrorInfo:
 class Stats:
     total_time_us: int | None = None
     downtime_us: int | None = None
+    # The downtime's parts: the last memory, the switchover hook's wait, the state and
+    # the switchover handshake (the rest).
+    downtime_memory_us: int | None = None
+    downtime_hook_us: int | None = None
+    downtime_state_us: int | None = None
     state_bytes: int | None = None
     bytes_sent: int | None = None
     memory_bytes: int | None = None
@@ -129,7 +146,9 @@ class ResultEvent:
     stats: Stats = field(default_factory=Stats)
 
 
-Event = PhaseEvent | RoundEvent | ProgressEvent | EstimateMissedEvent | ResultEvent
+Event = (
+    PhaseEvent | RoundEvent | ProgressEvent | EstimateMissedEvent | PausedEvent | ResultEvent
+)
 
 
 class _Fields:
@@ -201,6 +220,9 @@ def _stats(obj: Any, where: str) -> Stats:
     return Stats(
         total_time_us=f.int("total_time_us", True),
         downtime_us=f.int("downtime_us", True),
+        downtime_memory_us=f.int("downtime_memory_us", True),
+        downtime_hook_us=f.int("downtime_hook_us", True),
+        downtime_state_us=f.int("downtime_state_us", True),
         state_bytes=f.int("state_bytes", True),
         bytes_sent=f.int("bytes_sent", True),
         memory_bytes=f.int("memory_bytes", True),
@@ -256,6 +278,13 @@ def parse_event(line: str, where: str = "event") -> Event | None:
             est_downtime_us=f.req_int("est_downtime_us"),
             paused_us=f.req_int("paused_us"),
         )
+    if kind == "paused":
+        return PausedEvent(
+            round=f.req_int("round"),
+            dirty_pages=f.req_int("dirty_pages"),
+            dirty_bytes=f.req_int("dirty_bytes"),
+            timeout_ms=f.req_int("timeout_ms"),
+        )
     if kind == "result":
         reasons = obj.get("reasons") or []
         if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
@@ -279,6 +308,7 @@ class EventLog:
     rounds: list[RoundEvent] = field(default_factory=list)
     progress: ProgressEvent | None = None
     estimate_missed: EstimateMissedEvent | None = None
+    paused: PausedEvent | None = None
     result: ResultEvent | None = None
     text: list[str] = field(default_factory=list)  # lines that were not events
     unreadable: list[str] = field(default_factory=list)  # kept by readers that go on
@@ -302,6 +332,8 @@ class EventLog:
             self.progress = event
         elif isinstance(event, EstimateMissedEvent):
             self.estimate_missed = event
+        elif isinstance(event, PausedEvent):
+            self.paused = event
         elif isinstance(event, ResultEvent):
             self.result = event
         elif event is None and line.strip() and not line.lstrip().startswith("{"):

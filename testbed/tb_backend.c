@@ -18,6 +18,7 @@
 #include "migration.h"
 #include "migration_backend.h"
 #include "migration_devlog.h"
+#include "migration_storage.h"
 
 #include "tb_backend.h"
 #include "tb_dirty.h"
@@ -239,6 +240,15 @@ tb_progress(void *arg, const struct mig_progress *p)
 		tb->progress(tb->progress_arg, p);
 }
 
+/* As bhyve -R: the disk image again, as the source left it. */
+static int
+tb_before_ready(void *arg)
+{
+	struct tb_backend *b = arg;
+
+	return (mig_storage_reopen(b->mb.errmsg, sizeof(b->mb.errmsg)));
+}
+
 static const struct mig_backend_ops tb_ops = {
 	.vminfo = tb_vminfo,
 	.dirty_start = tb_dirty_start,
@@ -248,6 +258,7 @@ static const struct mig_backend_ops tb_ops = {
 	.devlog_collect = tb_devlog_collect_op,
 	.pause = tb_pause,
 	.resume = tb_resume,
+	.before_ready = tb_before_ready,
 	.throttle = tb_throttle,
 	.state_save = tb_state_save_op,
 	.state_restore = tb_state_restore_op,

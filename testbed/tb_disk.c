@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migration_storage.h"
 #include "migration_wire.h"
 #include "tb_devthread.h"
 #include "tb_disk.h"
@@ -109,6 +110,12 @@ tb_disk_create(struct tb_disk **dp, const struct tb_disk_config *cfg,
 		tb_disk_destroy(d);
 		return (error);
 	}
+	if ((error = mig_storage_add(d->fd, cfg->image, O_RDWR)) != 0) {
+		snprintf(msg, msglen, "disk image %s: %s", cfg->image,
+		    strerror(error));
+		tb_disk_destroy(d);
+		return (error);
+	}
 	error = tb_devthread_start(&d->thread, cfg->rate, disk_write, d);
 	if (error != 0) {
 		snprintf(msg, msglen, "cannot start tb-disk: %s",
@@ -127,8 +134,10 @@ tb_disk_destroy(struct tb_disk *d)
 	if (d == NULL)
 		return;
 	tb_devthread_stop(&d->thread);
-	if (d->fd >= 0)
+	if (d->fd >= 0) {
+		mig_storage_remove(d->fd);
 		close(d->fd);
+	}
 	free(d);
 }
 

@@ -96,9 +96,22 @@ struct mig_backend_ops {
 	int	(*populated)(void *arg, uint32_t seg, uint64_t first,
 		    uint64_t npages, uint64_t *bitmap);
 
-	/* Stop and restart vCPUs and device emulation together. */
+	/*
+	 * Stop and restart vCPUs and device emulation together.  pause()
+	 * returns with device I/O drained and every disk's writes flushed
+	 * to stable storage (what shared storage or a switchover hook
+	 * hands to the destination).
+	 */
 	int	(*pause)(void *arg);
 	int	(*resume)(void *arg);
+
+	/*
+	 * Optional, destination: all memory and state arrived, the source
+	 * is paused with its disks flushed; the last step before READY, so
+	 * a failure here still rolls back.  bhyve and the test bed reopen
+	 * the disk images (migration_storage.h).
+	 */
+	int	(*before_ready)(void *arg);
 
 	/* Run vCPUs for (100 - percent)% of the time; 0 lifts it. */
 	int	(*throttle)(void *arg, uint32_t percent);

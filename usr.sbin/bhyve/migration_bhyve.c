@@ -52,6 +52,7 @@
 #include "migration_backend.h"
 #include "migration_bhyve.h"
 #include "migration_devlog.h"
+#include "migration_storage.h"
 #include "pci_emul.h"
 #include "snapshot.h"
 
@@ -493,9 +494,13 @@ mig_bhyve_pause(void *arg)
 	mig_bhyve_throttle_stop(bm);
 	vm_vcpu_pause(bm->ctx);
 	error = vm_pause_devices();
-	if (error != 0) {
+	if (error != 0)
 		mig_bhyve_msg(bm, "a device emulation could not be paused "
 		    "(error %d)", error);
+	/* blockif_pause() flushed too, but only warns when that fails. */
+	else
+		error = mig_storage_flush(bm->be.errmsg, sizeof(bm->be.errmsg));
+	if (error != 0) {
 		(void)vm_resume_devices();
 		vm_vcpu_resume(bm->ctx);
 		return (error);
@@ -521,6 +526,15 @@ mig_bhyve_resume(void *arg)
 		return (error);
 	}
 	return (0);
+}
+
+/* bhyve -R: reopen the disk images the source has flushed. */
+static int
+mig_bhyve_before_ready(void *arg)
+{
+	struct bhyve_mig *bm = arg;
+
+	return (mig_storage_reopen(bm->be.errmsg, sizeof(bm->be.errmsg)));
 }
 
 static void
@@ -761,6 +775,7 @@ static const struct mig_backend_ops mig_bhyve_ops = {
 	.devlog_collect = mig_bhyve_devlog_collect,
 	.pause = mig_bhyve_pause,
 	.resume = mig_bhyve_resume,
+	.before_ready = mig_bhyve_before_ready,
 	.throttle = mig_bhyve_throttle,
 	.state_save = mig_bhyve_state_save,
 	.state_restore = mig_bhyve_state_restore,

@@ -50,6 +50,7 @@ struct sender {
 	uint64_t	pause_us;
 	uint64_t	est_us;		/* final downtime estimate, or 0 */
 	bool		est_missed;	/* and the pause outlasted it */
+	uint64_t	hook_us;	/* the switchover hook's wait */
 	bool		tracking;
 	bool		paused;
 	bool		throttled;
@@ -87,6 +88,7 @@ progress(struct sender *s, uint32_t round, uint64_t remaining,
 	ev.round = round;
 	ev.remaining_pages = remaining;
 	ev.last_round = last;
+	ev.hold_ms = 0;
 	s->be->ops->progress(s->be->arg, &ev);
 }
 
@@ -269,6 +271,18 @@ pause_bound_ms(const struct mig_params *p)
 }
 
 /*
+ * The engine's part of the pause: the switchover hook's wait has its own
+ * bound (switchover_wait_ms), so the guest pauses at most max_pause_ms
+ * plus that before GO.
+ */
+static uint64_t
+pause_spent_us(const struct sender *s)
+{
+
+	return (mig_now_us() - s->pause_us - s->hook_us);
+}
+
+/*
  * Before each step of the paused phase: fail once the bound has passed,
  * else let no socket wait outlive it.  Failing here is before GO, so the
  * common path rolls back and the guest resumes on the source.
@@ -281,7 +295,7 @@ pause_check(struct sender *s)
 	int error;
 
 	bound = pause_bound_ms(s->p) * 1000;
-	spent = mig_now_us() - s->pause_us;
+	spent = pause_spent_us(s);
 	estimate_check(s, spent);
 	if (spent >= bound) {
 		mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, ETIMEDOUT,
@@ -306,7 +320,7 @@ pause_timeout(struct sender *s, int error)
 	uint64_t bound, spent;
 
 	bound = pause_bound_ms(s->p) * 1000;
-	spent = mig_now_us() - s->pause_us;
+	spent = pause_spent_us(s);
 	if (error != 0 && s->err->code == ETIMEDOUT && spent + 1000000 >=
 	    bound) {
 		snprintf(note, sizeof(note), "; the downtime bound was missed: "
@@ -796,6 +810,11 @@ stop_and_copy(struct sender *s)
 		dirty = mark_all(s);
 	if (error != 0 || (error = pause_check(s)) != 0)
 		goto out;
+	if (s->p->switchover_wait_ms != 0 &&
+	    ((error = mig_switchover_hold(&s->ch, s->be, s->p,
+	    s->st->nrounds + 1, dirty, s->err, &s->hook_us)) != 0 ||
+	    (error = pause_check(s)) != 0))
+		goto out;
 	r = next_round(s, dirty, true);
 	progress(s, r->index, dirty, NULL);
 	if ((error = pause_timeout(s, send_round(s, r))) != 0 ||
@@ -805,6 +824,8 @@ stop_and_copy(struct sender *s)
 	s->phase = MIG_PHASE_STATE;
 	progress(s, r->index, 0, NULL);
 	t0 = mig_now_us();
+	s->st->downtime_hook_us = s->hook_us;
+	s->st->downtime_memory_us = t0 - s->pause_us - s->hook_us;
 	if ((s->p->fault != MIG_FAULT_STALE_DEVICE_STATE &&
 	    (error = save_state(s, &ss, false)) != 0) ||
 	    (error = save_state(s, &ss, true)) != 0)
@@ -884,12 +905,18 @@ go(struct sender *s)
 	if (error != 0)
 		return (s->ch.peer_gave_up ? MIG_FAILED : MIG_INDETERMINATE);
 	/*
-	 * RUNNING took half a round trip to arrive; GO to RUNNING is at
-	 * least one, so never take off more than half of that.
+	 * State and switchover: the rest of the pause.  RUNNING took half
+	 * a round trip to arrive, within this last part; GO to RUNNING is
+	 * at least one, so never take off more than half of that.
 	 */
 	flight = s->st->rtt_us < now - t_go ? s->st->rtt_us : now - t_go;
-	s->st->downtime_us = now - s->pause_us - flight / 2;
-	estimate_check(s, s->st->downtime_us);
+	s->st->downtime_state_us = now - s->pause_us -
+	    s->st->downtime_memory_us - s->st->downtime_hook_us;
+	if (s->st->downtime_state_us > flight / 2)
+		s->st->downtime_state_us -= flight / 2;
+	s->st->downtime_us = s->st->downtime_memory_us +
+	    s->st->downtime_hook_us + s->st->downtime_state_us;
+	estimate_check(s, s->st->downtime_us - s->st->downtime_hook_us);
 	s->phase = MIG_PHASE_DONE;
 	progress(s, s->st->nrounds, 0, NULL);
 	return (MIG_OK);
