@@ -173,6 +173,7 @@ class MigrationPolicy:
     encrypt: bool = False
     auto_throttle: bool = True
     timeout: float = 600.0
+    disks: bool = False  # move the guest's disks too (no shared storage)
 
 
 @dataclass
@@ -386,7 +387,7 @@ _TESTBED_GUEST_KEYS = (
 _DMA_UNLOGGED = ("running", "drain")
 _MIGRATION_KEYS = (
     "source", "destination", "guest", "port", "downtime_limit_ms", "max_rounds",
-    "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout",
+    "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout", "disks",
 )  # fmt: skip
 _FILLS = ("pattern", "zero")
 
@@ -653,7 +654,7 @@ def _parse_migration(
             policy.fixed_rounds = None if _is_null(value) else r.integer(value, name, 1, 1000)
         elif key == "bandwidth":
             policy.bandwidth = None if _is_null(value) else r.rate(value, name)
-        elif key in ("encrypt", "auto_throttle"):
+        elif key in ("encrypt", "auto_throttle", "disks"):
             setattr(policy, key, r.boolean(value, name))
         elif key == "timeout":
             policy.timeout = r.number(value, name)

@@ -40,6 +40,11 @@ def summary(report: dict[str, Any]) -> str:
         f"{_mib(report.get('bytes_sent', 0))} MiB sent, {report.get('throughput_mb_s', 0)} MB/s, "
         f"stop: {report.get('stop_reason')}"
     )
+    if report.get("disk_bytes"):
+        lines.append(
+            f"  disks: {_mib(report['disk_bytes'])} MiB in {report.get('disk_rounds', 0)} "
+            f"rounds, {report.get('disk_mb_s', 0)} MB/s"
+        )
     lines.append(f"  the guest runs on the {report.get('guest_runs_on')}")
     lines.append(
         f"  verification ({ver.get('where', '?')}): {'ok' if ver.get('ok') else 'FAILED'}, "

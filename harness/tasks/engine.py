@@ -28,7 +28,8 @@ from harness.ssh import SSHRunner
 from harness.units import parse_size
 
 
-def _guest(base: Guest | None, memory, vcpus, workload, fill, segments) -> Guest:
+def _guest(base: Guest | None, memory, vcpus, workload, fill, segments,
+           disk=None) -> Guest:  # fmt: skip
     """The hosts file's guest (or the default one) with command-line overrides."""
     guest = copy.deepcopy(base) if base else Guest(name="tbguest", memory=256 << 20, vcpus=2)
     tb = guest.testbed or TestbedGuest(workload="hotset:64M", fill="pattern", segments=1)
@@ -42,6 +43,8 @@ def _guest(base: Guest | None, memory, vcpus, workload, fill, segments) -> Guest
         tb.fill = fill
     if segments is not None:
         tb.segments = int(segments)
+    if disk is not None:
+        tb.disk = parse_size(disk, "--disk")
     guest.testbed = tb
     return guest
 
@@ -128,6 +131,8 @@ def _testbed_check(endpoints, guest: Guest, flow: FlowOptions, display: Display)
         "bandwidth": "migration bandwidth limit, e.g. 100M (bytes/s)",
         "encrypt": "encrypt the stream (it is always authenticated)",
         "no_throttle": "never slow the vCPUs down to converge",
+        "disks": "move the guest's disks too (no shared storage): each host has its own image",
+        "disk": "test bed: give the guest a disk of this size, e.g. 1G, written while it runs",
         "count": "number of migrations (with --ping-pong)",
         "ping_pong": "migrate back and forth --count times",
         "report": "write the JSON report here (and a PNG plot beside it)",
@@ -143,7 +148,7 @@ def migrate(
     c, hosts=None, local=False, memory=None, vcpus=None, workload=None, fill=None,
     segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
     encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
-    plain=False, no_resolve=False, check=False, lazy_memory=False,
+    plain=False, no_resolve=False, check=False, lazy_memory=False, disks=False, disk=None,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
@@ -158,11 +163,12 @@ def migrate(
         else:
             config = load_or_testbed(hosts)
         guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
-                       segments)  # fmt: skip
+                       segments, disk)  # fmt: skip
         if lazy_memory and guest.testbed:
             guest.testbed.lazy_memory = True
         policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
                          fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
+        policy.disks = policy.disks or disks
         runs = count if ping_pong else 1
         flow = FlowOptions(run_after_s=run_after, resolve=not no_resolve)
         display = make_display(guest.memory, plain)
