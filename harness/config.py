@@ -127,8 +127,9 @@ class TestbedGuest:
     dma_unlogged: test-only, `running` or `drain` leaves those writes out of that log;
     disk: bytes of the tb-disk device's image (0: no disk), one file per guest and host,
     written while the guest runs (disk_hot: its hot set; disk_rate: block writes/s; 0 for
-    tbvm's defaults); disk_image: one image path both hosts open (shared storage), else each
-    host has its own in its work directory; lazy_memory: the destination does not fault its
+    tbvm's defaults; disk_prefill: the source's image starts fully written, as if the
+    sweep had covered it once); disk_image: one image path both hosts open (shared
+    storage), else each host has its own in its work directory; lazy_memory: the destination does not fault its
     memory in before the stream (bhyve without -S), so a guest may be larger than RAM."""
 
     __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
@@ -143,6 +144,7 @@ class TestbedGuest:
     disk_hot: int = 0
     disk_rate: int = 0
     disk_image: str | None = None
+    disk_prefill: bool = False
     lazy_memory: bool = False
 
 
@@ -382,7 +384,7 @@ _GUEST_KEYS = ("memory", "vcpus", "freebsd", "testbed")
 _FREEBSD_GUEST_KEYS = ("disk", "devices", "config", "bootrom", "wired")
 _TESTBED_GUEST_KEYS = (
     "workload", "fill", "segments", "rate", "dma_rate", "dma_unlogged", "disk", "disk_hot",
-    "disk_rate", "disk_image", "lazy_memory",
+    "disk_rate", "disk_image", "disk_prefill", "lazy_memory",
 )  # fmt: skip
 _DMA_UNLOGGED = ("running", "drain")
 _MIGRATION_KEYS = (
@@ -592,8 +594,8 @@ def _parse_testbed_guest(r: _Reader, node: yaml.Node, what: str) -> TestbedGuest
                 setattr(out, key, parse_size(size, name))
             except ValueError as exc:
                 raise r.error(value, str(exc)) from None
-        elif key == "lazy_memory":
-            out.lazy_memory = r.boolean(value, name)
+        elif key in ("lazy_memory", "disk_prefill"):
+            setattr(out, key, r.boolean(value, name))
     return out
 
 

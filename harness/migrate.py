@@ -145,6 +145,8 @@ def disk_args(endpoint: Endpoint, guest: Guest, tag: str) -> list[str]:
         args += ["--disk-hot", str(tb.disk_hot)]
     if tb.disk_rate:
         args += ["--disk-rate", str(tb.disk_rate)]
+    if tb.disk_prefill:
+        args.append("--disk-prefill")  # the destination ignores it: its image is received
     return args
 
 

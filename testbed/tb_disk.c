@@ -89,6 +89,35 @@ disk_write(void *arg, bool draining __attribute__((unused)))
 	atomic_store(&d->seq, seq + 1);
 }
 
+/* Write the whole image as it is after 2 x nblocks writes. */
+static int
+prefill(struct tb_disk *d)
+{
+	uint8_t *buf;
+	uint64_t b, n, seq;
+	size_t i;
+	int error;
+
+	if ((buf = malloc(256 * TB_DISK_BLOCK)) == NULL)
+		return (ENOMEM);
+	seq = 2 * d->nblocks;
+	error = 0;
+	for (b = 0; b < d->nblocks && error == 0; b += n) {
+		n = d->nblocks - b < 256 ? d->nblocks - b : 256;
+		for (i = 0; i < n; i++)
+			fill_block(d, b + i, generation(d, seq, b + i),
+			    buf + i * TB_DISK_BLOCK);
+		error = tb_disk_write(d, b, n, buf);
+	}
+	free(buf);
+	/* On the image, as a disk written long ago would be. */
+	if (error == 0 && fdatasync(d->fd) != 0)
+		error = errno;
+	if (error == 0)
+		atomic_store(&d->seq, seq);
+	return (error);
+}
+
 int
 tb_disk_create(struct tb_disk **dp, const struct tb_disk_config *cfg,
     uint64_t seed, bool fresh, char *msg, size_t msglen)
@@ -123,6 +152,12 @@ tb_disk_create(struct tb_disk **dp, const struct tb_disk_config *cfg,
 		error = errno;
 		snprintf(msg, msglen, "disk image %s: %s", cfg->image,
 		    strerror(error));
+		tb_disk_destroy(d);
+		return (error);
+	}
+	if (fresh && cfg->prefill && (error = prefill(d)) != 0) {
+		snprintf(msg, msglen, "disk image %s: writing it: %s",
+		    cfg->image, strerror(error));
 		tb_disk_destroy(d);
 		return (error);
 	}

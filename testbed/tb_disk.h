@@ -30,6 +30,7 @@ struct tb_disk_config {
 	uint64_t	size;		/* bytes; 0: no disk */
 	uint64_t	hot_bytes;
 	uint64_t	rate;		/* block writes per second */
+	bool		prefill;	/* fresh: the sweep covered it once */
 	char		image[TB_DISK_PATH_MAX];
 };
 
@@ -39,7 +40,8 @@ struct tb_verify;
 /*
  * Open (creating, sized) the image of a checked configuration
  * (tb_guest_config_check()); the device starts paused.  A guest that
- * starts fresh refuses an image marked incomplete.
+ * starts fresh refuses an image marked incomplete, and with prefill
+ * writes every block first, as if the sweep had gone round once.
  */
 int	tb_disk_create(struct tb_disk **, const struct tb_disk_config *,
 	    uint64_t seed, bool fresh, char *msg, size_t msglen);

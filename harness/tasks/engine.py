@@ -133,6 +133,7 @@ def _testbed_check(endpoints, guest: Guest, flow: FlowOptions, display: Display)
         "no_throttle": "never slow the vCPUs down to converge",
         "disks": "move the guest's disks too (no shared storage): each host has its own image",
         "disk": "test bed: give the guest a disk of this size, e.g. 1G, written while it runs",
+        "disk_prefill": "test bed: the source's disk starts fully written (not sparse)",
         "count": "number of migrations (with --ping-pong)",
         "ping_pong": "migrate back and forth --count times",
         "report": "write the JSON report here (and a PNG plot beside it)",
@@ -149,6 +150,7 @@ def migrate(
     segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
     encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
     plain=False, no_resolve=False, check=False, lazy_memory=False, disks=False, disk=None,
+    disk_prefill=False,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
@@ -166,6 +168,8 @@ def migrate(
                        segments, disk)  # fmt: skip
         if lazy_memory and guest.testbed:
             guest.testbed.lazy_memory = True
+        if disk_prefill and guest.testbed:
+            guest.testbed.disk_prefill = True
         policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
                          fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
         policy.disks = policy.disks or disks

@@ -467,7 +467,9 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			error = on_zero_ranges(c, payload, hdr.len);
 			break;
 		case MIG_MSG_ROUND_END:
-			error = on_round_end(c, payload, hdr.len);
+			/* Each round's blocks durable: little is left at READY. */
+			if ((error = on_round_end(c, payload, hdr.len)) == 0)
+				error = mig_disk_recv_flush(c->disks);
 			break;
 		case MIG_MSG_STATE:
 			error = on_state(c, hdr.len);
@@ -478,8 +480,7 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			    hdr.type, payload, hdr.len);
 			break;
 		case MIG_MSG_READY:
-			if ((error = mig_disk_recv_flush(c->disks)) == 0)
-				error = on_ready(c, payload, hdr.len);
+			error = on_ready(c, payload, hdr.len);
 			break;
 		case MIG_MSG_ERROR:
 			mig_fail_peer(err, &c->ch, payload, hdr.len);
