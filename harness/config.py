@@ -129,8 +129,9 @@ class TestbedGuest:
     written while the guest runs (disk_hot: its hot set; disk_rate: block writes/s; 0 for
     tbvm's defaults; disk_prefill: the source's image starts fully written, as if the
     sweep had covered it once); disk_image: one image path both hosts open (shared
-    storage), else each host has its own in its work directory; lazy_memory: the destination does not fault its
-    memory in before the stream (bhyve without -S), so a guest may be larger than RAM."""
+    storage), else each host has its own in its work directory; lazy_memory: the
+    destination does not fault its memory in before the stream (bhyve without -S), so a
+    guest may be larger than RAM."""
 
     __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
 
