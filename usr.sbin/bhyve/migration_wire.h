@@ -66,8 +66,8 @@ enum mig_msg_type {
 	MIG_MSG_GO,		/* source: run the guest now */
 	MIG_MSG_RUNNING,	/* destination: the guest runs here */
 	MIG_MSG_ZERO_RANGES,	/* source: runs of never-populated pages */
-	MIG_MSG_DISK_BLOCKS,	/* source: a batch of disk blocks */
-	MIG_MSG_DISK_ZERO,	/* source: runs of zero disk blocks */
+	MIG_MSG_DISK_BLOCKS = 14, /* source: a batch of disk blocks */
+	MIG_MSG_DISK_ZERO = 15,	/* source: runs of zero disk blocks */
 	MIG_MSG_TYPE_MAX
 };
 
