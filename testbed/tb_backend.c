@@ -322,24 +322,16 @@ tb_disk_zero_op(void *arg, uint32_t disk, uint64_t first, uint64_t n)
 }
 
 static int
-tb_disk_recv_flush_op(void *arg)
-{
-	struct tb_backend *tb = arg;
-	struct tb_disk *d;
-
-	if ((d = disk_range(tb, 0, 0, 0)) == NULL)
-		return (EINVAL);
-	return (disk_error(tb, tb_disk_flush(d), "flushing"));
-}
-
-static int
 tb_disk_recv_done_op(void *arg)
 {
 	struct tb_backend *tb = arg;
 	struct tb_disk *d;
+	int error;
 
 	if ((d = disk_range(tb, 0, 0, 0)) == NULL)
 		return (EINVAL);
+	if ((error = disk_error(tb, tb_disk_flush(d), "flushing")) != 0)
+		return (error);
 	return (disk_error(tb, tb_disk_mark_complete(d), "completing"));
 }
 
@@ -424,7 +416,6 @@ static const struct mig_backend_ops tb_ops = {
 	.disk_recv_begin = tb_disk_recv_begin_op,
 	.disk_write = tb_disk_write_op,
 	.disk_zero = tb_disk_zero_op,
-	.disk_recv_flush = tb_disk_recv_flush_op,
 	.disk_recv_done = tb_disk_recv_done_op,
 	.progress = tb_progress,
 };

@@ -369,10 +369,7 @@ tb_disk_flush(struct tb_disk *d)
 int
 tb_disk_mark_complete(struct tb_disk *d)
 {
-	int error;
 
-	if ((error = tb_disk_flush(d)) != 0)
-		return (error);
 	if (unlink(d->mark) != 0 && errno != ENOENT)
 		return (errno);
 	return (sync_dir(d));

@@ -70,8 +70,8 @@ int	tb_disk_write(struct tb_disk *, uint64_t first, uint64_t n,
 int	tb_disk_zero(struct tb_disk *, uint64_t first, uint64_t n);
 /*
  * The destination's mark, a file "IMAGE.incomplete" beside the image:
- * made durable before the first block is written, removed (after the
- * image is flushed) once the guest runs here.
+ * made durable before the first block is written, removed once the
+ * guest runs here and the image was flushed (tb_disk_flush()).
  */
 int	tb_disk_mark_incomplete(struct tb_disk *);
 int	tb_disk_flush(struct tb_disk *);

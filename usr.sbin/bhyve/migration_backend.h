@@ -147,9 +147,8 @@ struct mig_backend_ops {
 	 * source never writes its disks for the migration.
 	 * Destination: disk_recv_begin() marks every image incomplete,
 	 * durably, before the first write; disk_write() and disk_zero()
-	 * change blocks of its own image; disk_recv_flush() makes them
-	 * durable (at each round's end, the final one's before READY);
-	 * disk_recv_done(), after GO, drops the marks.  nblocks never exceeds MIG_DIRTY_CHUNK_PAGES.
+	 * change blocks of its own image; disk_recv_done(), after GO,
+	 * makes every image durable, then drops the marks.  nblocks never exceeds MIG_DIRTY_CHUNK_PAGES.
 	 */
 	int	(*disk_start)(void *arg, uint32_t disk);
 	int	(*disk_collect)(void *arg, uint32_t disk, uint64_t first,
@@ -164,7 +163,6 @@ struct mig_backend_ops {
 		    uint64_t nblocks, const void *buf);
 	int	(*disk_zero)(void *arg, uint32_t disk, uint64_t first,
 		    uint64_t nblocks);
-	int	(*disk_recv_flush)(void *arg);
 	int	(*disk_recv_done)(void *arg);
 
 	/* Optional: progress for an operator; must not block long. */

@@ -321,10 +321,7 @@ mig_bdisk_unmark(char *msg, size_t msglen)
 {
 	struct bdisk *d;
 	uint32_t i;
-	int error;
 
-	if ((error = mig_bdisk_flush(msg, msglen)) != 0)
-		return (error);
 	for (i = 0; i < nbdisks; i++) {
 		d = &bdisks[i];
 		if (d->markdir < 0)

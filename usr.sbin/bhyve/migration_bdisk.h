@@ -54,6 +54,7 @@ int	mig_bdisk_zero(uint32_t i, uint64_t first, uint64_t n, char *msg,
  */
 int	mig_bdisk_mark(const char *vmname, char *msg, size_t msglen);
 int	mig_bdisk_flush(char *msg, size_t msglen);
+/* After mig_bdisk_flush(): the images are complete. */
 int	mig_bdisk_unmark(char *msg, size_t msglen);
 
 #endif /* _MIGRATION_BDISK_H_ */

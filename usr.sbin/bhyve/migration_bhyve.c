@@ -467,18 +467,14 @@ mig_bhyve_disk_zero(void *arg, uint32_t disk, uint64_t first, uint64_t n)
 }
 
 static int
-mig_bhyve_disk_recv_flush(void *arg)
-{
-	struct bhyve_mig *bm = arg;
-
-	return (mig_bdisk_flush(bm->be.errmsg, sizeof(bm->be.errmsg)));
-}
-
-static int
 mig_bhyve_disk_recv_done(void *arg)
 {
 	struct bhyve_mig *bm = arg;
+	int error;
 
+	if ((error = mig_bdisk_flush(bm->be.errmsg, sizeof(bm->be.errmsg)))
+	    != 0)
+		return (error);
 	return (mig_bdisk_unmark(bm->be.errmsg, sizeof(bm->be.errmsg)));
 }
 
@@ -925,7 +921,6 @@ static const struct mig_backend_ops mig_bhyve_ops = {
 	.disk_recv_begin = mig_bhyve_disk_recv_begin,
 	.disk_write = mig_bhyve_disk_write,
 	.disk_zero = mig_bhyve_disk_zero,
-	.disk_recv_flush = mig_bhyve_disk_recv_flush,
 	.disk_recv_done = mig_bhyve_disk_recv_done,
 	.progress = mig_bhyve_progress,
 };

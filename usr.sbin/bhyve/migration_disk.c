@@ -11,12 +11,16 @@
  * attempt's round 1 sends every block again, as memory's mark-all does;
  * the source's disks are only read, so nothing there needs undoing.
  *
- * Why the destination's "incomplete" mark lives until GO and not until
- * RUNNING: once GO arrived the guest runs here and nowhere else (the
- * source committed before sending it), whether or not RUNNING reaches
- * the source; an image it runs on must not look unfinished.  Before GO
- * every failure leaves the mark, which the backend made durable before
- * the first block was written, so a crash at any point is caught too.
+ * Why the destination's "incomplete" mark goes once GO arrived, and not
+ * only if RUNNING reached the source: after GO the guest runs here and
+ * nowhere else (the source committed before sending it), whether or
+ * not RUNNING arrives; an image it runs on must not look unfinished.
+ * Before GO every failure leaves the mark, which the backend made
+ * durable before the first block was written, so a crash at any point
+ * is caught too.  The images are flushed once, after RUNNING, outside
+ * the downtime (flushing at each round's end held the next round's
+ * frames, the final one's among them, behind the write-back), and only
+ * then is the mark dropped: a crash before that leaves it.
  */
 
 #include <sys/types.h>
@@ -482,8 +486,7 @@ mig_disk_recv_begin(struct mig_disk_recv **drp, struct mig_backend *be,
 	if (!dr->moving)
 		return (0);
 	if (o->disk_write == NULL || o->disk_zero == NULL ||
-	    o->disk_recv_begin == NULL || o->disk_recv_flush == NULL ||
-	    o->disk_recv_done == NULL) {
+	    o->disk_recv_begin == NULL || o->disk_recv_done == NULL) {
 		mig_fail(err, MIG_SIDE_DEST, *phase, ENOTSUP,
 		    "the source moves its disks, but this destination cannot "
 		    "write disk images");
@@ -576,19 +579,6 @@ mig_disk_recv_frame(struct mig_disk_recv *dr, struct mig_chan *ch,
 }
 
 int
-mig_disk_recv_flush(struct mig_disk_recv *dr)
-{
-	int error;
-
-	if (dr == NULL || !dr->moving)
-		return (0);
-	if ((error = dr->be->ops->disk_recv_flush(dr->be->arg)) != 0)
-		return (recv_fail(dr, error, "could not flush the disk "
-		    "images"));
-	return (0);
-}
-
-int
 mig_disk_recv_done(struct mig_disk_recv *dr)
 {
 	int error;
@@ -597,8 +587,8 @@ mig_disk_recv_done(struct mig_disk_recv *dr)
 		return (0);
 	dr->done = true;
 	if ((error = dr->be->ops->disk_recv_done(dr->be->arg)) != 0)
-		return (recv_fail(dr, error, "could not clear the disk "
-		    "images' incomplete mark"));
+		return (recv_fail(dr, error, "could not complete the disk "
+		    "images (flush, then clear their incomplete marks)"));
 	return (0);
 }
 

@@ -64,9 +64,7 @@ int	mig_disk_recv_begin(struct mig_disk_recv **drp, struct mig_backend *,
 int	mig_disk_recv_frame(struct mig_disk_recv *, struct mig_chan *,
 	    struct mig_round_stats *round, uint16_t type, void *payload,
 	    uint32_t len);
-/* At each round's end, so before READY: what arrived is durable. */
-int	mig_disk_recv_flush(struct mig_disk_recv *);
-/* After GO: the images are complete.  NULL is fine for both. */
+/* After GO: the images flushed, drop their marks.  NULL is fine. */
 int	mig_disk_recv_done(struct mig_disk_recv *);
 void	mig_disk_recv_free(struct mig_disk_recv *);
 

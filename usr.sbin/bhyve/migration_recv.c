@@ -467,9 +467,7 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			error = on_zero_ranges(c, payload, hdr.len);
 			break;
 		case MIG_MSG_ROUND_END:
-			/* Each round's blocks durable: little is left at READY. */
-			if ((error = on_round_end(c, payload, hdr.len)) == 0)
-				error = mig_disk_recv_flush(c->disks);
+			error = on_round_end(c, payload, hdr.len);
 			break;
 		case MIG_MSG_STATE:
 			error = on_state(c, hdr.len);
@@ -514,16 +512,18 @@ mig_recv_finish(struct mig_conn *c, struct mig_error *err)
 		    "the guest may not run here: no GO was received");
 		return (EINVAL);
 	}
-	/*
-	 * The guest runs here from now on: its images are complete.  A
-	 * mark left behind is reported, but the guest runs all the same.
-	 */
-	disk_error = mig_disk_recv_done(c->disks);
 	if (c->st != NULL) {
 		c->st->downtime_us = mig_now_us() - c->final_us;
 		c->st->total_time_us = mig_now_us() - c->t0;
 	}
-	if ((error = mig_chan_send(&c->ch, MIG_MSG_RUNNING, NULL, 0)) != 0)
+	error = mig_chan_send(&c->ch, MIG_MSG_RUNNING, NULL, 0);
+	/*
+	 * The guest runs here from now on: once its images are flushed,
+	 * outside the downtime, they are complete.  A mark left behind is
+	 * reported; the guest runs all the same.
+	 */
+	disk_error = mig_disk_recv_done(c->disks);
+	if (error != 0)
 		return (chan_fail(c, error, "confirming that the guest runs"));
 	c->phase = MIG_PHASE_DONE;
 	return (disk_error);
