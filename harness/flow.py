@@ -194,6 +194,9 @@ class Report:
     estimate_missed: dict[str, Any] | None = None
     bytes_sent: int = 0
     throughput_mb_s: float = 0.0
+    disk_bytes: int = 0  # of bytes_sent: disk blocks and zero ranges (--disks)
+    disk_rounds: int = 0  # rounds that carried disk blocks
+    disk_mb_s: float = 0.0  # disk_bytes over the total time
     stop_reason: str | None = None
     encrypted: bool | None = None
     protocol_version: int | None = None
@@ -238,6 +241,7 @@ def build_report(
     stats = result.stats
     total_ms = _ms(stats.total_time_us) or 0.0
     sent = stats.bytes_sent or 0
+    disk = sum(r.disk_bytes for r in log.rounds)
     return Report(
         kind=driver.kind,
         status=STATUS_OF_RESULT.get(result.result, "failed"),
@@ -255,6 +259,9 @@ def build_report(
         downtime_state_ms=_ms(stats.downtime_state_us),
         bytes_sent=sent,
         throughput_mb_s=round(sent / total_ms / 1000.0, 1) if total_ms else 0.0,
+        disk_bytes=disk,
+        disk_rounds=sum(1 for r in log.rounds if r.disk_dirty_blocks),
+        disk_mb_s=round(disk / total_ms / 1000.0, 1) if total_ms else 0.0,
         stop_reason=stats.stop_reason,
         encrypted=stats.encrypted,
         protocol_version=stats.protocol_version,

@@ -56,6 +56,7 @@ BHYVECTL_POLICY_OPTIONS = {
     "encrypt": "--migrate-encrypt",
     "no_throttle": "--migrate-no-throttle",
     "switchover_wait_ms": "--migrate-switchover-wait",
+    "disks": "--migrate-disks",
 }
 
 
@@ -493,6 +494,8 @@ def bhyvectl_migrate_argv(
     if policy.switchover_hook:
         argv.append(f"{opt['switchover_wait_ms']}="
                     f"{engine_wait_ms(policy.switchover_timeout)}")  # fmt: skip
+    if policy.disks:
+        argv.append(opt["disks"])
     return argv
 
 

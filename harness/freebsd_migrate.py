@@ -22,8 +22,9 @@ run of that same code recorded (tests/test_flow_drivers.py).
     /dev/vmm/NAME is gone there; after a failed one the guest still runs on the source,
     the destination bhyve has exited and its VM (if any) is destroyed.
 
-The guest's disk must be the same file on both hosts (shared storage such as NFS): the
-migration moves memory and device state, not disks.
+The guest's disk must be the same file on both hosts (shared storage such as NFS), unless
+the policy sets `disks` (`bhyvectl --migrate-disks`): then each host has its own image at
+the path the guest's configuration names, and the blocks move with the memory.
 """
 
 from __future__ import annotations

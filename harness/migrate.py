@@ -147,6 +147,8 @@ def disk_args(endpoint: Endpoint, guest: Guest, tag: str) -> list[str]:
         args += ["--disk-hot", str(tb.disk_hot)]
     if tb.disk_rate:
         args += ["--disk-rate", str(tb.disk_rate)]
+    if tb.disk_prefill:
+        args.append("--disk-prefill")  # the destination ignores it: its image is received
     return args
 
 
@@ -172,6 +174,8 @@ def policy_args(policy: MigrationPolicy, flow: FlowOptions) -> list[str]:
         args.append("--no-throttle")
     if policy.switchover_hook:
         args += ["--switchover-wait", str(engine_wait_ms(policy.switchover_timeout))]
+    if policy.disks:
+        args.append("--disks")
     if flow.max_time_ms:
         args += ["--max-time", str(flow.max_time_ms)]
     if flow.peer_timeout_ms:

@@ -53,6 +53,11 @@ def summary(report: dict[str, Any]) -> str:
             f"  switchover hook: {hook.get('outcome')} after {hook.get('duration_ms', 0):.0f} ms"
             f" (exit {hook.get('exit_status')}){detail}"
         )
+    if report.get("disk_bytes"):
+        lines.append(
+            f"  disks: {_mib(report['disk_bytes'])} MiB in {report.get('disk_rounds', 0)} "
+            f"rounds, {report.get('disk_mb_s', 0)} MB/s"
+        )
     lines.append(f"  the guest runs on the {report.get('guest_runs_on')}")
     lines.append(
         f"  verification ({ver.get('where', '?')}): {'ok' if ver.get('ok') else 'FAILED'}, "

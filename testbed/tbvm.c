@@ -115,7 +115,7 @@ usage(void)
 	    "[--fill pattern|zero]\n"
 	    "\t    [--seed S] [--dma RATE [--dma-unlogged running|drain]]\n"
 	    "\t    [--disk SIZE --disk-image PATH [--disk-hot SIZE] "
-	    "[--disk-rate N]]\n"
+	    "[--disk-rate N] [--disk-prefill]]\n"
 	    "\t    --control PATH [--probe HOST:PORT]\n"
 	    "\t    [--stateless-device NAME]\n"
 	    "       tbvm receive (the guest options of run) --listen "
@@ -192,6 +192,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "disk-image", required_argument, NULL, 'i' },
 		{ "disk-hot", required_argument, NULL, 'h' },
 		{ "disk-rate", required_argument, NULL, 'R' },
+		{ "disk-prefill", no_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 }
 	};
 	char msg[256];
@@ -312,6 +313,9 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 			cfg->disk.rate = opt_number("disk-rate", optarg, 1,
 			    1000000);
 			break;
+		case 'P':
+			cfg->disk.prefill = true;
+			break;
 		case 'D':
 			cfg->dma.rate = opt_number("dma", optarg, 1, 1000000);
 			break;
@@ -345,9 +349,10 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 	if (cfg->disk.size != 0 && cfg->disk.image[0] == '\0')
 		usage_error("--disk needs --disk-image");
 	if (cfg->disk.size == 0 && (cfg->disk.image[0] != '\0' ||
-	    cfg->disk.hot_bytes != 0 || cfg->disk.rate != 0))
-		usage_error("--disk-image, --disk-hot and --disk-rate need "
-		    "--disk");
+	    cfg->disk.hot_bytes != 0 || cfg->disk.rate != 0 ||
+	    cfg->disk.prefill))
+		usage_error("--disk-image, --disk-hot, --disk-rate and "
+		    "--disk-prefill need --disk");
 	if (cfg->disk.size != 0 && cfg->disk.hot_bytes == 0)
 		cfg->disk.hot_bytes = cfg->disk.size < TB_DISK_HOT_DEFAULT ?
 		    cfg->disk.size : TB_DISK_HOT_DEFAULT;

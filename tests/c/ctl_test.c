@@ -40,20 +40,23 @@ test_request_round_trip(void)
 	    sizeof(msg)) |
 	    mig_request_set(&req, MIG_OPT_FIXED_ROUNDS, "5", msg,
 	    sizeof(msg)) |
+	    mig_request_set(&req, MIG_OPT_DISKS, NULL, msg, sizeof(msg)) |
 	    mig_request_set(&req, MIG_OPT_FAULT, "drop-page", msg,
 	    sizeof(msg));
 	check(error == 0, "options set from their table", msg);
 	payload = mig_request_encode(&req, key);
 	check(payload != NULL && strstr(payload, "downtime_limit_ms=250\n") &&
 	    strstr(payload, "bandwidth=104857600\n") &&
-	    strstr(payload, "throttle=0\n") && strstr(payload, "fault=drop-page"),
+	    strstr(payload, "throttle=0\n") && strstr(payload, "disks=1\n") &&
+	    strstr(payload, "fault=drop-page"),
 	    "payload keys come from the table", payload);
 	error = mig_request_decode(payload, strlen(payload), &p, msg,
 	    sizeof(msg));
 	check(error == 0 && p.downtime_limit_us == 250000 &&
 	    p.bandwidth_limit == 100u << 20 && p.encrypt && !p.auto_throttle &&
 	    p.policy == MIG_POLICY_FIXED && p.fixed_rounds == 5 &&
-	    p.fault == MIG_FAULT_DROP_DIRTY_PAGE && p.key[0] == 1 &&
+	    p.fault == MIG_FAULT_DROP_DIRTY_PAGE && p.migrate_disks &&
+	    p.key[0] == 1 &&
 	    p.key[7] == 8, "payload decodes to the same parameters", msg);
 	free(payload);
 
@@ -167,13 +170,25 @@ test_event_round_trip(void)
 	ev.round.dirty_pages = 1ull << 40;
 	ev.round.bytes = 12345;
 	ev.round.est_downtime_us = 999;
+	ev.round.disk_dirty_blocks = 77;
+	ev.round.disk_bytes = 4242;
 	line = mig_event_encode(&ev);
 	check(line != NULL && mig_event_decode(line, &back, msg,
 	    sizeof(msg)) == 0 && back.type == MIG_EV_ROUND &&
 	    back.round.index == 3 && back.round.final &&
 	    back.round.dirty_pages == 1ull << 40 && back.round.bytes == 12345 &&
-	    back.round.est_downtime_us == 999, "round event round trip", line);
+	    back.round.est_downtime_us == 999 &&
+	    back.round.disk_dirty_blocks == 77 && back.round.disk_bytes == 4242,
+	    "round event round trip", line);
 	free(line);
+	/* A controller from before disk migration: no disk members. */
+	check(mig_event_decode("{\"event\":\"round\",\"index\":1,"
+	    "\"final\":false,\"dirty_pages\":1,\"pages_sent\":1,"
+	    "\"zero_pages\":0,\"unpopulated_pages\":0,\"rewritten_pages\":0,"
+	    "\"bytes\":4104,\"duration_us\":1,\"throttle_pct\":0,"
+	    "\"est_downtime_us\":1}", &back, msg, sizeof(msg)) == 0 &&
+	    back.round.disk_bytes == 0, "round event without disk members read",
+	    msg);
 
 	memset(&ev, 0, sizeof(ev));
 	ev.type = MIG_EV_PHASE;

@@ -92,6 +92,7 @@ struct mig_params {
 	 */
 	uint64_t	switchover_wait_ms;
 	enum mig_fault	fault;
+	bool		migrate_disks;		/* no shared storage */
 	/*
 	 * Source: a dry run (handshake, authentication, the compatibility
 	 * check; no memory moves), and the operator's cancel, or NULL.
@@ -153,6 +154,10 @@ struct mig_round_stats {
 	uint64_t	duration_us;
 	uint32_t	throttle_pct;	/* vCPU throttle in force */
 	uint64_t	est_downtime_us; /* policy's estimate after round */
+	uint64_t	disk_dirty_blocks; /* disk blocks to send */
+	uint64_t	disk_blocks_sent; /* with data */
+	uint64_t	disk_zero_blocks; /* as zero markers or ranges */
+	uint64_t	disk_bytes;	/* of bytes: disk frames on the wire */
 };
 
 #define	MIG_STATS_MAX_ROUNDS	(MIG_MAX_ROUNDS_LIMIT + 1)

@@ -61,6 +61,9 @@ const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
 	    "resume the guest here if it stays paused longer, before GO "
 	    "(0: 10 x downtime-limit, at least 5000; the switchover "
 	    "hook's wait not counted)", 0 },
+	[MIG_OPT_DISKS] = { "disks", "disks", MIG_OPT_FLAG, 0, 1, 0, 1, NULL,
+	    NULL, "move the guest's disks too (no shared storage): the "
+	    "destination writes its own images", 0 },
 	[MIG_OPT_SWITCHOVER_WAIT] = { "switchover-wait", "switchover_wait_ms",
 	    MIG_OPT_UINT, 0, MIG_MAX_HOLD_MS, 0, 0, NULL, "ms",
 	    "once paused, wait this long at most for a switchover hook's "
@@ -356,6 +359,9 @@ apply(struct mig_params *p, int id, uint64_t v)
 	case MIG_OPT_MAX_PAUSE:
 		p->max_pause_ms = v;
 		break;
+	case MIG_OPT_DISKS:
+		p->migrate_disks = v != 0;
+		break;
 	case MIG_OPT_SWITCHOVER_WAIT:
 		p->switchover_wait_ms = v;
 		break;
@@ -577,12 +583,16 @@ mig_event_encode(const struct mig_event *ev)
 		    PRIu64 ",\"zero_pages\":%" PRIu64 ",\"unpopulated_pages\":%"
 		    PRIu64 ",\"rewritten_pages\":%" PRIu64 ",\"bytes\":%" PRIu64
 		    ",\"duration_us\":%" PRIu64 ",\"throttle_pct\":%" PRIu32
-		    ",\"est_downtime_us\":%" PRIu64 "}", r->index,
+		    ",\"est_downtime_us\":%" PRIu64, r->index,
 		    r->final ? "true" : "false", r->dirty_pages, r->pages_sent,
 		    r->zero_pages, r->unpopulated_pages, r->rewritten_pages,
 		    r->bytes, r->duration_us,
 		    r->throttle_pct,
 		    r->est_downtime_us);
+		fprintf(f, ",\"disk_dirty_blocks\":%" PRIu64
+		    ",\"disk_blocks_sent\":%" PRIu64 ",\"disk_zero_blocks\":%"
+		    PRIu64 ",\"disk_bytes\":%" PRIu64 "}", r->disk_dirty_blocks,
+		    r->disk_blocks_sent, r->disk_zero_blocks, r->disk_bytes);
 		break;
 	case MIG_EV_PROGRESS:
 		fprintf(f, "{\"event\":\"progress\",\"phase\":\"%s\","
@@ -768,6 +778,14 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 		r->duration_us = dec_u64(&d, "duration_us");
 		r->throttle_pct = (uint32_t)dec_u64(&d, "throttle_pct");
 		r->est_downtime_us = dec_u64(&d, "est_downtime_us");
+		/* Absent from controllers older than disk migration. */
+		(void)mig_json_get_u64(line, "disk_dirty_blocks",
+		    &r->disk_dirty_blocks);
+		(void)mig_json_get_u64(line, "disk_blocks_sent",
+		    &r->disk_blocks_sent);
+		(void)mig_json_get_u64(line, "disk_zero_blocks",
+		    &r->disk_zero_blocks);
+		(void)mig_json_get_u64(line, "disk_bytes", &r->disk_bytes);
 		break;
 	case MIG_EV_PROGRESS:
 		ev->phase = dec_name(&d, "phase", phase_ids, MIG_PHASE_COUNT);
@@ -876,6 +894,12 @@ mig_event_print(FILE *f, const struct mig_event *ev)
 		    (uintmax_t)r->pages_sent, (uintmax_t)r->zero_pages,
 		    (double)r->bytes / (1 << 20),
 		    (double)r->duration_us / 1e3);
+		if (r->disk_dirty_blocks != 0)
+			fprintf(f, "; disk: %ju blocks, %ju sent, %ju zero, "
+			    "%.1f MiB", (uintmax_t)r->disk_dirty_blocks,
+			    (uintmax_t)r->disk_blocks_sent,
+			    (uintmax_t)r->disk_zero_blocks,
+			    (double)r->disk_bytes / (1 << 20));
 		if (r->throttle_pct != 0)
 			fprintf(f, "; vCPUs slowed by %u%%", r->throttle_pct);
 		if (!r->final)

@@ -69,6 +69,7 @@ enum mig_opt_id {
 	MIG_OPT_NO_LIVE,
 	MIG_OPT_TIMEOUT,
 	MIG_OPT_MAX_PAUSE,
+	MIG_OPT_DISKS,
 	MIG_OPT_SWITCHOVER_WAIT,
 	MIG_OPT_FAULT,			/* the test bed's; stays last */
 	MIG_OPT_COUNT

@@ -26,6 +26,7 @@
 
 #include "migration.h"
 #include "migration_backend.h"
+#include "migration_disk.h"
 #include "migration_internal.h"
 #include "migration_wire.h"
 
@@ -37,6 +38,7 @@ struct mig_conn {
 	struct mig_error *err;
 	struct mig_stats *st;
 	struct mig_backend *be;
+	struct mig_disk_recv *disks;
 	enum mig_phase	phase;
 	uint32_t	version;
 	uint64_t	rtt_us;
@@ -153,6 +155,7 @@ mig_conn_free(struct mig_conn *c)
 	if (c == NULL)
 		return;
 	mig_chan_destroy(&c->ch);
+	mig_disk_recv_free(c->disks);
 	free(c->section);
 	free(c);
 }
@@ -174,6 +177,9 @@ check_compat(struct mig_conn *c)
 	}
 	for (i = 0; i < c->local.nsegs; i++)
 		c->st->memory_bytes += c->local.segs[i].len;
+	if ((error = mig_disk_recv_begin(&c->disks, c->be, &c->peer, c->err,
+	    &c->phase, c->ch.check_only)) != 0)
+		return (error);
 	if ((error = mig_chan_send(&c->ch, MIG_MSG_ACCEPT, NULL, 0)) != 0)
 		return (chan_fail(c, error, "accepting the guest"));
 	return (0);
@@ -511,6 +517,11 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 		case MIG_MSG_STATE:
 			error = on_state(c, payload, hdr.len);
 			break;
+		case MIG_MSG_DISK_BLOCKS:
+		case MIG_MSG_DISK_ZERO:
+			error = mig_disk_recv_frame(c->disks, &c->ch, c->round,
+			    hdr.type, payload, hdr.len);
+			break;
 		case MIG_MSG_READY:
 			error = on_ready(c, payload, hdr.len);
 			break;
@@ -540,7 +551,7 @@ out:
 int
 mig_recv_finish(struct mig_conn *c, struct mig_error *err)
 {
-	int error;
+	int disk_error, error;
 
 	memset(err, 0, sizeof(*err));
 	c->err = err;
@@ -553,8 +564,15 @@ mig_recv_finish(struct mig_conn *c, struct mig_error *err)
 		c->st->downtime_us = mig_now_us() - c->final_us;
 		c->st->total_time_us = mig_now_us() - c->t0;
 	}
-	if ((error = mig_chan_send(&c->ch, MIG_MSG_RUNNING, NULL, 0)) != 0)
+	error = mig_chan_send(&c->ch, MIG_MSG_RUNNING, NULL, 0);
+	/*
+	 * The guest runs here from now on: once its images are flushed,
+	 * outside the downtime, they are complete.  A mark left behind is
+	 * reported; the guest runs all the same.
+	 */
+	disk_error = mig_disk_recv_done(c->disks);
+	if (error != 0)
 		return (chan_fail(c, error, "confirming that the guest runs"));
 	c->phase = MIG_PHASE_DONE;
-	return (0);
+	return (disk_error);
 }

@@ -23,6 +23,7 @@
 
 #include "migration.h"
 #include "migration_backend.h"
+#include "migration_disk.h"
 #include "migration_internal.h"
 #include "migration_policy.h"
 #include "migration_wire.h"
@@ -39,6 +40,7 @@ struct sender {
 	struct mig_error *err;
 	struct mig_vminfo vi;
 	struct mig_policy pol;
+	struct mig_disk_send *disks;		/* or NULL: shared storage */
 	enum mig_phase	phase;
 	uint64_t	npages[MIG_MAX_SEGS];
 	uint64_t	*todo[MIG_MAX_SEGS];	/* pages this round sends */
@@ -236,6 +238,11 @@ collect(struct sender *s, uint64_t *count)
 		*count += popcount_words(s->todo[seg],
 		    bitmap_words(s->npages[seg]));
 	}
+	if (s->disks != NULL) {
+		if ((error = mig_disk_send_collect(s->disks, &n)) != 0)
+			return (error);
+		mig_policy_disk(&s->pol, n);
+	}
 	return (0);
 }
 
@@ -331,6 +338,19 @@ pause_timeout(struct sender *s, int error)
 	return (error);
 }
 
+/* Before each frame of a round: a cancel, the pause's bound. */
+static int
+send_step(void *arg)
+{
+	struct sender *s = arg;
+	int error;
+
+	if ((error = check_cancel(s)) != 0 ||
+	    (s->paused && (error = pause_check(s)) != 0))
+		return (error);
+	return (0);
+}
+
 static int
 flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
     const uint8_t **datapages, struct mig_round_stats *r)
@@ -342,8 +362,7 @@ flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
 	int error, n;
 
 	/* A big round must not make an operator's cancel wait. */
-	if ((error = check_cancel(s)) != 0 ||
-	    (s->paused && (error = pause_check(s)) != 0))
+	if ((error = send_step(s)) != 0)
 		return (error);
 	ph.seg = seg;
 	ph.count = count;
@@ -560,6 +579,9 @@ send_round(struct sender *s, struct mig_round_stats *r)
 		    datapages, r)) != 0)
 			return (error);
 	}
+	if (s->disks != NULL && (error = mig_disk_send_round(s->disks, &s->ch,
+	    r, send_step, s)) != 0)
+		return (error);
 	re.index = r->index;
 	re.pages = sent;
 	before = s->ch.bytes_tx;
@@ -599,6 +621,9 @@ describe_and_check(struct sender *s)
 	progress(s, 0, 0, NULL);
 	if ((error = s->be->ops->vminfo(s->be->arg, &s->vi)) != 0)
 		return (backend_fail(s, error, "could not describe the guest"));
+	if ((error = mig_disk_describe(&s->vi, s->be, s->p, s->be->errmsg,
+	    sizeof(s->be->errmsg))) != 0)
+		return (backend_fail(s, error, "cannot migrate the disks"));
 	if ((len = mig_vminfo_encode(buf, sizeof(buf), &s->vi)) == 0)
 		return (backend_fail(s, EINVAL,
 		    "the guest's description does not fit a message"));
@@ -998,6 +1023,8 @@ mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
 			    "out of memory for dirty page bitmaps");
 		goto done;
 	}
+	if (mig_disk_send_begin(&s.disks, be, &s.vi, err, &s.phase) != 0)
+		goto done;
 	if ((p->live && live_rounds(&s) != 0) || check_cancel(&s) != 0 ||
 	    stop_and_copy(&s) != 0)
 		goto done;
@@ -1010,6 +1037,7 @@ done:
 		roll_back(&s);
 	if (s.tracking)
 		be->ops->dirty_stop(be->arg);
+	mig_disk_send_end(s.disks);
 	st->bytes_sent = s.ch.bytes_tx + s.ch.bytes_rx;
 	st->total_time_us = mig_now_us() - t0;
 	free_bitmaps(&s);
