@@ -23,12 +23,13 @@ HDR = struct.Struct("<HHI")
 TAG_LEN = 16
 PAGE = 4096
 PAGE_ZERO = 1 << 63
-CAP_AEAD, CAP_ZERO, CAP_WANT_ENCRYPT = 0x1, 0x2, 0x80000000
+CAP_AEAD, CAP_ZERO, CAP_HOLD, CAP_WANT_ENCRYPT = 0x1, 0x2, 0x10, 0x80000000
 ROLE_SOURCE, ROLE_DEST = 0, 1
 DIR_S2D, DIR_D2S = 0x53324400, 0x44325300
 
 (HELLO, AUTH, ERROR, VMINFO, ACCEPT, ROUND_BEGIN, PAGES, ROUND_END, STATE, READY, GO,
- RUNNING) = range(1, 13)  # fmt: skip
+ RUNNING, ZERO_RANGES) = range(1, 14)  # fmt: skip
+HOLD = 16
 
 
 def hello_payload(role: int, vmin: int = 1, vmax: int = 1, caps: int = CAP_AEAD | CAP_ZERO,
@@ -181,3 +182,7 @@ def pages_payload(seg: int, pages: list[tuple[int, bytes | None]]) -> bytes:
     idx = b"".join(struct.pack("<Q", i | (PAGE_ZERO if d is None else 0)) for i, d in pages)
     data = b"".join(d for _, d in pages if d is not None)
     return struct.pack("<II", seg, len(pages)) + idx + data
+
+
+def hold(ms: int) -> bytes:
+    return struct.pack("<I", ms)

@@ -239,7 +239,8 @@ static const char *const msg_names[MIG_MSG_TYPE_MAX] = {
 const char *
 mig_msg_name(uint16_t type)
 {
-	if (type == 0 || type >= MIG_MSG_TYPE_MAX)
+	/* Numbers other changes take leave gaps. */
+	if (type == 0 || type >= MIG_MSG_TYPE_MAX || msg_names[type] == NULL)
 		return ("unknown");
 	return (msg_names[type]);
 }

@@ -44,7 +44,7 @@
 #define	MIG_CAP_AEAD		0x00000001u	/* AES-256-GCM frames */
 #define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
 #define	MIG_CAP_ZERO_RANGES	0x00000004u	/* ZERO_RANGES frames */
-#define	MIG_CAP_HOLD		0x00000008u	/* HOLD frames */
+#define	MIG_CAP_HOLD		0x00000010u	/* HOLD frames */
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
 #define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
 #define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES | \
