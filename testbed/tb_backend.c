@@ -10,6 +10,8 @@
  * log, state sections from tb_state.c.
  */
 
+#include <sys/mman.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -137,12 +139,41 @@ tb_dirty_collect_op(void *arg, uint32_t seg, uint64_t first,
 	return (error);
 }
 
+/*
+ * Add the pages of the guest's shared memory object that are resident,
+ * whichever mapping faulted them in.  With tb-dma, guest memory is a
+ * memfd mapped twice, and a page only the device wrote is in the object
+ * but not in the tracked mapping's page tables, which PAGEMAP_SCAN
+ * reads: without this it would count as never populated and go as a
+ * zero range.  (bhyve's VM_POPULATED asks the memory object itself.)
+ */
+static int
+or_resident(const uint8_t *host, uint64_t npages, uint64_t *bitmap)
+{
+	unsigned char vec[4096];
+	uint64_t done, i, n, page;
+
+	for (done = 0; done < npages; done += n) {
+		n = npages - done < sizeof(vec) ? npages - done : sizeof(vec);
+		if (mincore((void *)(uintptr_t)(host + (done << TB_PAGE_SHIFT)),
+		    n << TB_PAGE_SHIFT, vec) != 0)
+			return (errno);
+		for (i = 0; i < n; i++) {
+			page = done + i;
+			if ((vec[i] & 1) != 0)
+				bitmap[page >> 6] |= 1ull << (page & 63);
+		}
+	}
+	return (0);
+}
+
 static int
 tb_populated_op(void *arg, uint32_t seg, uint64_t first, uint64_t npages,
     uint64_t *bitmap)
 {
 	struct tb_backend *tb = arg;
-	uint64_t idx;
+	uint64_t gpa, idx, len;
+	uint8_t *host;
 	int error;
 
 	error = chunk_pages(tb, seg, first, npages, &idx);
@@ -150,10 +181,19 @@ tb_populated_op(void *arg, uint32_t seg, uint64_t first, uint64_t npages,
 		return (error);
 	error = tb_dirty_populated(tb_guest_dirty(tb->guest), idx, npages,
 	    bitmap);
-	if (error != 0)
+	if (error != 0) {
 		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
 		    "reading populated pages (PAGEMAP_SCAN): %s",
 		    strerror(error));
+		return (error);
+	}
+	if (tb_guest_dma(tb->guest) == NULL)
+		return (0);
+	tb_guest_seg(tb->guest, seg, &gpa, &len, &host);
+	error = or_resident(host + (first << TB_PAGE_SHIFT), npages, bitmap);
+	if (error != 0)
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg),
+		    "reading resident pages (mincore): %s", strerror(error));
 	return (error);
 }
 

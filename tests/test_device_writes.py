@@ -57,3 +57,17 @@ def test_unlogged_write_drained_by_the_pause_is_caught(endpoints) -> None:
     assert report["verification"]["ok"] is False
     lost = lost_writes(report)
     assert len(lost) == 1, lost
+
+
+def test_pages_only_a_device_wrote_are_not_taken_for_untouched(endpoints) -> None:
+    """An idle guest that never touches its memory: the only pages holding data are those
+    tb-dma wrote through its own mapping, before and during the migration.  The
+    populated-pages query must count them (they are in the guest's memory object though
+    not in the tracked mapping's page tables), or round 1 sends them as never-populated
+    zero ranges and the destination's copies stay zero."""
+    guest = Guest(
+        name="t", memory=MEMORY, vcpus=1,
+        testbed=TestbedGuest(workload="idle", fill="zero", dma_rate=DMA_RATE),
+    )  # fmt: skip
+    report = migrate(endpoints, guest, MigrationPolicy(fixed_rounds=2))
+    assert_verified(report)
