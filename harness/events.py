@@ -6,6 +6,7 @@ serves both host kinds.  Event kinds:
   {"event":"phase","phase":ID}
   {"event":"round","index":N,"final":bool,"dirty_pages":N,...,"est_downtime_us":N}
   {"event":"progress","phase":ID,"round":N,"remaining_pages":N,"bytes_sent":N,...}
+  {"event":"estimate-missed","phase":ID,"est_downtime_us":N,"paused_us":N}
   {"event":"result","result":R,"guest_runs_on":W,"error":{...},"reasons":[...],"stats":{...}}
 
 "result" is the last event.  Lines that are not JSON objects (a controller's human
@@ -86,6 +87,15 @@ class ProgressEvent:
 
 
 @dataclass(frozen=True)
+class EstimateMissedEvent:
+    """Once a migration: the guest has been paused longer than the policy estimated."""
+
+    phase: str
+    est_downtime_us: int
+    paused_us: int
+
+
+@dataclass(frozen=True)
 class ErrorInfo:
     """Which side failed, in which phase, and why."""
 
@@ -119,7 +129,7 @@ class ResultEvent:
     stats: Stats = field(default_factory=Stats)
 
 
-Event = PhaseEvent | RoundEvent | ProgressEvent | ResultEvent
+Event = PhaseEvent | RoundEvent | ProgressEvent | EstimateMissedEvent | ResultEvent
 
 
 class _Fields:
@@ -240,6 +250,12 @@ def parse_event(line: str, where: str = "event") -> Event | None:
             rate_bytes_per_s=f.req_int("rate_bytes_per_s"),
             est_downtime_us=f.int("est_downtime_us", True),
         )
+    if kind == "estimate-missed":
+        return EstimateMissedEvent(
+            phase=f.req_str("phase", PHASES),
+            est_downtime_us=f.req_int("est_downtime_us"),
+            paused_us=f.req_int("paused_us"),
+        )
     if kind == "result":
         reasons = obj.get("reasons") or []
         if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
@@ -262,6 +278,7 @@ class EventLog:
     phases: list[str] = field(default_factory=list)
     rounds: list[RoundEvent] = field(default_factory=list)
     progress: ProgressEvent | None = None
+    estimate_missed: EstimateMissedEvent | None = None
     result: ResultEvent | None = None
     text: list[str] = field(default_factory=list)  # lines that were not events
     unreadable: list[str] = field(default_factory=list)  # kept by readers that go on
@@ -283,6 +300,8 @@ class EventLog:
             self.rounds.append(event)
         elif isinstance(event, ProgressEvent):
             self.progress = event
+        elif isinstance(event, EstimateMissedEvent):
+            self.estimate_missed = event
         elif isinstance(event, ResultEvent):
             self.result = event
         elif event is None and line.strip() and not line.lstrip().startswith("{"):

@@ -12,18 +12,23 @@ The flow is the same for the test bed (tbvm/tbctl) and for FreeBSD (bhyve/bhyvec
      accordingly (resolve(): one of the two, never both);
   5. the guest is checked where it runs now, and a Report is built.
 
-Ctrl-C during step 3 sends the operator's cancel command; the source rolls back.
+Ctrl-C during step 3 sends the operator's cancel command; the source rolls back.  SIGTERM
+and SIGHUP do the same under interrupt_on_terminate(), so a harness stopped that way still
+removes the single-use key files and the receiver's control socket from the hosts.
 """
 
 from __future__ import annotations
 
 import secrets
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from harness.errors import HarnessError, MigrationError
-from harness.events import ErrorInfo, EventError, EventLog, ResultEvent
+from harness.events import ErrorInfo, EstimateMissedEvent, EventError, EventLog, ResultEvent
 from harness.progress import Display, PlainDisplay
 from harness.runner import Process
 
@@ -64,6 +69,7 @@ class HostDriver(Resolvable, Protocol):
 
     def write_keys(self, key_hex: str) -> None: ...
 
+    # Best effort, from a finally clause: a host that cannot be reached is skipped.
     def remove_keys(self) -> None: ...
 
     def start_source(self) -> None:
@@ -164,6 +170,8 @@ class Report:
     wall_time_ms: float = 0.0
     downtime_ms: float | None = None
     downtime_probe_ms: float | None = None
+    # The estimate-missed event: {"phase", "est_downtime_ms", "paused_ms"}, or None.
+    estimate_missed: dict[str, Any] | None = None
     bytes_sent: int = 0
     throughput_mb_s: float = 0.0
     stop_reason: str | None = None
@@ -189,6 +197,16 @@ def _ms(us: int | None) -> float | None:
     return None if us is None else us / 1000.0
 
 
+def _estimate_missed(ev: EstimateMissedEvent | None) -> dict[str, Any] | None:
+    if ev is None:
+        return None
+    return {
+        "phase": ev.phase,
+        "est_downtime_ms": ev.est_downtime_us / 1000.0,
+        "paused_ms": ev.paused_us / 1000.0,
+    }
+
+
 def build_report(
     driver: HostDriver,
     guest: dict[str, Any],
@@ -211,6 +229,7 @@ def build_report(
         total_time_ms=total_ms,
         wall_time_ms=round(wall_ms, 3),
         downtime_ms=_ms(stats.downtime_us),
+        estimate_missed=_estimate_missed(log.estimate_missed),
         bytes_sent=sent,
         throughput_mb_s=round(sent / total_ms / 1000.0, 1) if total_ms else 0.0,
         stop_reason=stats.stop_reason,
@@ -219,6 +238,23 @@ def build_report(
         rounds=[asdict(r) for r in log.rounds],
         phases=list(log.phases),
     )
+
+
+@contextmanager
+def interrupt_on_terminate() -> Iterator[None]:
+    """Within: SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, so that the flow
+    cancels the migration and its finally clauses clean the hosts up (by default Python
+    dies on them at once).  Main thread only, as signal handlers are."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def follow(
@@ -310,8 +346,9 @@ def run_migration(
     or left undecided is a Report, not an exception; MigrationError when the flow
     itself cannot proceed."""
     display = display or PlainDisplay()
-    driver.write_keys(secrets.token_hex(32))
     try:
+        # Inside: a host that cannot be reached must not leave the other's key behind.
+        driver.write_keys(secrets.token_hex(32))
         driver.start_source()
         driver.start_destination()
         if opts.probe:
@@ -367,8 +404,8 @@ def run_check(
     """A dry run: handshake, authentication and the full compatibility check, no memory
     moved.  Report.status is compatible, incompatible (reasons says why) or failed."""
     display = display or PlainDisplay()
-    driver.write_keys(secrets.token_hex(32))
     try:
+        driver.write_keys(secrets.token_hex(32))
         driver.start_source()
         driver.start_destination()
         started = time.monotonic()

@@ -262,10 +262,15 @@ class TestbedDriver:
             self._keys.append((ep.runner, path))
 
     def remove_keys(self) -> None:
-        # The key is single-use; the destination's report is in ours by now.
-        for runner, path in self._keys:
-            runner.run(["rm", "-f", path], check=False)
-        self.destination.runner.run(["rm", "-f", self.dst_report], check=False)
+        # The key is single-use; the destination's report is in ours by now.  Only the
+        # files written are removed, and an unreachable host does not stop the others.
+        files = [*self._keys, (self.destination.runner, self.dst_report)]
+        self._keys = []
+        for runner, path in files:
+            try:
+                runner.run(["rm", "-f", path], check=False)
+            except HarnessError:
+                continue
 
     def _key(self, ep: Endpoint) -> str:
         return f"{ep.runner.workdir}/migration-{self.tag}.key"

@@ -11,7 +11,8 @@ Inputs (all in this repository):
   and why the change is made;
 - the project's own FreeBSD-layout files under sys/, lib/ and usr.sbin/;
 - patches/cover-letter.txt: the hand-written cover letter, where `{size:PATH}` stands
-  for the generated size of the change to upstream file PATH.
+  for the generated size of the change to upstream file PATH, `{count:upstream}` and
+  `{count:patches}` for the number of upstream files and of patches.
 
 Outputs (written by export(); `invoke patches.export`):
 
@@ -549,8 +550,8 @@ def _size(series: Series, path: str) -> str:
 
 
 def render_cover_text(series: Series) -> str:
-    """cover-letter.txt with every {size:PATH} filled in; every upstream file the series
-    touches must have one."""
+    """cover-letter.txt with every {size:PATH}, {count:upstream} and {count:patches} filled
+    in; every upstream file the series touches must have a {size:PATH}."""
     text = series.cover_text
     named = set(_SIZE_RE.findall(text))
     missing = sorted(set(series.upstream_files()) - named)
@@ -560,6 +561,8 @@ def render_cover_text(series: Series) -> str:
             + ", ".join(missing)
             + " (add a line with {size:PATH} and the reason)"
         )
+    text = text.replace("{count:upstream}", str(len(series.upstream_files())))
+    text = text.replace("{count:patches}", str(series.total))
     return _SIZE_RE.sub(lambda m: _size(series, m.group(1)), text).rstrip("\n")
 
 

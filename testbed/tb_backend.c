@@ -151,21 +151,6 @@ tb_populated_op(void *arg, uint32_t seg, uint64_t first, uint64_t npages,
 }
 
 static int
-tb_dirty_putback_op(void *arg, uint32_t seg, uint64_t first,
-    uint64_t npages, const uint64_t *bitmap)
-{
-	struct tb_backend *tb = arg;
-	uint64_t idx;
-	int error;
-
-	error = chunk_pages(tb, seg, first, npages, &idx);
-	if (error != 0)
-		return (error);
-	return (tb_dirty_putback(tb_guest_dirty(tb->guest), idx, npages,
-	    bitmap));
-}
-
-static int
 tb_devlog_collect_op(void *arg, uint32_t seg, uint64_t first,
     uint64_t npages, uint64_t *bitmap)
 {
@@ -258,7 +243,6 @@ static const struct mig_backend_ops tb_ops = {
 	.vminfo = tb_vminfo,
 	.dirty_start = tb_dirty_start,
 	.dirty_collect = tb_dirty_collect_op,
-	.dirty_putback = tb_dirty_putback_op,
 	.dirty_stop = tb_dirty_stop,
 	.populated = tb_populated_op,
 	.devlog_collect = tb_devlog_collect_op,

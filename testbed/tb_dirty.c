@@ -20,11 +20,6 @@
  * touched).  A page only read after arming (the shared zero page) reads
  * as written too: sent once more as a zero page, never missed.
  *
- * Marks put back after a failed migration are kept in a bitmap of our
- * own and merged into the next collect: un-protecting a page that was
- * never populated leaves it reading as clean, so the page tables cannot
- * hold them.
- *
  * Which pages hold data is taken by the walk that arms, for the engine
  * to skip the rest in round 1 unread; a page populated since is in the
  * dirty log.
@@ -99,9 +94,8 @@ struct tb_dirty {
 	uint64_t	npages;
 	int		uffd;
 	int		pagemap;
-	pthread_mutex_t	mtx;		/* vec and pending */
+	pthread_mutex_t	mtx;		/* vec, populated and armed */
 	struct page_region *vec;
-	uint64_t	*pending;	/* put-back marks, one bit a page */
 	uint64_t	*populated;	/* held data when armed */
 	bool		armed;
 };
@@ -131,15 +125,15 @@ bit_isset(const uint64_t *map, uint64_t i)
 	return ((map[i >> 6] >> (i & 63)) & 1);
 }
 
+/* Lift the write protection of the whole range. */
 static int
-writeprotect(struct tb_dirty *d, uint64_t mode)
+unprotect(struct tb_dirty *d)
 {
 	struct uffdio_writeprotect wp;
 
 	memset(&wp, 0, sizeof(wp));
 	wp.range.start = (uintptr_t)d->base;
 	wp.range.len = d->npages << TB_PAGE_SHIFT;
-	wp.mode = mode;
 	if (ioctl(d->uffd, UFFDIO_WRITEPROTECT, &wp) != 0)
 		return (errno);
 	return (0);
@@ -185,9 +179,8 @@ tb_dirty_open(struct tb_dirty **dp, void *base, size_t len, char *msg,
 	d->npages = len >> TB_PAGE_SHIFT;
 	d->pagemap = -1;
 	d->vec = calloc(TB_DIRTY_VEC, sizeof(*d->vec));
-	d->pending = calloc((d->npages + 63) / 64, sizeof(uint64_t));
 	d->populated = calloc((d->npages + 63) / 64, sizeof(uint64_t));
-	if (d->vec == NULL || d->pending == NULL || d->populated == NULL) {
+	if (d->vec == NULL || d->populated == NULL) {
 		snprintf(msg, msglen, "out of memory");
 		error = ENOMEM;
 		goto fail_mem;
@@ -243,7 +236,6 @@ fail_uffd:
 	close(d->uffd);
 fail_mem:
 	free(d->populated);
-	free(d->pending);
 	free(d->vec);
 	free(d);
 	return (error);
@@ -319,7 +311,6 @@ tb_dirty_arm(struct tb_dirty *d)
 
 	words = (d->npages + 63) / 64;
 	pthread_mutex_lock(&d->mtx);
-	memset(d->pending, 0, words * sizeof(uint64_t));
 	memset(d->populated, 0, words * sizeof(uint64_t));
 	/*
 	 * One walk protects what is resident or swapped and notes it, the
@@ -372,10 +363,9 @@ tb_dirty_disarm(struct tb_dirty *d)
 {
 
 	pthread_mutex_lock(&d->mtx);
-	memset(d->pending, 0, (d->npages + 63) / 64 * sizeof(uint64_t));
 	d->armed = false;
 	pthread_mutex_unlock(&d->mtx);
-	return (writeprotect(d, 0));
+	return (unprotect(d));
 }
 
 int
@@ -383,7 +373,6 @@ tb_dirty_collect(struct tb_dirty *d, uint64_t first, uint64_t npages,
     uint64_t *bitmap)
 {
 	struct pm_scan_arg arg;
-	uint64_t i;
 	int error;
 
 	if (first > d->npages || npages > d->npages - first)
@@ -403,37 +392,8 @@ tb_dirty_collect(struct tb_dirty *d, uint64_t first, uint64_t npages,
 	arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
 	arg.return_mask = PAGE_IS_WRITTEN;
 	error = scan_regions(d, &arg, first, npages, 0, bitmap);
-	for (i = 0; error == 0 && i < npages; i++) {
-		/* Mostly none: skip a word of them at once. */
-		if (((first + i) & 63) == 0 && npages - i >= 64 &&
-		    d->pending[(first + i) >> 6] == 0) {
-			i += 63;
-			continue;
-		}
-		if (bit_isset(d->pending, first + i)) {
-			bitmap[i >> 6] |= 1ull << (i & 63);
-			d->pending[(first + i) >> 6] &=
-			    ~(1ull << ((first + i) & 63));
-		}
-	}
 	pthread_mutex_unlock(&d->mtx);
 	return (error);
-}
-
-int
-tb_dirty_putback(struct tb_dirty *d, uint64_t first, uint64_t npages,
-    const uint64_t *bitmap)
-{
-	uint64_t i;
-
-	if (first > d->npages || npages > d->npages - first)
-		return (EINVAL);
-	pthread_mutex_lock(&d->mtx);
-	for (i = 0; i < npages; i++)
-		if (bit_isset(bitmap, i))
-			bits_set(d->pending, first + i, first + i + 1);
-	pthread_mutex_unlock(&d->mtx);
-	return (0);
 }
 
 void
@@ -446,7 +406,6 @@ tb_dirty_close(struct tb_dirty *d)
 	close(d->uffd);
 	pthread_mutex_destroy(&d->mtx);
 	free(d->populated);
-	free(d->pending);
 	free(d->vec);
 	free(d);
 }
@@ -508,7 +467,6 @@ int
 tb_dirty_selftest(char *msg, size_t msglen)
 {
 	const uint64_t npages = 16, probe = 5;
-	uint64_t bitmap[1];
 	struct tb_dirty *d;
 	uint8_t *mem;
 	size_t len;
@@ -556,12 +514,6 @@ tb_dirty_selftest(char *msg, size_t msglen)
 		goto out;
 	error = selftest_expect(d, npages, npages,
 	    "on a second collect with no write", msg, msglen);
-	if (error != 0)
-		goto out;
-	bitmap[0] = 1ull << probe;
-	tb_dirty_putback(d, 0, npages, bitmap);
-	error = selftest_expect(d, npages, probe, "after a put-back", msg,
-	    msglen);
 	if (error != 0)
 		goto out;
 	/* Page 5 was written after arming: the dirty log has it, not this. */

@@ -30,6 +30,7 @@ def test_every_case_passes(ctl_test_output: list[str]) -> None:
         "the old key=value format is refused",
         "phase identifiers have no spaces",
         "result event round trip, message escaped",
+        "estimate-missed event round trip",
         "a phase name with a dash is no identifier",
         "words name phases whole and say what to do",
     ],

@@ -12,6 +12,7 @@ from harness.events import (
     EXIT_INDETERMINATE,
     EXIT_MIGRATED,
     EXIT_USAGE,
+    EstimateMissedEvent,
     EventError,
     EventLog,
     PhaseEvent,
@@ -53,6 +54,9 @@ def test_each_event_kind_is_read_into_its_dataclass() -> None:
     prog = parse_event(line(event="progress", phase="precopy", round=2, remaining_pages=10,
                             bytes_sent=5, rate_bytes_per_s=7, est_downtime_us=3))  # fmt: skip
     assert prog == ProgressEvent("precopy", 2, 10, 5, 7, 3)
+    missed = parse_event(line(event="estimate-missed", phase="switchover",
+                              est_downtime_us=35_000, paused_us=51_000))  # fmt: skip
+    assert missed == EstimateMissedEvent("switchover", 35_000, 51_000)
     res = parse_event(line(**RESULT_FAILED))
     assert isinstance(res, ResultEvent)
     assert res.error is not None and res.error.side == "destination"

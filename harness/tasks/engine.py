@@ -20,7 +20,7 @@ from harness.config import (
 )
 from harness.deploy import endpoints_for, load_or_testbed
 from harness.errors import HarnessError
-from harness.flow import FlowOptions, Report, require_ok
+from harness.flow import FlowOptions, Report, interrupt_on_terminate, require_ok
 from harness.migrate import PingPong, resolve_testbed
 from harness.progress import Display, PlainDisplay, make_display
 from harness.report import plot_rounds, summary, write_json
@@ -149,40 +149,44 @@ def migrate(
     from harness.local import local_endpoints
 
     display: Display | None = None
-    try:
-        if local or (hosts is None and os.geteuid() != 0):
-            if not local:
-                print("not root: migrating between two local processes over loopback")
-            config = None
-            endpoints = local_endpoints()
-        else:
-            config = load_or_testbed(hosts)
-        guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
-                       segments)  # fmt: skip
-        if lazy_memory and guest.testbed:
-            guest.testbed.lazy_memory = True
-        policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
-                         fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
-        runs = count if ping_pong else 1
-        flow = FlowOptions(run_after_s=run_after, resolve=not no_resolve)
-        display = make_display(guest.memory, plain)
-        if config is not None and config.migration_pair()[0].kind == "freebsd":
-            if check:
-                reports = [_freebsd_check(config, guest, display)]
+    # SIGTERM/SIGHUP cancel like Ctrl-C: the hosts are cleaned up either way.
+    with interrupt_on_terminate():
+        try:
+            if local or (hosts is None and os.geteuid() != 0):
+                if not local:
+                    print("not root: migrating between two local processes over loopback")
+                config = None
+                endpoints = local_endpoints()
             else:
-                reports = _freebsd_migrations(config, guest, policy, runs, display, flow)
-        else:
-            if config is not None:
-                endpoints = endpoints_for(config)
-            if check:
-                reports = [_testbed_check(endpoints, guest, flow, display)]
+                config = load_or_testbed(hosts)
+            guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
+                           segments)  # fmt: skip
+            if lazy_memory and guest.testbed:
+                guest.testbed.lazy_memory = True
+            policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
+                             fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
+            runs = count if ping_pong else 1
+            flow = FlowOptions(run_after_s=run_after, resolve=not no_resolve)
+            display = make_display(guest.memory, plain)
+            if config is not None and config.migration_pair()[0].kind == "freebsd":
+                if check:
+                    reports = [_freebsd_check(config, guest, display)]
+                else:
+                    reports = _freebsd_migrations(config, guest, policy, runs, display, flow)
             else:
-                reports = PingPong(*endpoints, guest, policy, flow).run(runs, display)
-    except (HarnessError, ValueError) as exc:
-        sys.exit(f"migrate: {exc}")
-    finally:
-        if display is not None:
-            display.close()
+                if config is not None:
+                    endpoints = endpoints_for(config)
+                if check:
+                    reports = [_testbed_check(endpoints, guest, flow, display)]
+                else:
+                    reports = PingPong(*endpoints, guest, policy, flow).run(runs, display)
+        except (HarnessError, ValueError) as exc:
+            sys.exit(f"migrate: {exc}")
+        except KeyboardInterrupt as exc:
+            sys.exit(f"migrate: interrupted ({exc or 'SIGINT'}) before a report was made")
+        finally:
+            if display is not None:
+                display.close()
     for rep in reports:
         print(summary(rep.as_json()))
     if report:

@@ -157,7 +157,8 @@ test_event_round_trip(void)
 	err.side = MIG_SIDE_DEST;
 	err.phase = MIG_PHASE_STATE;
 	err.code = EINVAL;
-	snprintf(err.msg, sizeof(err.msg), "cpu0 \"differs\"\n\tbadly");
+	snprintf(err.msg, sizeof(err.msg),
+	    "cpu0 \"differs\"\n\tbadly\r \\ \x01 done");
 	memset(&st, 0, sizeof(st));
 	st.nrounds = 2;
 	st.downtime_us = 81500;
@@ -196,6 +197,20 @@ test_event_round_trip(void)
 	    sizeof(msg)) == 0 && back.type == MIG_EV_PROGRESS &&
 	    back.round_index == 2 && back.rate_bytes_per_s == 1000000,
 	    "progress event round trip", line);
+	free(line);
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = MIG_EV_ESTIMATE_MISSED;
+	ev.phase = MIG_PHASE_SWITCHOVER;
+	ev.est_downtime_us = 35000;
+	ev.paused_us = 51000;
+	line = mig_event_encode(&ev);
+	check(line != NULL && strstr(line, "\"event\":\"estimate-missed\"") !=
+	    NULL && mig_event_decode(line, &back, msg, sizeof(msg)) == 0 &&
+	    back.type == MIG_EV_ESTIMATE_MISSED &&
+	    back.phase == MIG_PHASE_SWITCHOVER &&
+	    back.est_downtime_us == 35000 && back.paused_us == 51000,
+	    "estimate-missed event round trip", line);
 	free(line);
 
 	check(mig_outcome_exit_code(MIG_OUT_OK) == 0 &&
@@ -241,6 +256,13 @@ test_event_refusals(void)
 	    "error.phase", "an error without its phase is refused");
 	expect_bad_event("{\"event\":\"phase\",\"phase\":", "\"phase\"",
 	    "a truncated line is refused");
+	/* Exactly sized, so that ASan sees a read past the end. */
+	big = strdup("{\"event\":\"\\u1");
+	if (big != NULL) {
+		expect_bad_event(big, "not a migration event",
+		    "a line ending in a short \\u escape is refused");
+		free(big);
+	}
 	big = malloc(MIG_EVENT_MAX + 16);
 	if (big != NULL) {
 		memset(big, ' ', MIG_EVENT_MAX + 15);

@@ -181,6 +181,10 @@ struct mig_progress {
 	uint32_t	round;
 	uint64_t	remaining_pages;
 	const struct mig_round_stats *last_round; /* on a round's end */
+	/* Once: the pause outlasted the policy's final estimate. */
+	bool		estimate_missed;
+	uint64_t	est_downtime_us;
+	uint64_t	paused_us;
 };
 
 const char *mig_phase_name(enum mig_phase);

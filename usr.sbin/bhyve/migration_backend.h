@@ -64,16 +64,13 @@ struct mig_backend_ops {
 	 * to guest memory marks its page.  dirty_collect() atomically
 	 * fetches and clears the marks of npages pages starting at page
 	 * first of segment seg into bitmap (bit i: page first + i), without
-	 * stopping the vCPUs.  dirty_putback() marks pages dirty again (a
-	 * failed migration returns what it had cleared); dirty_stop() ends
-	 * tracking but keeps marks not yet collected.  npages never
-	 * exceeds MIG_DIRTY_CHUNK_PAGES.
+	 * stopping the vCPUs.  dirty_stop() ends tracking: every attempt
+	 * starts it afresh and sends all memory first, so nothing outlives
+	 * one attempt.  npages never exceeds MIG_DIRTY_CHUNK_PAGES.
 	 */
 	int	(*dirty_start)(void *arg);
 	int	(*dirty_collect)(void *arg, uint32_t seg, uint64_t first,
 		    uint64_t npages, uint64_t *bitmap);
-	int	(*dirty_putback)(void *arg, uint32_t seg, uint64_t first,
-		    uint64_t npages, const uint64_t *bitmap);
 	void	(*dirty_stop)(void *arg);
 
 	/*
@@ -84,7 +81,6 @@ struct mig_backend_ops {
 	 * the engine calls it in every collection, the last one after
 	 * pause(), so pause() must return only once device emulation has
 	 * finished its writes to guest memory (in-flight I/O drained).
-	 * Bits it cleared go back through dirty_putback() on failure.
 	 */
 	int	(*devlog_collect)(void *arg, uint32_t seg, uint64_t first,
 		    uint64_t npages, uint64_t *bitmap);

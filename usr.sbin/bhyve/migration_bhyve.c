@@ -463,26 +463,6 @@ mig_bhyve_populated(void *arg, uint32_t seg, uint64_t first,
 	return (0);
 }
 
-static int
-mig_bhyve_dirty_putback(void *arg, uint32_t seg, uint64_t first,
-    uint64_t npages, const uint64_t *bitmap)
-{
-	struct bhyve_mig *bm = arg;
-	vm_paddr_t gpa;
-	int error;
-
-	error = mig_bhyve_range(bm, seg, first, npages, &gpa);
-	if (error != 0)
-		return (error);
-	if (vm_dirty_set(bm->ctx, gpa, npages, bitmap) != 0) {
-		error = errno;
-		mig_bhyve_msg(bm, "cannot put back dirty pages at %#jx: %s",
-		    (uintmax_t)gpa, strerror(error));
-		return (error);
-	}
-	return (0);
-}
-
 static void
 mig_bhyve_dirty_stop(void *arg)
 {
@@ -777,7 +757,6 @@ static const struct mig_backend_ops mig_bhyve_ops = {
 	.dirty_start = mig_bhyve_dirty_start,
 	.dirty_collect = mig_bhyve_dirty_collect,
 	.populated = mig_bhyve_populated,
-	.dirty_putback = mig_bhyve_dirty_putback,
 	.dirty_stop = mig_bhyve_dirty_stop,
 	.devlog_collect = mig_bhyve_devlog_collect,
 	.pause = mig_bhyve_pause,

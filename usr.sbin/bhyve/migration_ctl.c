@@ -581,6 +581,12 @@ mig_event_encode(const struct mig_event *ev)
 	case MIG_EV_RESULT:
 		encode_result(f, ev);
 		break;
+	case MIG_EV_ESTIMATE_MISSED:
+		fprintf(f, "{\"event\":\"estimate-missed\",\"phase\":\"%s\","
+		    "\"est_downtime_us\":%" PRIu64 ",\"paused_us\":%" PRIu64 "}",
+		    mig_phase_id(ev->phase), ev->est_downtime_us,
+		    ev->paused_us);
+		break;
 	}
 	if (fclose(f) != 0) {
 		free(buf);
@@ -699,10 +705,11 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 		[MIG_EV_ROUND] = "round",
 		[MIG_EV_PROGRESS] = "progress",
 		[MIG_EV_RESULT] = "result",
+		[MIG_EV_ESTIMATE_MISSED] = "estimate-missed",
 	};
 	struct mig_round_stats *r = &ev->round;
 	struct dec d;
-	char type[16];
+	char type[24];
 	int t;
 
 	memset(ev, 0, sizeof(*ev));
@@ -710,7 +717,7 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 	d.missing = NULL;
 	if (strlen(line) >= MIG_EVENT_MAX ||
 	    !mig_json_get_string(line, "event", type, sizeof(type)) ||
-	    (t = name_index(types, 4, type)) < 0) {
+	    (t = name_index(types, (int)NITEMS(types), type)) < 0) {
 		snprintf(msg, msglen, "not a migration event: '%.80s'", line);
 		return (EINVAL);
 	}
@@ -742,6 +749,11 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 		break;
 	case MIG_EV_RESULT:
 		decode_result(&d, ev);
+		break;
+	case MIG_EV_ESTIMATE_MISSED:
+		ev->phase = dec_name(&d, "phase", phase_ids, MIG_PHASE_COUNT);
+		ev->est_downtime_us = dec_u64(&d, "est_downtime_us");
+		ev->paused_us = dec_u64(&d, "paused_us");
 		break;
 	}
 	if (d.missing != NULL) {
@@ -833,6 +845,13 @@ mig_event_print(FILE *f, const struct mig_event *ev)
 		break;
 	case MIG_EV_RESULT:
 		print_result(f, ev);
+		break;
+	case MIG_EV_ESTIMATE_MISSED:
+		fprintf(f, "Downtime estimate missed: the guest has been paused "
+		    "%.1f ms, %.1f ms were estimated (%s)\n",
+		    (double)ev->paused_us / 1e3,
+		    (double)ev->est_downtime_us / 1e3,
+		    mig_phase_name(ev->phase));
 		break;
 	}
 	fflush(f);

@@ -20,6 +20,8 @@
  *	{"event":"phase","phase":ID}
  *	{"event":"round","index":N,"final":B,"dirty_pages":N,...}
  *	{"event":"progress","phase":ID,"round":N,"remaining_pages":N,...}
+ *	{"event":"estimate-missed","phase":ID,"est_downtime_us":N,
+ *	    "paused_us":N}
  *	{"event":"result","result":R,"guest_runs_on":W,"error":{...},
  *	    "reasons":[...],"stats":{...}}
  *
@@ -115,7 +117,8 @@ enum mig_event_type {
 	MIG_EV_PHASE = 0,
 	MIG_EV_ROUND,
 	MIG_EV_PROGRESS,
-	MIG_EV_RESULT
+	MIG_EV_RESULT,
+	MIG_EV_ESTIMATE_MISSED	/* once: paused longer than estimated */
 };
 
 enum mig_outcome {
@@ -158,7 +161,8 @@ struct mig_event {
 	uint64_t	remaining_pages;
 	uint64_t	bytes_sent;
 	uint64_t	rate_bytes_per_s;
-	uint64_t	est_downtime_us;
+	uint64_t	est_downtime_us;	/* and estimate-missed */
+	uint64_t	paused_us;		/* estimate-missed */
 	/* result */
 	enum mig_outcome outcome;
 	enum mig_runs_on runs_on;

@@ -39,7 +39,9 @@ const char *mig_role_name(enum mig_role);
 /*
  * Version and capability negotiation and proof of the key.  On success
  * the channel is keyed, *version holds the agreed protocol version and
- * *rtt_us the time from sending HELLO to the peer's AUTH: a round trip.
+ * *rtt_us a round trip: the time from sending HELLO to the peer's AUTH or
+ * the kernel's TCP measure, whichever is lower (a slow peer cannot raise
+ * it).
  */
 int	mig_handshake(struct mig_chan *, const struct mig_params *,
 	    bool require_encrypt, uint32_t *version, uint64_t *rtt_us,

@@ -315,6 +315,7 @@ on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 		c->phase = MIG_PHASE_STATE;
 	}
 	if (c->be->ops->progress != NULL) {
+		memset(&ev, 0, sizeof(ev));
 		ev.phase = c->phase;
 		ev.round = c->round->index;
 		ev.remaining_pages = 0;
@@ -325,23 +326,22 @@ on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 	return (0);
 }
 
+/*
+ * STATE is read whole and its tag checked before anything in it counts:
+ * the section's size, which sizes the buffer, is the peer's word.
+ */
 static int
-on_state(struct mig_conn *c, uint32_t len)
+on_state(struct mig_conn *c, void *payload, uint32_t len)
 {
 	struct mig_state_hdr sh;
-	uint8_t hbuf[MIG_STATE_HDR_LEN];
 	uint32_t n;
 	int error;
 
 	if (!c->final_done || c->round != NULL)
 		return (proto_fail(c, "device state arrived before the "
 		    "final round ended"));
-	if (len < MIG_STATE_HDR_LEN)
-		return (proto_fail(c, "STATE message is truncated"));
-	if ((error = mig_chan_recv_body(&c->ch, hbuf, sizeof(hbuf))) != 0)
-		return (chan_fail(c, error, "receiving device state"));
 	/* The decoder reads only the header but checks the data length. */
-	if ((error = mig_state_hdr_decode(hbuf, len, &sh, c->ch.why,
+	if ((error = mig_state_hdr_decode(payload, len, &sh, c->ch.why,
 	    sizeof(c->ch.why))) != 0)
 		return (chan_fail(c, error, "receiving device state"));
 	n = len - MIG_STATE_HDR_LEN;
@@ -358,9 +358,8 @@ on_state(struct mig_conn *c, uint32_t len)
 			return (local_fail(c, ENOMEM, "no memory for device "
 			    "state"));
 	}
-	if ((error = mig_chan_recv_body(&c->ch, c->section + sh.offset, n))
-	    != 0 || (error = mig_chan_recv_end(&c->ch)) != 0)
-		return (chan_fail(c, error, "receiving device state"));
+	memcpy(c->section + sh.offset, (uint8_t *)payload + MIG_STATE_HDR_LEN,
+	    n);
 	c->section_got += n;
 	c->st->state_bytes += n;
 	if (c->section_got < c->section_len)
@@ -439,8 +438,8 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			break;
 		}
 		payload = NULL;
-		/* Small control messages are read whole and verified. */
-		if (hdr.type != MIG_MSG_PAGES && hdr.type != MIG_MSG_STATE) {
+		/* All but PAGES are read whole and verified. */
+		if (hdr.type != MIG_MSG_PAGES) {
 			if ((error = mig_chan_recv_body(&c->ch, c->ch.rxbuf,
 			    hdr.len)) != 0 ||
 			    (error = mig_chan_recv_end(&c->ch)) != 0) {
@@ -464,7 +463,7 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			error = on_round_end(c, payload, hdr.len);
 			break;
 		case MIG_MSG_STATE:
-			error = on_state(c, hdr.len);
+			error = on_state(c, payload, hdr.len);
 			break;
 		case MIG_MSG_READY:
 			error = on_ready(c, payload, hdr.len);

@@ -299,6 +299,14 @@ on_progress(void *arg, const struct mig_progress *p)
 	uint64_t now;
 
 	memset(&ev, 0, sizeof(ev));
+	if (p->estimate_missed) {
+		ev.type = MIG_EV_ESTIMATE_MISSED;
+		ev.phase = p->phase;
+		ev.est_downtime_us = p->est_downtime_us;
+		ev.paused_us = p->paused_us;
+		writer_post(job->w, &ev);
+		return;
+	}
 	if (p->last_round != NULL) {
 		ev.type = MIG_EV_ROUND;
 		ev.round = *p->last_round;
