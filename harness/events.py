@@ -7,6 +7,8 @@ serves both host kinds.  Event kinds:
   {"event":"round","index":N,"final":bool,"dirty_pages":N,...,"est_downtime_us":N}
   {"event":"progress","phase":ID,"round":N,"remaining_pages":N,"bytes_sent":N,...}
   {"event":"estimate-missed","phase":ID,"est_downtime_us":N,"paused_us":N}
+  {"event":"paused","round":N,"dirty_pages":N,"dirty_bytes":N,"timeout_ms":N}
+      (with a switchover hook: the guest is paused, the source waits for the go-ahead)
   {"event":"result","result":R,"guest_runs_on":W,"error":{...},"reasons":[...],"stats":{...}}
 
 "result" is the last event.  Lines that are not JSON objects (a controller's human
@@ -72,6 +74,10 @@ class RoundEvent:
     est_downtime_us: int | None = None
     unpopulated_pages: int = 0  # of zero_pages: never read, sent as ranges
     rewritten_pages: int = 0  # written again before their send: left to the next round
+    disk_dirty_blocks: int = 0  # disk migration: blocks this round owed
+    disk_blocks_sent: int = 0  # with data
+    disk_zero_blocks: int = 0  # as zero markers or ranges
+    disk_bytes: int = 0  # of bytes: the disk frames'
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,16 @@ class EstimateMissedEvent:
 
 
 @dataclass(frozen=True)
+class PausedEvent:
+    """The guest is paused and the source waits for the switchover hook's go-ahead."""
+
+    round: int  # the final round, still to send
+    dirty_pages: int
+    dirty_bytes: int
+    timeout_ms: int  # the source rolls back after this long
+
+
+@dataclass(frozen=True)
 class ErrorInfo:
     """Which side failed, in which phase, and why."""
 
@@ -110,6 +126,11 @@ class ErrorInfo:
 class Stats:
     total_time_us: int | None = None
     downtime_us: int | None = None
+    # The downtime's parts: the last memory, the switchover hook's wait, the state and
+    # the switchover handshake (the rest).
+    downtime_memory_us: int | None = None
+    downtime_hook_us: int | None = None
+    downtime_state_us: int | None = None
     state_bytes: int | None = None
     bytes_sent: int | None = None
     memory_bytes: int | None = None
@@ -129,7 +150,9 @@ class ResultEvent:
     stats: Stats = field(default_factory=Stats)
 
 
-Event = PhaseEvent | RoundEvent | ProgressEvent | EstimateMissedEvent | ResultEvent
+Event = (
+    PhaseEvent | RoundEvent | ProgressEvent | EstimateMissedEvent | PausedEvent | ResultEvent
+)
 
 
 class _Fields:
@@ -201,6 +224,9 @@ def _stats(obj: Any, where: str) -> Stats:
     return Stats(
         total_time_us=f.int("total_time_us", True),
         downtime_us=f.int("downtime_us", True),
+        downtime_memory_us=f.int("downtime_memory_us", True),
+        downtime_hook_us=f.int("downtime_hook_us", True),
+        downtime_state_us=f.int("downtime_state_us", True),
         state_bytes=f.int("state_bytes", True),
         bytes_sent=f.int("bytes_sent", True),
         memory_bytes=f.int("memory_bytes", True),
@@ -240,6 +266,10 @@ def parse_event(line: str, where: str = "event") -> Event | None:
             est_downtime_us=f.int("est_downtime_us", True),
             unpopulated_pages=f.int("unpopulated_pages", True) or 0,
             rewritten_pages=f.int("rewritten_pages", True) or 0,
+            disk_dirty_blocks=f.int("disk_dirty_blocks", True) or 0,
+            disk_blocks_sent=f.int("disk_blocks_sent", True) or 0,
+            disk_zero_blocks=f.int("disk_zero_blocks", True) or 0,
+            disk_bytes=f.int("disk_bytes", True) or 0,
         )
     if kind == "progress":
         return ProgressEvent(
@@ -255,6 +285,13 @@ def parse_event(line: str, where: str = "event") -> Event | None:
             phase=f.req_str("phase", PHASES),
             est_downtime_us=f.req_int("est_downtime_us"),
             paused_us=f.req_int("paused_us"),
+        )
+    if kind == "paused":
+        return PausedEvent(
+            round=f.req_int("round"),
+            dirty_pages=f.req_int("dirty_pages"),
+            dirty_bytes=f.req_int("dirty_bytes"),
+            timeout_ms=f.req_int("timeout_ms"),
         )
     if kind == "result":
         reasons = obj.get("reasons") or []
@@ -279,6 +316,7 @@ class EventLog:
     rounds: list[RoundEvent] = field(default_factory=list)
     progress: ProgressEvent | None = None
     estimate_missed: EstimateMissedEvent | None = None
+    paused: PausedEvent | None = None
     result: ResultEvent | None = None
     text: list[str] = field(default_factory=list)  # lines that were not events
     unreadable: list[str] = field(default_factory=list)  # kept by readers that go on
@@ -302,6 +340,8 @@ class EventLog:
             self.progress = event
         elif isinstance(event, EstimateMissedEvent):
             self.estimate_missed = event
+        elif isinstance(event, PausedEvent):
+            self.paused = event
         elif isinstance(event, ResultEvent):
             self.result = event
         elif event is None and line.strip() and not line.lstrip().startswith("{"):

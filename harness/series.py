@@ -615,8 +615,8 @@ def render_base(series: Series) -> str:
             "it (whole files, gathered outside the repository with their provenance).  The "
             "hunks are `git diff -U3` of those files (`invoke patches.refresh`), and `invoke "
             "patches.check --src DIR` applies each patch in order with no fuzz and no "
-            "offset.  pmap.c and bhyve.8 were not gathered: their hunks are exact against "
-            "the versions named, not regenerated.",
+            "offset.  Every file below was gathered whole; none is the 15.0-RELEASE blob itself, "
+            "and the ones taken from forks of main or older than 15.0 say so below.",
             WRAP,
         ),
         "",

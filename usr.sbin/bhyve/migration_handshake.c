@@ -119,6 +119,7 @@ hs_negotiate(struct hs_state *hs, uint32_t *version, bool *encrypt)
 	*version = hi;
 	*encrypt = (hs->peer.caps & MIG_CAP_WANT_ENCRYPT) != 0;
 	hs->ch->zero_ranges = (common & MIG_CAP_ZERO_RANGES) != 0;
+	hs->ch->hold = (common & MIG_CAP_HOLD) != 0;
 	hs->ch->check_only = hs->ch->role == MIG_ROLE_DEST &&
 	    (hs->peer.caps & MIG_CAP_CHECK_ONLY) != 0;
 	return (0);

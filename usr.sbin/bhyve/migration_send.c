@@ -23,6 +23,7 @@
 
 #include "migration.h"
 #include "migration_backend.h"
+#include "migration_disk.h"
 #include "migration_internal.h"
 #include "migration_policy.h"
 #include "migration_wire.h"
@@ -39,6 +40,7 @@ struct sender {
 	struct mig_error *err;
 	struct mig_vminfo vi;
 	struct mig_policy pol;
+	struct mig_disk_send *disks;		/* or NULL: shared storage */
 	enum mig_phase	phase;
 	uint64_t	npages[MIG_MAX_SEGS];
 	uint64_t	*todo[MIG_MAX_SEGS];	/* pages this round sends */
@@ -50,6 +52,7 @@ struct sender {
 	uint64_t	pause_us;
 	uint64_t	est_us;		/* final downtime estimate, or 0 */
 	bool		est_missed;	/* and the pause outlasted it */
+	uint64_t	hook_us;	/* the switchover hook's wait */
 	bool		tracking;
 	bool		paused;
 	bool		throttled;
@@ -87,6 +90,7 @@ progress(struct sender *s, uint32_t round, uint64_t remaining,
 	ev.round = round;
 	ev.remaining_pages = remaining;
 	ev.last_round = last;
+	ev.hold_ms = 0;
 	s->be->ops->progress(s->be->arg, &ev);
 }
 
@@ -234,6 +238,11 @@ collect(struct sender *s, uint64_t *count)
 		*count += popcount_words(s->todo[seg],
 		    bitmap_words(s->npages[seg]));
 	}
+	if (s->disks != NULL) {
+		if ((error = mig_disk_send_collect(s->disks, &n)) != 0)
+			return (error);
+		mig_policy_disk(&s->pol, n);
+	}
 	return (0);
 }
 
@@ -269,6 +278,18 @@ pause_bound_ms(const struct mig_params *p)
 }
 
 /*
+ * The engine's part of the pause: the switchover hook's wait has its own
+ * bound (switchover_wait_ms), so the guest pauses at most max_pause_ms
+ * plus that before GO.
+ */
+static uint64_t
+pause_spent_us(const struct sender *s)
+{
+
+	return (mig_now_us() - s->pause_us - s->hook_us);
+}
+
+/*
  * Before each step of the paused phase: fail once the bound has passed,
  * else let no socket wait outlive it.  Failing here is before GO, so the
  * common path rolls back and the guest resumes on the source.
@@ -281,7 +302,7 @@ pause_check(struct sender *s)
 	int error;
 
 	bound = pause_bound_ms(s->p) * 1000;
-	spent = mig_now_us() - s->pause_us;
+	spent = pause_spent_us(s);
 	estimate_check(s, spent);
 	if (spent >= bound) {
 		mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, ETIMEDOUT,
@@ -306,7 +327,7 @@ pause_timeout(struct sender *s, int error)
 	uint64_t bound, spent;
 
 	bound = pause_bound_ms(s->p) * 1000;
-	spent = mig_now_us() - s->pause_us;
+	spent = pause_spent_us(s);
 	if (error != 0 && s->err->code == ETIMEDOUT && spent + 1000000 >=
 	    bound) {
 		snprintf(note, sizeof(note), "; the downtime bound was missed: "
@@ -315,6 +336,19 @@ pause_timeout(struct sender *s, int error)
 		mig_error_append(s->err, note);
 	}
 	return (error);
+}
+
+/* Before each frame of a round: a cancel, the pause's bound. */
+static int
+send_step(void *arg)
+{
+	struct sender *s = arg;
+	int error;
+
+	if ((error = check_cancel(s)) != 0 ||
+	    (s->paused && (error = pause_check(s)) != 0))
+		return (error);
+	return (0);
 }
 
 static int
@@ -328,8 +362,7 @@ flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
 	int error, n;
 
 	/* A big round must not make an operator's cancel wait. */
-	if ((error = check_cancel(s)) != 0 ||
-	    (s->paused && (error = pause_check(s)) != 0))
+	if ((error = send_step(s)) != 0)
 		return (error);
 	ph.seg = seg;
 	ph.count = count;
@@ -546,6 +579,9 @@ send_round(struct sender *s, struct mig_round_stats *r)
 		    datapages, r)) != 0)
 			return (error);
 	}
+	if (s->disks != NULL && (error = mig_disk_send_round(s->disks, &s->ch,
+	    r, send_step, s)) != 0)
+		return (error);
 	re.index = r->index;
 	re.pages = sent;
 	before = s->ch.bytes_tx;
@@ -585,6 +621,9 @@ describe_and_check(struct sender *s)
 	progress(s, 0, 0, NULL);
 	if ((error = s->be->ops->vminfo(s->be->arg, &s->vi)) != 0)
 		return (backend_fail(s, error, "could not describe the guest"));
+	if ((error = mig_disk_describe(&s->vi, s->be, s->p, s->be->errmsg,
+	    sizeof(s->be->errmsg))) != 0)
+		return (backend_fail(s, error, "cannot migrate the disks"));
 	if ((len = mig_vminfo_encode(buf, sizeof(buf), &s->vi)) == 0)
 		return (backend_fail(s, EINVAL,
 		    "the guest's description does not fit a message"));
@@ -796,6 +835,11 @@ stop_and_copy(struct sender *s)
 		dirty = mark_all(s);
 	if (error != 0 || (error = pause_check(s)) != 0)
 		goto out;
+	if (s->p->switchover_wait_ms != 0 &&
+	    ((error = mig_switchover_hold(&s->ch, s->be, s->p,
+	    s->st->nrounds + 1, dirty, s->err, &s->hook_us)) != 0 ||
+	    (error = pause_check(s)) != 0))
+		goto out;
 	r = next_round(s, dirty, true);
 	progress(s, r->index, dirty, NULL);
 	if ((error = pause_timeout(s, send_round(s, r))) != 0 ||
@@ -805,6 +849,8 @@ stop_and_copy(struct sender *s)
 	s->phase = MIG_PHASE_STATE;
 	progress(s, r->index, 0, NULL);
 	t0 = mig_now_us();
+	s->st->downtime_hook_us = s->hook_us;
+	s->st->downtime_memory_us = t0 - s->pause_us - s->hook_us;
 	if ((s->p->fault != MIG_FAULT_STALE_DEVICE_STATE &&
 	    (error = save_state(s, &ss, false)) != 0) ||
 	    (error = save_state(s, &ss, true)) != 0)
@@ -884,12 +930,18 @@ go(struct sender *s)
 	if (error != 0)
 		return (s->ch.peer_gave_up ? MIG_FAILED : MIG_INDETERMINATE);
 	/*
-	 * RUNNING took half a round trip to arrive; GO to RUNNING is at
-	 * least one, so never take off more than half of that.
+	 * State and switchover: the rest of the pause.  RUNNING took half
+	 * a round trip to arrive, within this last part; GO to RUNNING is
+	 * at least one, so never take off more than half of that.
 	 */
 	flight = s->st->rtt_us < now - t_go ? s->st->rtt_us : now - t_go;
-	s->st->downtime_us = now - s->pause_us - flight / 2;
-	estimate_check(s, s->st->downtime_us);
+	s->st->downtime_state_us = now - s->pause_us -
+	    s->st->downtime_memory_us - s->st->downtime_hook_us;
+	if (s->st->downtime_state_us > flight / 2)
+		s->st->downtime_state_us -= flight / 2;
+	s->st->downtime_us = s->st->downtime_memory_us +
+	    s->st->downtime_hook_us + s->st->downtime_state_us;
+	estimate_check(s, s->st->downtime_us - s->st->downtime_hook_us);
 	s->phase = MIG_PHASE_DONE;
 	progress(s, s->st->nrounds, 0, NULL);
 	return (MIG_OK);
@@ -971,6 +1023,8 @@ mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
 			    "out of memory for dirty page bitmaps");
 		goto done;
 	}
+	if (mig_disk_send_begin(&s.disks, be, &s.vi, err, &s.phase) != 0)
+		goto done;
 	if ((p->live && live_rounds(&s) != 0) || check_cancel(&s) != 0 ||
 	    stop_and_copy(&s) != 0)
 		goto done;
@@ -983,6 +1037,7 @@ done:
 		roll_back(&s);
 	if (s.tracking)
 		be->ops->dirty_stop(be->arg);
+	mig_disk_send_end(s.disks);
 	st->bytes_sent = s.ch.bytes_tx + s.ch.bytes_rx;
 	st->total_time_us = mig_now_us() - t0;
 	free_bitmaps(&s);
