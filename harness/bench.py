@@ -74,6 +74,10 @@ class BenchRow:
     stream_mb_s: float  # round 1: wire bytes / duration
     memory_mb_s: float  # round 1: guest memory covered / duration
     ratio_to_tcp: float  # stream_mb_s / raw TCP
+    # Peak resident memory beyond the guest's, the largest of the runs (None: not measured)
+    source_extra_mib: float | None
+    destination_extra_mib: float | None
+    extra_share: float | None  # the larger side's, over the guest's size
 
 
 def raw_tcp_mb_s(nbytes: int = 1 << 30, runs: int = 3) -> float:
@@ -148,6 +152,8 @@ def run_case(
         f.get("dirty_pages", 0) * 4096 / (f.get("duration_us") or 1) for f in firsts
     )
     mid = sorted(reports, key=lambda r: r.get("total_time_ms") or 0.0)[len(reports) // 2]
+    extra = {side: _extra_mib(reports, side) for side in ("source", "destination")}
+    measured = [v for v in extra.values() if v is not None]
     return BenchRow(
         case=name,
         memory_mib=memory >> 20,
@@ -163,7 +169,17 @@ def run_case(
         stream_mb_s=round(stream, 1),
         memory_mb_s=round(covered, 1),
         ratio_to_tcp=0.0,  # set once raw TCP is measured after the cases too
+        source_extra_mib=extra["source"],
+        destination_extra_mib=extra["destination"],
+        extra_share=round(max(measured) / (memory >> 20), 5) if measured else None,
     )
+
+
+def _extra_mib(reports: list[dict[str, Any]], side: str) -> float | None:
+    """The largest peak memory beyond the guest's that side reported over the runs."""
+    kib = [m["extra_peak_kib"] for r in reports
+           if (m := (r.get("engine_memory") or {}).get(side))]  # fmt: skip
+    return round(max(kib) / 1024, 1) if kib else None
 
 
 def table(tcp: float, tcp_runs: list[float], rows: list[BenchRow]) -> str:
@@ -172,19 +188,28 @@ def table(tcp: float, tcp_runs: list[float], rows: list[BenchRow]) -> str:
         f"raw TCP (iperf3, 1 stream, loopback): median {tcp:.0f} MB/s of {len(tcp_runs)} runs "
         f"({spread})",
         f"{'case':16s} {'ok':3s} {'runs':>4s} {'rounds':>6s} {'total ms':>9s} {'downtime':>9s} "
-        f"{'probe':>8s} {'MiB sent':>9s} {'wire MB/s':>9s} {'mem MB/s':>9s} {'/ TCP':>6s}",
+        f"{'probe':>8s} {'MiB sent':>9s} {'wire MB/s':>9s} {'mem MB/s':>9s} {'/ TCP':>6s} "
+        f"{'src+MiB':>7s} {'dst+MiB':>7s} {'+%':>5s}",
     ]
     for r in rows:
         lines.append(
             f"{r.case:16s} {'yes' if r.verified else 'NO':3s} {r.runs:4d} {r.rounds:6d} "
             f"{r.total_ms:9.1f} {_ms(r.downtime_ms):>9s} {_ms(r.probe_downtime_ms):>8s} "
-            f"{r.mib_sent:9.1f} {r.stream_mb_s:9.0f} {r.memory_mb_s:9.0f} {r.ratio_to_tcp:6.2f}"
+            f"{r.mib_sent:9.1f} {r.stream_mb_s:9.0f} {r.memory_mb_s:9.0f} {r.ratio_to_tcp:6.2f} "
+            f"{_opt(r.source_extra_mib, '.1f'):>7s} {_opt(r.destination_extra_mib, '.1f'):>7s} "
+            f"{_opt(None if r.extra_share is None else 100 * r.extra_share, '.2f'):>5s}"
         )
+    lines.append("src+MiB, dst+MiB: peak resident memory beyond the guest's (VmHWM less the "
+                 "guest mappings' Rss); +%: the larger over the guest's size")  # fmt: skip
     return "\n".join(lines)
 
 
+def _opt(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
 def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
+    return _opt(value, ".1f")
 
 
 def run_bench(

@@ -136,6 +136,11 @@ class HostDriver(Resolvable, Protocol):
 
     def destination_report(self) -> dict[str, Any] | None: ...
 
+    def engine_memory(self) -> dict[str, Any] | None:
+        """After a completed migration: each side's resident memory beyond the guest's,
+        as the hosts measured it ({"source": {...}, "destination": {...}}), or None."""
+        ...
+
     def finish(self, where: str, keep_running: bool) -> None:
         """Stop what the flow started (keep the guest at `where` if keep_running)."""
         ...
@@ -210,6 +215,7 @@ class Report:
     switchover_hook: dict[str, Any] | None = None  # harness.switchover.HookRun
     destination: dict[str, Any] | None = None
     verification: dict[str, Any] = field(default_factory=dict)
+    engine_memory: dict[str, Any] | None = None  # per side, beyond guest memory
     controller_exit: int | None = None
     controller_messages: list[str] = field(default_factory=list)  # its lines for people
     destination_exit: int | None = None
@@ -463,6 +469,8 @@ def run_migration(
             report.destination = driver.destination_report()
         if report.guest_runs_on in ("source", "destination"):
             report.verification = driver.verify(report.guest_runs_on)
+            if report.status == "completed":
+                report.engine_memory = driver.engine_memory()
         else:
             report.verification = {
                 "ok": False, "where": "undecided", "pages_checked": 0,

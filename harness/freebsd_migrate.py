@@ -504,6 +504,9 @@ class FreeBSDDriver:
     def destination_report(self) -> dict[str, Any] | None:
         return None  # bhyve -R writes no report file; its log is in destination_output
 
+    def engine_memory(self) -> dict[str, Any] | None:
+        return None  # bhyve does not measure it
+
     def finish(self, where: str, keep_running: bool) -> None:
         pass  # a FreeBSD guest keeps running where it is; nothing else was started
 

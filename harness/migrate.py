@@ -109,6 +109,25 @@ def last_json(text: str, what: str) -> dict[str, Any]:
     raise HarnessError(f"{what}: printed no JSON result; output:\n{text[-2000:]}")
 
 
+def engine_memory_line(output: str) -> dict[str, Any] | None:
+    """tbvm's ENGINE_MEMORY line (printed when its side of a migration ends): peak and
+    resident memory and the guest's resident part, in KiB, with extra_peak_kib (the peak
+    beyond guest memory; the kernel updates VmHWM lazily, so the resident figure can be
+    the larger) and extra_share (that over the guest's size); None without."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("ENGINE_MEMORY "):
+            try:
+                mem = json.loads(line.split(" ", 1)[1])
+                extra = max(0, max(mem["peak_kib"], mem["resident_kib"]) - mem["guest_kib"])
+                size = mem["guest_size_kib"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise HarnessError(f"tbvm: unreadable ENGINE_MEMORY line: {line!r}") from exc
+            mem["extra_peak_kib"] = extra
+            mem["extra_share"] = round(extra / size, 5) if size else None
+            return mem
+    return None
+
+
 def guest_args(guest: Guest) -> list[str]:
     """tbvm options describing the guest: both ends must be configured alike."""
     tb = guest.testbed or TestbedGuest()
@@ -414,6 +433,10 @@ class TestbedDriver:
             gone = "source" if where == "destination" else "destination"
             result.setdefault("errors", []).append(f"the guest still runs on the {gone}")
         return result
+
+    def engine_memory(self) -> dict[str, Any] | None:
+        procs = {"source": self.source.process, "destination": self.receiver}
+        return {side: engine_memory_line(p.output() if p else "") for side, p in procs.items()}
 
     def destination_report(self) -> dict[str, Any] | None:
         try:

@@ -6,16 +6,23 @@
 
 /*
  * Dirty tracking with userfaultfd write-protect in asynchronous mode
- * (Linux 6.7 and later).  Arming write-protects the whole range; the
- * first write to a page then lifts the protection in the kernel without
- * a message to us.  PAGEMAP_SCAN with PM_SCAN_WP_MATCHING reports the
- * pages whose protection was lifted and protects them again in the same
- * page-table walk, so no write between the read and the clear is lost.
+ * (Linux 6.7 and later).  Arming write-protects every page that holds
+ * data; the first write to a page then lifts the protection in the
+ * kernel without a message to us.  PAGEMAP_SCAN with PM_SCAN_WP_MATCHING
+ * reports the pages whose protection was lifted and protects them again
+ * in the same page-table walk, so no write between the read and the
+ * clear is lost.
  *
- * Which pages hold data is taken when tracking is armed, for the engine
- * to skip the rest in round 1 unread.  It cannot be asked later: arming
- * puts a write-protect marker into every empty page table entry, and
- * PAGEMAP_SCAN reports a marker as swapped.
+ * Empty page table entries are left empty, without a write-protect
+ * marker: a page first populated after arming maps unprotected and so
+ * reads as written, and a large guest that touched little costs little
+ * to arm, scan and disarm (no marker or page table for what it never
+ * touched).  A page only read after arming (the shared zero page) reads
+ * as written too: sent once more as a zero page, never missed.
+ *
+ * Which pages hold data is taken by the walk that arms, for the engine
+ * to skip the rest in round 1 unread; a page populated since is in the
+ * dirty log.
  */
 
 #include <sys/ioctl.h>
@@ -118,15 +125,15 @@ bit_isset(const uint64_t *map, uint64_t i)
 	return ((map[i >> 6] >> (i & 63)) & 1);
 }
 
+/* Lift the write protection of the whole range. */
 static int
-writeprotect(struct tb_dirty *d, uint64_t mode)
+unprotect(struct tb_dirty *d)
 {
 	struct uffdio_writeprotect wp;
 
 	memset(&wp, 0, sizeof(wp));
 	wp.range.start = (uintptr_t)d->base;
 	wp.range.len = d->npages << TB_PAGE_SHIFT;
-	wp.mode = mode;
 	if (ioctl(d->uffd, UFFDIO_WRITEPROTECT, &wp) != 0)
 		return (errno);
 	return (0);
@@ -236,11 +243,12 @@ fail_mem:
 
 /*
  * Run the PAGEMAP_SCAN described by arg over [first, first + npages),
- * setting the bits of the pages it reports.  Called with mtx held.
+ * setting the bits of the pages it reports but for regions in any of
+ * the categories skip.  Called with mtx held.
  */
 static int
 scan_regions(struct tb_dirty *d, struct pm_scan_arg *arg, uint64_t first,
-    uint64_t npages, uint64_t *bitmap)
+    uint64_t npages, uint64_t skip, uint64_t *bitmap)
 {
 	uint64_t end, i, s, e;
 	long n;
@@ -266,7 +274,8 @@ scan_regions(struct tb_dirty *d, struct pm_scan_arg *arg, uint64_t first,
 			    TB_PAGE_SHIFT;
 			if (s < first || e > first + npages || s > e)
 				return (EIO);
-			bits_set(bitmap, s - first, e - first);
+			if ((d->vec[i].categories & skip) == 0)
+				bits_set(bitmap, s - first, e - first);
 		}
 		if (arg->walk_end <= arg->start)
 			return (EIO);
@@ -290,12 +299,13 @@ scan_populated(struct tb_dirty *d, uint64_t first, uint64_t npages,
 	arg.category_mask = PAGE_IS_PFNZERO;
 	arg.category_anyof_mask = anyof;
 	arg.return_mask = anyof;
-	return (scan_regions(d, &arg, first, npages, bitmap));
+	return (scan_regions(d, &arg, first, npages, 0, bitmap));
 }
 
 int
 tb_dirty_arm(struct tb_dirty *d)
 {
+	struct pm_scan_arg arg;
 	size_t words;
 	int error;
 
@@ -303,16 +313,16 @@ tb_dirty_arm(struct tb_dirty *d)
 	pthread_mutex_lock(&d->mtx);
 	memset(d->populated, 0, words * sizeof(uint64_t));
 	/*
-	 * Before arming: resident or swapped.  After: resident, for a page
-	 * first written in between (markers are never resident).
+	 * One walk protects what is resident or swapped and notes it, the
+	 * shared zero page protected but not noted: it holds no data.
 	 */
-	error = scan_populated(d, 0, d->npages, PAGE_IS_PRESENT |
-	    PAGE_IS_SWAPPED, d->populated);
-	if (error == 0)
-		error = writeprotect(d, UFFDIO_WRITEPROTECT_MODE_WP);
-	if (error == 0)
-		error = scan_populated(d, 0, d->npages, PAGE_IS_PRESENT,
-		    d->populated);
+	memset(&arg, 0, sizeof(arg));
+	arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+	arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+	arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED |
+	    PAGE_IS_PFNZERO;
+	error = scan_regions(d, &arg, 0, d->npages, PAGE_IS_PFNZERO,
+	    d->populated);
 	d->armed = error == 0;
 	pthread_mutex_unlock(&d->mtx);
 	return (error);
@@ -355,7 +365,7 @@ tb_dirty_disarm(struct tb_dirty *d)
 	pthread_mutex_lock(&d->mtx);
 	d->armed = false;
 	pthread_mutex_unlock(&d->mtx);
-	return (writeprotect(d, 0));
+	return (unprotect(d));
 }
 
 int
@@ -374,9 +384,14 @@ tb_dirty_collect(struct tb_dirty *d, uint64_t first, uint64_t npages,
 	pthread_mutex_lock(&d->mtx);
 	memset(&arg, 0, sizeof(arg));
 	arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+	/*
+	 * An empty entry reads as written too (the kernel expects a marker
+	 * there): written means resident or swapped and unprotected.
+	 */
 	arg.category_mask = PAGE_IS_WRITTEN;
+	arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
 	arg.return_mask = PAGE_IS_WRITTEN;
-	error = scan_regions(d, &arg, first, npages, bitmap);
+	error = scan_regions(d, &arg, first, npages, 0, bitmap);
 	pthread_mutex_unlock(&d->mtx);
 	return (error);
 }
@@ -470,8 +485,12 @@ tb_dirty_selftest(char *msg, size_t msglen)
 		snprintf(msg, msglen, "probe mapping: %s", strerror(error));
 		return (error);
 	}
-	/* Populate one page so that both pte kinds are exercised. */
+	/*
+	 * Populate one page so that both pte kinds are exercised; page 7
+	 * maps the shared zero page: read, but holds no data.
+	 */
 	mem[2 << TB_PAGE_SHIFT] = 1;
+	(void)((volatile uint8_t *)mem)[7 << TB_PAGE_SHIFT];
 	error = tb_dirty_open(&d, mem, len, msg, msglen);
 	if (error != 0)
 		goto out_unmap;
@@ -485,8 +504,6 @@ tb_dirty_selftest(char *msg, size_t msglen)
 	    msg, msglen);
 	if (error != 0)
 		goto out;
-	/* Page 7 maps the shared zero page: read, but holds no data. */
-	(void)((volatile uint8_t *)mem)[7 << TB_PAGE_SHIFT];
 	error = selftest_populated(d, npages, 2, msg, msglen);
 	if (error != 0)
 		goto out;
@@ -501,6 +518,12 @@ tb_dirty_selftest(char *msg, size_t msglen)
 		goto out;
 	/* Page 5 was written after arming: the dirty log has it, not this. */
 	error = selftest_populated(d, npages, 2, msg, msglen);
+	if (error != 0)
+		goto out;
+	/* A page that held data when armed was protected too. */
+	((volatile uint8_t *)mem)[2 << TB_PAGE_SHIFT] = 2;
+	error = selftest_expect(d, npages, 2, "after one write to page 2",
+	    msg, msglen);
 	if (error != 0)
 		goto out;
 	error = tb_dirty_disarm(d);

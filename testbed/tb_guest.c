@@ -493,6 +493,16 @@ tb_guest_dirty(const struct tb_guest *g)
 	return (g->dirty);
 }
 
+void
+tb_guest_mappings(const struct tb_guest *g, const uint8_t **mem,
+    const uint8_t **alias, uint64_t *len)
+{
+
+	*mem = g->mem;
+	*alias = g->alias;
+	*len = g->cfg.memory;
+}
+
 struct tb_dma *
 tb_guest_dma(const struct tb_guest *g)
 {

@@ -97,6 +97,9 @@ uint32_t tb_guest_nsegs(const struct tb_guest *);
 void	tb_guest_seg(const struct tb_guest *, uint32_t, uint64_t *gpa,
 	    uint64_t *len, uint8_t **host);
 struct tb_dirty *tb_guest_dirty(const struct tb_guest *);
+/* The guest's memory mapping and tb-dma's (NULL without), len bytes each. */
+void	tb_guest_mappings(const struct tb_guest *, const uint8_t **mem,
+	    const uint8_t **alias, uint64_t *len);
 /* The tb-dma device, or NULL when the guest has none. */
 struct tb_dma *tb_guest_dma(const struct tb_guest *);
 /* The tb-disk device, or NULL when the guest has none. */

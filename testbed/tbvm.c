@@ -48,6 +48,7 @@
 #include "tb_ctlmsg.h"
 #include "tb_dirty.h"
 #include "tb_guest.h"
+#include "tb_memstat.h"
 #include "tb_net.h"
 #include "tb_parse.h"
 #include "tb_probe.h"
@@ -475,6 +476,7 @@ static void
 seam_migrated(void *arg __unused)
 {
 
+	tb_memstat_print(vm.guest);
 	printf("MIGRATED\n");
 	fflush(stdout);
 	request_exit(0);
@@ -499,7 +501,7 @@ static void
 cmd_migrate(int fd, struct tb_ctlmsg *m, bool check)
 {
 	char msg[MIG_ERRMSG_MAX];
-	int events, sock;
+	int error, events, sock;
 
 	if (m->nfds != 2) {
 		reply_error(fd, true, "migrate needs two descriptors: the "
@@ -512,6 +514,9 @@ cmd_migrate(int fd, struct tb_ctlmsg *m, bool check)
 	}
 	sock = tb_ctl_takefd(m, 0);
 	events = tb_ctl_takefd(m, 1);
+	/* The engine's peak memory is this migration's. */
+	if (!check && (error = tb_memstat_reset()) != 0)
+		fprintf(stderr, "tbvm: engine memory: %s\n", strerror(error));
 	/* Refusals travel as a result on the event channel. */
 	reply(fd, "{\"ok\":true}");
 	(void)mig_source_migrate(m->body, m->bodylen, sock, events, check,
@@ -931,6 +936,9 @@ receive(const struct opts *o)
 	}
 	__atomic_store_n(&vm.guest, g, __ATOMIC_RELEASE);
 	tb_backend_init(&vm.be, vm.guest, NULL, NULL);
+	/* The receiving's peak memory: the guest's is all set up by now. */
+	if ((error = tb_memstat_reset()) != 0)
+		fprintf(stderr, "tbvm: engine memory: %s\n", strerror(error));
 	if (mig_dest_listen(&d, o->listen, host, sizeof(host), port,
 	    sizeof(port), msg, sizeof(msg)) != 0) {
 		fprintf(stderr, "tbvm: --listen %s: %s\n", o->listen, msg);
@@ -963,6 +971,7 @@ receive(const struct opts *o)
 	mig_conn_free(conn);
 	write_report(o->report, MIG_OUT_OK, NULL, &st);
 	mig_stats_free(&st);
+	tb_memstat_print(vm.guest);
 	printf("RUNNING pid=%ld\n", (long)getpid());
 	fflush(stdout);
 	return (wait_exit());

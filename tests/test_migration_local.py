@@ -64,6 +64,21 @@ def assert_verified(report: dict, memory: int = MEMORY) -> None:
     assert ver["pages_checked"] == memory // 4096
 
 
+def test_engine_memory_is_measured_beyond_the_guest(endpoints) -> None:
+    # A filled guest is resident on both sides: its mappings' Rss is the guest's size,
+    # and what is left of each side's peak is the engine's (buffers, bitmaps, threads).
+    report = migrate(endpoints, make_guest("idle", "pattern", vcpus=1))
+    assert_verified(report)
+    for side in ("source", "destination"):
+        mem = report["engine_memory"][side]
+        assert mem is not None, side
+        assert mem["guest_size_kib"] == MEMORY >> 10
+        assert mem["guest_kib"] >= 0.99 * (MEMORY >> 10), (side, mem)
+        assert mem["resident_kib"] >= mem["guest_kib"], (side, mem)
+        peak = max(mem["peak_kib"], mem["resident_kib"])
+        assert 0 < mem["extra_peak_kib"] == peak - mem["guest_kib"], (side, mem)
+
+
 @pytest.mark.parametrize(
     ("workload", "fill"), [("idle", "zero"), ("hotset:64M", "pattern"), ("full", "pattern")]
 )

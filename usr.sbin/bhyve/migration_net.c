@@ -30,7 +30,8 @@
 #define	MIG_KEEPIDLE_S	5
 #define	MIG_KEEPINTVL_S	2
 #define	MIG_KEEPCNT	3
-#define	MIG_IOV_BATCH	64
+/* iovecs per call: a whole PAGES frame (MIG_MAX_PARTS and more) in one. */
+#define	MIG_IOV_BATCH	IOV_MAX
 #define	MIG_RATE_SLACK_US	50000
 #define	MIG_PACE_MIN		4096	/* bytes per paced write, at least */
 
@@ -107,9 +108,11 @@ mig_socket_setup(int fd, uint32_t io_timeout_ms)
 	    MIG_KEEPCNT)) != 0 ||
 	    (error = set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1)) != 0)
 		return (error);
-	/* Room for a few full frames in flight; a smaller cap is fine. */
-	(void)set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 4 << 20);
-	(void)set_int_opt(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20);
+	/*
+	 * Buffer sizes are left to the kernel: setting SO_SNDBUF or
+	 * SO_RCVBUF turns their auto-tuning off (Linux and FreeBSD), and
+	 * a fixed 4 MiB measured slower than auto-tuning on loopback.
+	 */
 	return (0);
 }
 
