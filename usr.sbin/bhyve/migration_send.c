@@ -27,7 +27,6 @@
 #include "migration_policy.h"
 #include "migration_wire.h"
 
-#define	BITS_PER_WORD	64
 #define	MIG_SETUP_TIMEOUT_MS	120000	/* destination's memory set-up */
 /* Live rounds ask the dirty log again before each such share. */
 #define	MIG_RECHECK_WORDS	64	/* 4096 pages, 16 MiB */
@@ -56,24 +55,6 @@ struct sender {
 	bool		throttled;
 	bool		fault_done;
 };
-
-static size_t
-bitmap_words(uint64_t nbits)
-{
-	return ((nbits + BITS_PER_WORD - 1) / BITS_PER_WORD);
-}
-
-static uint64_t
-popcount_words(const uint64_t *w, size_t n)
-{
-	uint64_t c;
-	size_t i;
-
-	c = 0;
-	for (i = 0; i < n; i++)
-		c += (uint64_t)__builtin_popcountll(w[i]);
-	return (c);
-}
 
 static void
 progress(struct sender *s, uint32_t round, uint64_t remaining,
