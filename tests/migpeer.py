@@ -28,7 +28,7 @@ ROLE_SOURCE, ROLE_DEST = 0, 1
 DIR_S2D, DIR_D2S = 0x53324400, 0x44325300
 
 (HELLO, AUTH, ERROR, VMINFO, ACCEPT, ROUND_BEGIN, PAGES, ROUND_END, STATE, READY, GO,
- RUNNING) = range(1, 13)  # fmt: skip
+ RUNNING, ZERO_RANGES, DISK_BLOCKS, DISK_ZERO) = range(1, 16)  # fmt: skip
 
 
 def hello_payload(role: int, vmin: int = 1, vmax: int = 1, caps: int = CAP_AEAD | CAP_ZERO,
