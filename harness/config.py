@@ -20,6 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from harness.errors import ConfigError
+from harness.switchover import HOOK_TIMEOUT_MAX_S
 from harness.units import parse_size
 
 HOST_KINDS = ("freebsd", "testbed")
@@ -176,6 +177,10 @@ class MigrationPolicy:
     encrypt: bool = False
     auto_throttle: bool = True
     timeout: float = 600.0
+    # A command the harness runs while the guest is paused before the switchover
+    # (harness.switchover), and how long it may take before the migration rolls back.
+    switchover_hook: str | None = None
+    switchover_timeout: float = 60.0
     disks: bool = False  # move the guest's disks too (no shared storage)
 
 
@@ -390,7 +395,8 @@ _TESTBED_GUEST_KEYS = (
 _DMA_UNLOGGED = ("running", "drain")
 _MIGRATION_KEYS = (
     "source", "destination", "guest", "port", "downtime_limit_ms", "max_rounds",
-    "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout", "disks",
+    "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout", "switchover_hook",
+    "switchover_timeout", "disks",
 )  # fmt: skip
 _FILLS = ("pattern", "zero")
 
@@ -661,6 +667,10 @@ def _parse_migration(
             setattr(policy, key, r.boolean(value, name))
         elif key == "timeout":
             policy.timeout = r.number(value, name)
+        elif key == "switchover_hook":
+            policy.switchover_hook = None if _is_null(value) else r.string(value, name)
+        elif key == "switchover_timeout":
+            policy.switchover_timeout = _hook_timeout(r, value, name)
     if policy.source and policy.source == policy.destination:
         raise r.error(
             keys["destination"][1], "migration.destination must differ from migration.source"
@@ -680,6 +690,15 @@ def _parse_migration(
             f"({policy.max_rounds})",
         )
     return policy
+
+
+def _hook_timeout(r: _Reader, node: yaml.Node, name: str) -> float:
+    """Seconds the switchover hook may run: positive, and within the engine's wait."""
+    value = r.number(node, name)
+    if not 0 < value <= HOOK_TIMEOUT_MAX_S:
+        raise r.error(node, f"{name}: give seconds, more than 0 and at most "
+                            f"{HOOK_TIMEOUT_MAX_S:g}, not {value:g}")  # fmt: skip
+    return value
 
 
 def _check_guest_kinds(

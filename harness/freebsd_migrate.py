@@ -377,6 +377,20 @@ class FreeBSDDriver:
     def cancel(self) -> None:
         self.src.run(freebsd.bhyvectl_operator_argv(self.vm, "cancel"), timeout=30)
 
+    def switchover_continue(self) -> None:
+        self.src.run(freebsd.bhyvectl_operator_argv(self.vm, "continue"), timeout=30)
+
+    def hook_environment(self) -> dict[str, str]:
+        disk = self.guest.freebsd.disk if self.guest.freebsd else None
+        return {
+            "BMIG_KIND": self.kind, "BMIG_GUEST": self.vm,
+            "BMIG_SOURCE": self.source.name, "BMIG_DESTINATION": self.destination.name,
+            "BMIG_SOURCE_ADDRESS": self.source.address,
+            "BMIG_DESTINATION_ADDRESS": self.destination.address,
+            "BMIG_SOURCE_USER": self.source.user, "BMIG_DESTINATION_USER": self.destination.user,
+            "BMIG_GUEST_DISK": disk or "",
+        }  # fmt: skip
+
     def _destination_runs(self) -> bool | None:
         """The destination bhyve's answer to "does the guest run here?"; None if none."""
         result = self.dst.run(freebsd.bhyvectl_operator_argv(self.vm, "status"), timeout=30,

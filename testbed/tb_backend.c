@@ -18,6 +18,7 @@
 #include "migration.h"
 #include "migration_backend.h"
 #include "migration_devlog.h"
+#include "migration_storage.h"
 
 #include "tb_backend.h"
 #include "tb_dirty.h"
@@ -154,21 +155,6 @@ tb_populated_op(void *arg, uint32_t seg, uint64_t first, uint64_t npages,
 		    "reading populated pages (PAGEMAP_SCAN): %s",
 		    strerror(error));
 	return (error);
-}
-
-static int
-tb_dirty_putback_op(void *arg, uint32_t seg, uint64_t first,
-    uint64_t npages, const uint64_t *bitmap)
-{
-	struct tb_backend *tb = arg;
-	uint64_t idx;
-	int error;
-
-	error = chunk_pages(tb, seg, first, npages, &idx);
-	if (error != 0)
-		return (error);
-	return (tb_dirty_putback(tb_guest_dirty(tb->guest), idx, npages,
-	    bitmap));
 }
 
 static int
@@ -415,16 +401,25 @@ tb_progress(void *arg, const struct mig_progress *p)
 		tb->progress(tb->progress_arg, p);
 }
 
+/* As bhyve -R: the disk image again, as the source left it. */
+static int
+tb_before_ready(void *arg)
+{
+	struct tb_backend *b = arg;
+
+	return (mig_storage_reopen(b->mb.errmsg, sizeof(b->mb.errmsg)));
+}
+
 static const struct mig_backend_ops tb_ops = {
 	.vminfo = tb_vminfo,
 	.dirty_start = tb_dirty_start,
 	.dirty_collect = tb_dirty_collect_op,
-	.dirty_putback = tb_dirty_putback_op,
 	.dirty_stop = tb_dirty_stop,
 	.populated = tb_populated_op,
 	.devlog_collect = tb_devlog_collect_op,
 	.pause = tb_pause,
 	.resume = tb_resume,
+	.before_ready = tb_before_ready,
 	.throttle = tb_throttle,
 	.state_save = tb_state_save_op,
 	.state_restore = tb_state_restore_op,

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migration_storage.h"
 #include "migration_wire.h"
 #include "tb_devthread.h"
 #include "tb_disk.h"
@@ -156,6 +157,12 @@ tb_disk_create(struct tb_disk **dp, const struct tb_disk_config *cfg,
 		tb_disk_destroy(d);
 		return (error);
 	}
+	if ((error = mig_storage_add(d->fd, cfg->image, O_RDWR)) != 0) {
+		snprintf(msg, msglen, "disk image %s: %s", cfg->image,
+		    strerror(error));
+		tb_disk_destroy(d);
+		return (error);
+	}
 	if (fresh && cfg->prefill && (error = prefill(d)) != 0) {
 		snprintf(msg, msglen, "disk image %s: writing it: %s",
 		    cfg->image, strerror(error));
@@ -180,8 +187,10 @@ tb_disk_destroy(struct tb_disk *d)
 	if (d == NULL)
 		return;
 	tb_devthread_stop(&d->thread);
-	if (d->fd >= 0)
+	if (d->fd >= 0) {
+		mig_storage_remove(d->fd);
 		close(d->fd);
+	}
 	free(d->written);
 	free(d);
 }

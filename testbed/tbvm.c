@@ -518,7 +518,10 @@ cmd_migrate(int fd, struct tb_ctlmsg *m, bool check)
 	    msg, sizeof(msg));
 }
 
-/* cancel, resume, migrate-status: the answer on the reply channel. */
+/*
+ * cancel, continue, resume, migrate-status: the answer on the reply
+ * channel.
+ */
 static void
 cmd_operator(int fd, struct tb_ctlmsg *m)
 {
@@ -542,6 +545,8 @@ cmd_operator(int fd, struct tb_ctlmsg *m)
 	}
 	if (strcmp(m->cmd, "migrate_cancel") == 0)
 		error = mig_source_cancel(msg, sizeof(msg));
+	else if (strcmp(m->cmd, "migrate_continue") == 0)
+		error = mig_source_continue(msg, sizeof(msg));
 	else
 		error = mig_source_resume(msg, sizeof(msg));
 	reply_answer(rfd, error == 0, msg);
@@ -680,6 +685,7 @@ serve_main(void *arg)
 	else if (strcmp(m->cmd, "migrate_check") == 0)
 		cmd_migrate(fd, m, true);
 	else if (strcmp(m->cmd, "migrate_cancel") == 0 ||
+	    strcmp(m->cmd, "migrate_continue") == 0 ||
 	    strcmp(m->cmd, "migrate_resume") == 0 ||
 	    strcmp(m->cmd, "migrate_status") == 0)
 		cmd_operator(fd, m);
@@ -697,8 +703,9 @@ serve_main(void *arg)
 		request_exit(0);
 	} else {
 		snprintf(msg, sizeof(msg), "unknown command '%.64s' (migrate, "
-		    "migrate_check, migrate_cancel, migrate_resume, "
-		    "migrate_status, checkpoint, verify, status or stop)",
+		    "migrate_check, migrate_cancel, migrate_continue, "
+		    "migrate_resume, migrate_status, checkpoint, verify, "
+		    "status or stop)",
 		    m->cmd);
 		reply_error(fd, true, msg);
 	}

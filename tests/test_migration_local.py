@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -190,10 +191,18 @@ def test_destination_killed_mid_round_then_retry(endpoints) -> None:
         assert status["state"] == "running" and status["iterations"] > before
         assert src.verify()["ok"]
 
-        # A retry after the rollback is complete and exact.
+        # A retry after the rollback is complete and exact.  It goes to a new
+        # destination that holds nothing, so its round 1 covers all memory again: no
+        # dirty log survives the failed attempt (the series has no put-back ioctl).
         receiver2, port2 = _receiver(dst_ep, guest, dst_key, tag + "b")
         res = _tbctl_migrate(src, port2, key)
         assert res.returncode == 0, res.stdout + res.stderr
+        log = EventLog("tbctl migrate")
+        log.feed_text(res.stdout)
+        first = log.rounds[0]
+        assert first.index == 1 and first.dirty_pages == MEMORY // 4096
+        assert (first.pages_sent + first.zero_pages + first.rewritten_pages
+                == MEMORY // 4096)  # fmt: skip
         receiver2.wait_line("RUNNING", 30)
         time.sleep(0.3)
         ctl = f"{dst_ep.runner.workdir}/{tag}b-in.ctl"
@@ -216,20 +225,28 @@ def _local_vms() -> set[str]:
 def test_ctrl_c_cancels_and_the_guest_stays_on_the_source() -> None:
     import signal
     import subprocess
+    import tempfile
 
     before = _local_vms()
+    # Its own TMPDIR: the migration has started once its key files are there.
+    tmp = Path(tempfile.mkdtemp(prefix="bmc-"))
     proc = subprocess.Popen(
         ["invoke", "migrate", "--local", "--memory", "256M", "--bandwidth", "20M"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "TMPDIR": str(tmp)},
     )  # fmt: skip
-    time.sleep(4.0)  # past start-up, inside round 1 (13 s at 20 MB/s)
+    deadline = time.monotonic() + 120
+    while not list(tmp.rglob("migration-*.key")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # inside round 1 (13 s at 20 MB/s)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0, out
     assert "cancelled: the guest kept running on local-source (memory check ok)" in out, out
     time.sleep(0.5)
     assert _local_vms() <= before  # the harness stops what it started
+    assert not list(tmp.rglob("*.key")), out
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_invoke_migrate_check_is_a_dry_run() -> None:

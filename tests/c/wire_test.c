@@ -179,6 +179,7 @@ test_small_messages(void)
 	struct mig_round_end re, reo;
 	struct mig_state_hdr sh, sho;
 	struct mig_ready rd, rdo;
+	struct mig_hold hd, hdo;
 	struct mig_errmsg em, emo;
 	uint8_t buf[512];
 	char why[MIG_ERRMSG_MAX];
@@ -210,6 +211,21 @@ test_small_messages(void)
 	n = mig_ready_encode(buf, sizeof(buf), &rd);
 	check(n == MIG_READY_LEN && mig_ready_decode(buf, n, &rdo, why,
 	    sizeof(why)) == 0 && rdo.nsections == 7, "READY round trip", NULL);
+
+	hd.hold_ms = 65000;
+	n = mig_hold_encode(buf, sizeof(buf), &hd);
+	check(n == MIG_HOLD_LEN && mig_hold_decode(buf, n, &hdo, why,
+	    sizeof(why)) == 0 && hdo.hold_ms == 65000, "HOLD round trip", NULL);
+	check(mig_hold_decode(buf, n - 1, &hdo, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "truncated") != NULL, "truncated HOLD refused", why);
+	hd.hold_ms = 0;
+	(void)mig_hold_encode(buf, sizeof(buf), &hd);
+	check(mig_hold_decode(buf, n, &hdo, why, sizeof(why)) == EPROTO,
+	    "HOLD of no time refused", why);
+	hd.hold_ms = MIG_MAX_HOLD_MS + 1;
+	(void)mig_hold_encode(buf, sizeof(buf), &hd);
+	check(mig_hold_decode(buf, n, &hdo, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "not 1 to") != NULL, "HOLD past an hour refused", why);
 
 	sh.section = 2;
 	sh.total = 100;

@@ -28,6 +28,7 @@ struct mig_conn;
 #define	MIG_ERRMSG_MAX		256
 #define	MIG_MAX_ROUNDS_LIMIT	1000	/* upper bound of max_rounds */
 #define	MIG_DEFAULT_PORT	24981
+#define	MIG_MAX_HOLD_MS		3600000u /* longest switchover hook wait */
 
 /* Where a migration was when it stopped; also reported in progress. */
 enum mig_phase {
@@ -85,6 +86,11 @@ struct mig_params {
 	bool		auto_throttle;		/* slow vCPUs to converge */
 	uint32_t	io_timeout_ms;		/* per socket operation */
 	uint64_t	max_pause_ms;		/* 0: see pause_bound_ms() */
+	/*
+	 * The switchover hook: once paused, wait this long at most for
+	 * the controller's go-ahead (hook), else roll back; 0: no hook.
+	 */
+	uint64_t	switchover_wait_ms;
 	enum mig_fault	fault;
 	bool		migrate_disks;		/* no shared storage */
 	/*
@@ -93,6 +99,7 @@ struct mig_params {
 	 */
 	bool		check_only;
 	struct mig_cancel *cancel;
+	struct mig_hook	*hook;
 };
 
 /*
@@ -107,6 +114,18 @@ void	mig_cancel_init(struct mig_cancel *);
 bool	mig_cancel_request(struct mig_cancel *);
 bool	mig_cancel_commit(struct mig_cancel *);
 bool	mig_cancelled(const struct mig_cancel *);
+
+/*
+ * The switchover hook's go-ahead (migration_switchover.c): the engine
+ * waits at it with the guest paused, the controller releases it.
+ * mig_hook_release() is true only while the engine waits there.
+ */
+struct mig_hook {
+	int		state;		/* __atomic: idle, waiting, released */
+};
+
+void	mig_hook_init(struct mig_hook *);
+bool	mig_hook_release(struct mig_hook *);
 
 /* Fill in the defaults (live, 300 ms downtime, 30 rounds, 10 s timeouts). */
 void	mig_params_init(struct mig_params *);
@@ -148,6 +167,10 @@ struct mig_stats {
 	struct mig_round_stats *rounds;	/* MIG_STATS_MAX_ROUNDS entries */
 	uint64_t	total_time_us;
 	uint64_t	downtime_us;	/* source pause to destination run */
+	/* Its parts: last memory, the hook's wait, state and switchover. */
+	uint64_t	downtime_memory_us;
+	uint64_t	downtime_hook_us;
+	uint64_t	downtime_state_us;
 	uint64_t	state_bytes;	/* vCPU + device state */
 	uint64_t	bytes_sent;	/* everything on the wire, both ways */
 	uint64_t	memory_bytes;	/* guest memory size */
@@ -186,6 +209,12 @@ struct mig_progress {
 	uint32_t	round;
 	uint64_t	remaining_pages;
 	const struct mig_round_stats *last_round; /* on a round's end */
+	/* Once: the pause outlasted the policy's final estimate. */
+	bool		estimate_missed;
+	uint64_t	est_downtime_us;
+	uint64_t	paused_us;
+	/* Nonzero: paused, waiting this long at most for the hook. */
+	uint64_t	hold_ms;
 };
 
 const char *mig_phase_name(enum mig_phase);

@@ -81,16 +81,13 @@ struct mig_backend_ops {
 	 * to guest memory marks its page.  dirty_collect() atomically
 	 * fetches and clears the marks of npages pages starting at page
 	 * first of segment seg into bitmap (bit i: page first + i), without
-	 * stopping the vCPUs.  dirty_putback() marks pages dirty again (a
-	 * failed migration returns what it had cleared); dirty_stop() ends
-	 * tracking but keeps marks not yet collected.  npages never
-	 * exceeds MIG_DIRTY_CHUNK_PAGES.
+	 * stopping the vCPUs.  dirty_stop() ends tracking: every attempt
+	 * starts it afresh and sends all memory first, so nothing outlives
+	 * one attempt.  npages never exceeds MIG_DIRTY_CHUNK_PAGES.
 	 */
 	int	(*dirty_start)(void *arg);
 	int	(*dirty_collect)(void *arg, uint32_t seg, uint64_t first,
 		    uint64_t npages, uint64_t *bitmap);
-	int	(*dirty_putback)(void *arg, uint32_t seg, uint64_t first,
-		    uint64_t npages, const uint64_t *bitmap);
 	void	(*dirty_stop)(void *arg);
 
 	/*
@@ -101,7 +98,6 @@ struct mig_backend_ops {
 	 * the engine calls it in every collection, the last one after
 	 * pause(), so pause() must return only once device emulation has
 	 * finished its writes to guest memory (in-flight I/O drained).
-	 * Bits it cleared go back through dirty_putback() on failure.
 	 */
 	int	(*devlog_collect)(void *arg, uint32_t seg, uint64_t first,
 		    uint64_t npages, uint64_t *bitmap);
@@ -117,9 +113,22 @@ struct mig_backend_ops {
 	int	(*populated)(void *arg, uint32_t seg, uint64_t first,
 		    uint64_t npages, uint64_t *bitmap);
 
-	/* Stop and restart vCPUs and device emulation together. */
+	/*
+	 * Stop and restart vCPUs and device emulation together.  pause()
+	 * returns with device I/O drained and every disk's writes flushed
+	 * to stable storage (what shared storage or a switchover hook
+	 * hands to the destination).
+	 */
 	int	(*pause)(void *arg);
 	int	(*resume)(void *arg);
+
+	/*
+	 * Optional, destination: all memory and state arrived, the source
+	 * is paused with its disks flushed; the last step before READY, so
+	 * a failure here still rolls back.  bhyve and the test bed reopen
+	 * the disk images (migration_storage.h).
+	 */
+	int	(*before_ready)(void *arg);
 
 	/* Run vCPUs for (100 - percent)% of the time; 0 lifts it. */
 	int	(*throttle)(void *arg, uint32_t percent);

@@ -56,6 +56,7 @@
 #include "migration_bdisk.h"
 #include "migration_bhyve.h"
 #include "migration_devlog.h"
+#include "migration_storage.h"
 #include "pci_emul.h"
 #include "snapshot.h"
 
@@ -558,26 +559,6 @@ mig_bhyve_populated(void *arg, uint32_t seg, uint64_t first,
 	return (0);
 }
 
-static int
-mig_bhyve_dirty_putback(void *arg, uint32_t seg, uint64_t first,
-    uint64_t npages, const uint64_t *bitmap)
-{
-	struct bhyve_mig *bm = arg;
-	vm_paddr_t gpa;
-	int error;
-
-	error = mig_bhyve_range(bm, seg, first, npages, &gpa);
-	if (error != 0)
-		return (error);
-	if (vm_dirty_set(bm->ctx, gpa, npages, bitmap) != 0) {
-		error = errno;
-		mig_bhyve_msg(bm, "cannot put back dirty pages at %#jx: %s",
-		    (uintmax_t)gpa, strerror(error));
-		return (error);
-	}
-	return (0);
-}
-
 static void
 mig_bhyve_dirty_stop(void *arg)
 {
@@ -608,9 +589,13 @@ mig_bhyve_pause(void *arg)
 	mig_bhyve_throttle_stop(bm);
 	vm_vcpu_pause(bm->ctx);
 	error = vm_pause_devices();
-	if (error != 0) {
+	if (error != 0)
 		mig_bhyve_msg(bm, "a device emulation could not be paused "
 		    "(error %d)", error);
+	/* blockif_pause() flushed too, but only warns when that fails. */
+	else
+		error = mig_storage_flush(bm->be.errmsg, sizeof(bm->be.errmsg));
+	if (error != 0) {
 		(void)vm_resume_devices();
 		vm_vcpu_resume(bm->ctx);
 		return (error);
@@ -636,6 +621,15 @@ mig_bhyve_resume(void *arg)
 		return (error);
 	}
 	return (0);
+}
+
+/* bhyve -R: reopen the disk images the source has flushed. */
+static int
+mig_bhyve_before_ready(void *arg)
+{
+	struct bhyve_mig *bm = arg;
+
+	return (mig_storage_reopen(bm->be.errmsg, sizeof(bm->be.errmsg)));
 }
 
 static void
@@ -872,11 +866,11 @@ static const struct mig_backend_ops mig_bhyve_ops = {
 	.dirty_start = mig_bhyve_dirty_start,
 	.dirty_collect = mig_bhyve_dirty_collect,
 	.populated = mig_bhyve_populated,
-	.dirty_putback = mig_bhyve_dirty_putback,
 	.dirty_stop = mig_bhyve_dirty_stop,
 	.devlog_collect = mig_bhyve_devlog_collect,
 	.pause = mig_bhyve_pause,
 	.resume = mig_bhyve_resume,
+	.before_ready = mig_bhyve_before_ready,
 	.throttle = mig_bhyve_throttle,
 	.state_save = mig_bhyve_state_save,
 	.state_restore = mig_bhyve_state_restore,

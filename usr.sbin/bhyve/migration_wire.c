@@ -233,6 +233,7 @@ static const char *const msg_names[MIG_MSG_TYPE_MAX] = {
 	[MIG_MSG_ZERO_RANGES] = "ZERO_RANGES",
 	[MIG_MSG_DISK_BLOCKS] = "DISK_BLOCKS",
 	[MIG_MSG_DISK_ZERO] = "DISK_ZERO",
+	[MIG_MSG_HOLD] = "HOLD",
 };
 
 const char *
@@ -702,6 +703,32 @@ mig_ready_decode(void *buf, size_t len, struct mig_ready *r, char *msg,
 	r->pages = mig_get64(&c);
 	r->nsections = mig_get32(&c);
 	return (cursor_done(&c, "READY", msg, msglen));
+}
+
+size_t
+mig_hold_encode(void *buf, size_t len, const struct mig_hold *h)
+{
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, buf, len);
+	mig_put32(&c, h->hold_ms);
+	return (cursor_result(&c));
+}
+
+int
+mig_hold_decode(void *buf, size_t len, struct mig_hold *h, char *msg,
+    size_t msglen)
+{
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, buf, len);
+	h->hold_ms = mig_get32(&c);
+	if (cursor_done(&c, "HOLD", msg, msglen) != 0)
+		return (EPROTO);
+	if (h->hold_ms == 0 || h->hold_ms > MIG_MAX_HOLD_MS)
+		return (reject(msg, msglen, EPROTO, "HOLD asks for %u ms, "
+		    "not 1 to %u", h->hold_ms, MIG_MAX_HOLD_MS));
+	return (0);
 }
 
 size_t

@@ -44,10 +44,11 @@
 #define	MIG_CAP_AEAD		0x00000001u	/* AES-256-GCM frames */
 #define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
 #define	MIG_CAP_ZERO_RANGES	0x00000004u	/* ZERO_RANGES frames */
+#define	MIG_CAP_HOLD		0x00000008u	/* HOLD frames */
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
 #define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
 #define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES | \
-				    MIG_CAP_ZERO_RANGES)
+				    MIG_CAP_ZERO_RANGES | MIG_CAP_HOLD)
 
 /* In a PAGES index entry: the page is all zero and carries no data. */
 #define	MIG_PAGE_ZERO		(1ull << 63)
@@ -68,6 +69,7 @@ enum mig_msg_type {
 	MIG_MSG_ZERO_RANGES,	/* source: runs of never-populated pages */
 	MIG_MSG_DISK_BLOCKS = 14, /* source: a batch of disk blocks */
 	MIG_MSG_DISK_ZERO = 15,	/* source: runs of zero disk blocks */
+	MIG_MSG_HOLD = 16,	/* source: paused, waiting for its hook */
 	MIG_MSG_TYPE_MAX
 };
 
@@ -118,6 +120,17 @@ struct mig_ready {
 	uint32_t	nsections;
 };
 #define	MIG_READY_LEN		12
+
+/*
+ * HOLD: u32 hold_ms.  Once, with MIG_CAP_HOLD, after the last live round
+ * and before the final ROUND_BEGIN: the source paused the guest and may
+ * wait this long for its switchover hook, so the destination allows the
+ * next frame that much longer than its I/O timeout.
+ */
+struct mig_hold {
+	uint32_t	hold_ms;
+};
+#define	MIG_HOLD_LEN		4
 
 struct mig_pages_hdr {
 	uint32_t	seg;
@@ -238,6 +251,9 @@ int	mig_state_hdr_decode(void *, size_t, struct mig_state_hdr *, char *,
 	    size_t);
 size_t	mig_ready_encode(void *, size_t, const struct mig_ready *);
 int	mig_ready_decode(void *, size_t, struct mig_ready *, char *, size_t);
+
+size_t	mig_hold_encode(void *, size_t, const struct mig_hold *);
+int	mig_hold_decode(void *, size_t, struct mig_hold *, char *, size_t);
 
 size_t	mig_pages_hdr_encode(void *, size_t, const struct mig_pages_hdr *);
 /* Checks the header against the payload length it arrived in. */
