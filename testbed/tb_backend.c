@@ -228,8 +228,9 @@ tb_dirty_stop(void *arg)
 
 /* The guest's disk, if blocks [first, first + n) of disk are in it. */
 static struct tb_disk *
-disk_range(struct tb_backend *tb, uint32_t disk, uint64_t first, uint64_t n)
+disk_range(void *arg, uint32_t disk, uint64_t first, uint64_t n)
 {
+	struct tb_backend *tb = arg;
 	struct tb_disk *d = tb_guest_disk(tb->guest);
 	uint64_t nblocks;
 
@@ -246,8 +247,9 @@ disk_range(struct tb_backend *tb, uint32_t disk, uint64_t first, uint64_t n)
 
 /* An I/O error on the image: say which. */
 static int
-disk_error(struct tb_backend *tb, int error, const char *doing)
+disk_error(void *arg, int error, const char *doing)
 {
+	struct tb_backend *tb = arg;
 
 	if (error != 0)
 		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg), "%s disk image "
@@ -259,10 +261,9 @@ disk_error(struct tb_backend *tb, int error, const char *doing)
 static int
 tb_disk_start_op(void *arg, uint32_t disk)
 {
-	struct tb_backend *tb = arg;
 	struct tb_disk *d;
 
-	if ((d = disk_range(tb, disk, 0, 0)) == NULL)
+	if ((d = disk_range(arg, disk, 0, 0)) == NULL)
 		return (EINVAL);
 	tb_disk_track(d);
 	return (0);
@@ -272,10 +273,9 @@ static int
 tb_disk_collect_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
     uint64_t *bitmap)
 {
-	struct tb_backend *tb = arg;
 	struct tb_disk *d;
 
-	if ((d = disk_range(tb, disk, first, n)) == NULL || first % 64 != 0)
+	if ((d = disk_range(arg, disk, first, n)) == NULL || first % 64 != 0)
 		return (EINVAL);
 	tb_disk_collect(d, first, n, bitmap);
 	return (0);
@@ -285,25 +285,70 @@ static int
 tb_disk_allocated_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
     uint64_t *bitmap)
 {
-	struct tb_backend *tb = arg;
 	struct tb_disk *d;
 
-	if ((d = disk_range(tb, disk, first, n)) == NULL)
+	if ((d = disk_range(arg, disk, first, n)) == NULL)
 		return (EINVAL);
-	return (disk_error(tb, tb_disk_allocated(d, first, n, bitmap),
+	return (disk_error(arg, tb_disk_allocated(d, first, n, bitmap),
 	    "finding the data of"));
+}
+
+enum disk_io {
+	DISK_READ,
+	DISK_WRITE,
+	DISK_ZERO
+};
+
+/* Blocks [first, first + n) of the guest's disk: read, written, zeroed. */
+static int
+disk_io(void *arg, enum disk_io io, uint32_t disk, uint64_t first,
+    uint64_t n, void *rbuf, const void *wbuf)
+{
+	static const char *const doing[] = {
+		[DISK_READ] = "reading",
+		[DISK_WRITE] = "writing",
+		[DISK_ZERO] = "zeroing blocks of",
+	};
+	struct tb_disk *d;
+	int error;
+
+	if ((d = disk_range(arg, disk, first, n)) == NULL)
+		return (EINVAL);
+	switch (io) {
+	case DISK_READ:
+		error = tb_disk_read(d, first, n, rbuf);
+		break;
+	case DISK_WRITE:
+		error = tb_disk_write(d, first, n, wbuf);
+		break;
+	default:
+		error = tb_disk_zero(d, first, n);
+		break;
+	}
+	return (disk_error(arg, error, doing[io]));
 }
 
 static int
 tb_disk_read_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
     void *buf)
 {
-	struct tb_backend *tb = arg;
-	struct tb_disk *d;
 
-	if ((d = disk_range(tb, disk, first, n)) == NULL)
-		return (EINVAL);
-	return (disk_error(tb, tb_disk_read(d, first, n, buf), "reading"));
+	return (disk_io(arg, DISK_READ, disk, first, n, buf, NULL));
+}
+
+static int
+tb_disk_write_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
+    const void *buf)
+{
+
+	return (disk_io(arg, DISK_WRITE, disk, first, n, NULL, buf));
+}
+
+static int
+tb_disk_zero_op(void *arg, uint32_t disk, uint64_t first, uint64_t n)
+{
+
+	return (disk_io(arg, DISK_ZERO, disk, first, n, NULL, NULL));
 }
 
 static void
@@ -316,49 +361,24 @@ tb_disk_stop_op(void *arg __attribute__((unused)),
 static int
 tb_disk_recv_begin_op(void *arg)
 {
-	struct tb_backend *tb = arg;
 	struct tb_disk *d;
 
-	if ((d = disk_range(tb, 0, 0, 0)) == NULL)
+	if ((d = disk_range(arg, 0, 0, 0)) == NULL)
 		return (EINVAL);
-	return (disk_error(tb, tb_disk_mark_incomplete(d), "marking"));
-}
-
-static int
-tb_disk_write_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
-    const void *buf)
-{
-	struct tb_backend *tb = arg;
-	struct tb_disk *d;
-
-	if ((d = disk_range(tb, disk, first, n)) == NULL)
-		return (EINVAL);
-	return (disk_error(tb, tb_disk_write(d, first, n, buf), "writing"));
-}
-
-static int
-tb_disk_zero_op(void *arg, uint32_t disk, uint64_t first, uint64_t n)
-{
-	struct tb_backend *tb = arg;
-	struct tb_disk *d;
-
-	if ((d = disk_range(tb, disk, first, n)) == NULL)
-		return (EINVAL);
-	return (disk_error(tb, tb_disk_zero(d, first, n), "zeroing blocks of"));
+	return (disk_error(arg, tb_disk_mark_incomplete(d), "marking"));
 }
 
 static int
 tb_disk_recv_done_op(void *arg)
 {
-	struct tb_backend *tb = arg;
 	struct tb_disk *d;
 	int error;
 
-	if ((d = disk_range(tb, 0, 0, 0)) == NULL)
+	if ((d = disk_range(arg, 0, 0, 0)) == NULL)
 		return (EINVAL);
-	if ((error = disk_error(tb, tb_disk_flush(d), "flushing")) != 0)
+	if ((error = disk_error(arg, tb_disk_flush(d), "flushing")) != 0)
 		return (error);
-	return (disk_error(tb, tb_disk_mark_complete(d), "completing"));
+	return (disk_error(arg, tb_disk_mark_complete(d), "completing"));
 }
 
 static int

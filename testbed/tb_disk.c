@@ -143,8 +143,9 @@ tb_disk_create(struct tb_disk **dp, const struct tb_disk_config *cfg,
 	d->fd = -1;
 	snprintf(d->mark, sizeof(d->mark), "%s.incomplete", cfg->image);
 	if (fresh && access(d->mark, F_OK) == 0) {
-		snprintf(msg, msglen, "disk image %s is marked incomplete (%s): "
-		    "a migration into it did not finish", cfg->image, d->mark);
+		snprintf(msg, msglen, "disk image %s is marked incomplete "
+		    "(%s): a migration into it did not finish", cfg->image,
+		    d->mark);
 		tb_disk_destroy(d);
 		return (EINVAL);
 	}

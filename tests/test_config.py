@@ -212,8 +212,11 @@ def test_testbed_devices_round_trip_and_bad_values_are_named() -> None:
     config = parse_hosts_text(text, "hosts.yaml", check_files=False)
     guest = next(g for g in config.guests.values() if g.testbed is not None)
     guest.testbed.disk, guest.testbed.dma_rate, guest.testbed.dma_unlogged = 16 << 20, 5, "drain"
+    guest.testbed.disk_prefill = True
+    config.migration.disks = True
     again = parse_hosts_text(dump_hosts(config), "hosts.yaml", check_files=False)
     assert again.guests[guest.name].testbed == guest.testbed
+    assert again.migration.disks is True
     bad = dump_hosts(config).replace("dma_unlogged: drain", "dma_unlogged: never")
     with pytest.raises(ConfigError, match="dma_unlogged must be one of running, drain"):
         parse_hosts_text(bad, "hosts.yaml", check_files=False)

@@ -60,22 +60,40 @@ def test_disk_moves_with_the_guest_into_an_empty_image(endpoints) -> None:
     assert not Path(f"{target}.incomplete").exists()
 
 
-def test_the_disk_sizes_must_agree(endpoints) -> None:
-    """A destination configured with another disk is refused before anything moves."""
+def peer_guest(disk: int = 0) -> Guest:
+    """test_protocol_peer's guest, which its Receiver runs, with a disk of this size."""
+    return Guest(name=GUEST.name, memory=GUEST.memory, vcpus=GUEST.vcpus,
+                 testbed=TestbedGuest(workload=GUEST.testbed.workload, disk=disk,
+                                      disk_hot=1 << 20 if disk else 0,
+                                      disk_rate=4000 if disk else 0))  # fmt: skip
+
+
+def receiver_and_source(endpoints, guest: Guest, *extra: str):
+    """A real `tbvm receive` (extra: its disk options), the guest running on the source,
+    and the key file the source's tbctl reads."""
     key = secrets.token_bytes(32)
     tag = secrets.token_hex(4)
-    small = f"{endpoints[1].runner.workdir}/{tag}-small.disk"
-    rx = Receiver(endpoints, key, "--disk", str(8 << 20), "--disk-image", small)
-    guest = Guest(name=GUEST.name, memory=GUEST.memory, vcpus=GUEST.vcpus,
-                  testbed=TestbedGuest(workload=GUEST.testbed.workload, disk=16 << 20))  # fmt: skip
+    rx = Receiver(endpoints, key, *extra)
     src = start_guest(endpoints[0], guest, FlowOptions(), tag)
     key_path = f"{endpoints[0].runner.workdir}/{tag}.key"
     endpoints[0].runner.put_text(key_path, key.hex() + "\n")
+    return rx, src, key_path, tag
+
+
+def migrate_disks(src, rx, key_path: str) -> tuple[int, dict]:
+    res = src.tbctl("migrate", "--to", f"127.0.0.1:{rx.port}", "--key-file", key_path,
+                    "--disks", check=False)  # fmt: skip
+    return res.returncode, last_json(res.stdout, "tbctl migrate")
+
+
+def test_the_disk_sizes_must_agree(endpoints) -> None:
+    """A destination configured with another disk is refused before anything moves."""
+    small = f"{endpoints[1].runner.workdir}/{secrets.token_hex(4)}-small.disk"
+    rx, src, key_path, _ = receiver_and_source(endpoints, peer_guest(16 << 20), "--disk",
+                                               str(8 << 20), "--disk-image", small)  # fmt: skip
     try:
-        res = src.tbctl("migrate", "--to", f"127.0.0.1:{rx.port}", "--key-file", key_path,
-                        "--disks", check=False)  # fmt: skip
-        result = last_json(res.stdout, "tbctl migrate")
-        assert res.returncode == 1, res.stdout
+        code, result = migrate_disks(src, rx, key_path)
+        assert code == 1, result
         assert result["guest_runs_on"] == "source"
         assert "disk 0 differs: source 16777216 bytes" in result["error"]["message"], result
         assert not Path(f"{small}.incomplete").exists()  # nothing was written
@@ -86,17 +104,10 @@ def test_the_disk_sizes_must_agree(endpoints) -> None:
 
 
 def test_disks_asked_for_a_guest_without_one(endpoints) -> None:
-    key = secrets.token_bytes(32)
-    tag = secrets.token_hex(4)
-    rx = Receiver(endpoints, key)
-    src = start_guest(endpoints[0], GUEST, FlowOptions(), tag)
-    key_path = f"{endpoints[0].runner.workdir}/{tag}.key"
-    endpoints[0].runner.put_text(key_path, key.hex() + "\n")
+    rx, src, key_path, _ = receiver_and_source(endpoints, GUEST)
     try:
-        res = src.tbctl("migrate", "--to", f"127.0.0.1:{rx.port}", "--key-file", key_path,
-                        "--disks", check=False)  # fmt: skip
-        result = last_json(res.stdout, "tbctl migrate")
-        assert res.returncode == 1, res.stdout
+        code, result = migrate_disks(src, rx, key_path)
+        assert code == 1, result
         assert "the guest has no disk" in result["error"]["message"], result
         assert result["guest_runs_on"] == "source"
     finally:
@@ -111,18 +122,12 @@ def _allocated(path: Path) -> int:
 def test_failure_before_go_leaves_the_source_disk_untouched(endpoints) -> None:
     """The destination dies while it writes disk blocks: the source rolls back, its disk
     holds exactly what its guest wrote, and the destination's image stays marked."""
-    key = secrets.token_bytes(32)
-    tag = secrets.token_hex(4)
-    guest = Guest(name=GUEST.name, memory=GUEST.memory, vcpus=GUEST.vcpus,
-                  testbed=TestbedGuest(workload=GUEST.testbed.workload, disk=DISK,
-                                       disk_hot=1 << 20, disk_rate=4000))  # fmt: skip
-    target = Path(f"{endpoints[1].runner.workdir}/{tag}-in.disk")
-    rx = Receiver(endpoints, key, "--disk", str(DISK), "--disk-hot", str(1 << 20),
-                  "--disk-rate", "4000", "--disk-image", str(target))  # fmt: skip
-    src = start_guest(endpoints[0], guest, FlowOptions(), tag)
+    guest = peer_guest(DISK)
+    target = Path(f"{endpoints[1].runner.workdir}/{secrets.token_hex(4)}-in.disk")
+    rx, src, key_path, tag = receiver_and_source(
+        endpoints, guest, "--disk", str(DISK), "--disk-hot", str(1 << 20),
+        "--disk-rate", "4000", "--disk-image", str(target))  # fmt: skip
     source_image = Path(disk_image(endpoints[0], guest, tag))
-    key_path = f"{endpoints[0].runner.workdir}/{tag}.key"
-    endpoints[0].runner.put_text(key_path, key.hex() + "\n")
     try:
         time.sleep(0.5)
         before = source_image.stat()

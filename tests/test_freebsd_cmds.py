@@ -229,6 +229,9 @@ def test_migration_command_lines() -> None:
     assert "--migrate-no-throttle" not in default
     assert "--migrate-no-throttle" in freebsd.bhyvectl_migrate_argv(
         "g", "h:1", "/k", MigrationPolicy(auto_throttle=False))
+    assert "--migrate-disks" not in default
+    assert "--migrate-disks" in freebsd.bhyvectl_migrate_argv(
+        "g", "h:1", "/k", MigrationPolicy(disks=True))
     cold = freebsd.bhyvectl_migrate_argv("g", "h:1", "/k", MigrationPolicy(), live=False)
     assert "--migrate=h:1" in cold and not any("rounds" in a for a in cold)
     # A switchover hook: the engine waits the hook's limit and a margin for the answer.

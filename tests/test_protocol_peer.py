@@ -180,6 +180,15 @@ def test_bad_page_index_refused(accepted) -> None:
     rx.refused("beyond the segment")
 
 
+def test_disk_blocks_from_a_source_that_moves_no_disks_refused(accepted) -> None:
+    """VMINFO said no disks move: a DISK_BLOCKS frame is a protocol error, never a write."""
+    peer, rx = accepted
+    peer.send(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 1))
+    block = struct.pack("<IIQ", 0, 1, 0) + b"\x01" * 4096
+    peer.send(migpeer.DISK_BLOCKS, block)
+    rx.refused("the source said it does not move its disks")
+
+
 def test_page_named_twice_in_a_frame_refused(accepted) -> None:
     """Two copies of one page in one frame: a protocol error, not a link integrity failure."""
     peer, rx = accepted

@@ -513,7 +513,7 @@ test_disk_blocks(void)
 
 		fill_disks(&vi);
 		mig_le32enc(big, 1);
-		mig_le32enc(big + 4, 3);	/* three indices, room for two */
+		mig_le32enc(big + 4, 3);	/* 3 indices, room for 2 */
 		check(mig_disk_blocks_decode(big, sizeof(big), &vi, &out, why,
 		    sizeof(why)) == EPROTO && strstr(why, "too short") != NULL,
 		    "DISK_BLOCKS too short for its indices refused", why);

@@ -157,7 +157,8 @@ struct mig_backend_ops {
 	 * Destination: disk_recv_begin() marks every image incomplete,
 	 * durably, before the first write; disk_write() and disk_zero()
 	 * change blocks of its own image; disk_recv_done(), after GO,
-	 * makes every image durable, then drops the marks.  nblocks never exceeds MIG_DIRTY_CHUNK_PAGES.
+	 * makes every image durable, then drops the marks.  nblocks
+	 * never exceeds MIG_DIRTY_CHUNK_PAGES.
 	 */
 	int	(*disk_start)(void *arg, uint32_t disk);
 	int	(*disk_collect)(void *arg, uint32_t disk, uint64_t first,

@@ -131,23 +131,48 @@ mig_bdisk_describe(uint32_t i, struct mig_disk *disk)
 	disk->size = bdisks[i].size;
 }
 
-void
-mig_bdisk_track(uint32_t i)
+/* Disk i exists, tracked, and holds blocks [first, first + n). */
+static int
+bdisk_check(uint32_t i, uint64_t first, uint64_t n, char *msg,
+    size_t msglen)
 {
-	uint64_t w;
 
-	for (w = 0; w < (bdisks[i].nblocks + 63) / 64; w++)
-		(void)atomic_readandclear_64(&bdisks[i].written[w]);
+	if (i < nbdisks && bdisks[i].written != NULL &&
+	    first <= bdisks[i].nblocks && n <= bdisks[i].nblocks - first)
+		return (0);
+	snprintf(msg, msglen, "blocks %ju+%ju of disk %u: the guest has %u "
+	    "tracked disks", (uintmax_t)first, (uintmax_t)n, i, nbdisks);
+	return (EINVAL);
 }
 
-void
-mig_bdisk_collect(uint32_t i, uint64_t first, uint64_t n, uint64_t *bitmap)
+int
+mig_bdisk_track(uint32_t i, char *msg, size_t msglen)
 {
 	uint64_t w;
+	int error;
 
+	if ((error = bdisk_check(i, 0, 0, msg, msglen)) != 0)
+		return (error);
+	for (w = 0; w < (bdisks[i].nblocks + 63) / 64; w++)
+		(void)atomic_readandclear_64(&bdisks[i].written[w]);
+	return (0);
+}
+
+int
+mig_bdisk_collect(uint32_t i, uint64_t first, uint64_t n, uint64_t *bitmap,
+    char *msg, size_t msglen)
+{
+	uint64_t w;
+	int error;
+
+	if ((error = bdisk_check(i, first, n, msg, msglen)) != 0)
+		return (error);
+	if (first % 64 != 0)
+		return (EINVAL);
 	for (w = 0; w < (n + 63) / 64; w++)
 		bitmap[w] = atomic_readandclear_64(
 		    &bdisks[i].written[first / 64 + w]);
+	return (0);
 }
 
 /* Bytes from block first to the end of block first + n - 1. */
@@ -179,7 +204,10 @@ mig_bdisk_allocated(uint32_t i, uint64_t first, uint64_t n, uint64_t *bitmap,
 	const struct bdisk *d = &bdisks[i];
 	off_t pos, end, data, hole;
 	uint64_t b, from, to;
+	int error;
 
+	if ((error = bdisk_check(i, first, n, msg, msglen)) != 0)
+		return (error);
 	pos = (off_t)(first * MIG_BDISK_BLOCK);
 	end = pos + (off_t)span(d, first, n);
 	while (pos < end) {
@@ -203,36 +231,43 @@ mig_bdisk_allocated(uint32_t i, uint64_t first, uint64_t n, uint64_t *bitmap,
 	return (0);
 }
 
+/* Read (buf) or write (wbuf) blocks [first, first + n) of disk i. */
+static int
+bdisk_io(uint32_t i, uint64_t first, uint64_t n, void *buf,
+    const void *wbuf, char *msg, size_t msglen)
+{
+	const struct bdisk *d = &bdisks[i];
+	size_t len;
+	ssize_t done;
+	off_t off;
+	int error;
+
+	if ((error = bdisk_check(i, first, n, msg, msglen)) != 0)
+		return (error);
+	len = span(d, first, n);
+	off = (off_t)(first * MIG_BDISK_BLOCK);
+	done = wbuf != NULL ? pwrite(d->fd, wbuf, len, off) :
+	    pread(d->fd, buf, len, off);
+	if (done < 0 || (size_t)done != len)
+		return (io_fail(d, done < 0 ? errno : EIO, wbuf != NULL ?
+		    "writing" : "reading", msg, msglen));
+	return (0);
+}
+
 int
 mig_bdisk_read(uint32_t i, uint64_t first, uint64_t n, void *buf, char *msg,
     size_t msglen)
 {
-	const struct bdisk *d = &bdisks[i];
-	size_t len;
-	ssize_t got;
 
-	len = span(d, first, n);
-	got = pread(d->fd, buf, len, (off_t)(first * MIG_BDISK_BLOCK));
-	if (got < 0 || (size_t)got != len)
-		return (io_fail(d, got < 0 ? errno : EIO, "reading", msg,
-		    msglen));
-	return (0);
+	return (bdisk_io(i, first, n, buf, NULL, msg, msglen));
 }
 
 int
 mig_bdisk_write(uint32_t i, uint64_t first, uint64_t n, const void *buf,
     char *msg, size_t msglen)
 {
-	const struct bdisk *d = &bdisks[i];
-	size_t len;
-	ssize_t put;
 
-	len = span(d, first, n);
-	put = pwrite(d->fd, buf, len, (off_t)(first * MIG_BDISK_BLOCK));
-	if (put < 0 || (size_t)put != len)
-		return (io_fail(d, put < 0 ? errno : EIO, "writing", msg,
-		    msglen));
-	return (0);
+	return (bdisk_io(i, first, n, NULL, buf, msg, msglen));
 }
 
 int

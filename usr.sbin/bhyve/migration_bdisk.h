@@ -31,13 +31,15 @@ void	mig_bdisk_written(const void *bc, uint64_t offset, uint64_t len);
 /*
  * The backend's (migration_bhyve.c), disk i of mig_bdisk_count(); block
  * ranges as struct mig_backend_ops has them.  Each returns 0 or an
- * errno value with a sentence in msg.
+ * errno value (EINVAL for a disk or range that does not exist) with a
+ * sentence in msg.
  */
 uint32_t mig_bdisk_count(void);
 void	mig_bdisk_describe(uint32_t i, struct mig_disk *);
-void	mig_bdisk_track(uint32_t i);
-void	mig_bdisk_collect(uint32_t i, uint64_t first, uint64_t n,
-	    uint64_t *bitmap);
+int	mig_bdisk_track(uint32_t i, char *msg, size_t msglen);
+/* first: a multiple of 64, so that the bitmap's words line up. */
+int	mig_bdisk_collect(uint32_t i, uint64_t first, uint64_t n,
+	    uint64_t *bitmap, char *msg, size_t msglen);
 int	mig_bdisk_allocated(uint32_t i, uint64_t first, uint64_t n,
 	    uint64_t *bitmap, char *msg, size_t msglen);
 int	mig_bdisk_read(uint32_t i, uint64_t first, uint64_t n, void *buf,

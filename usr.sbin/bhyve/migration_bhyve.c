@@ -57,7 +57,6 @@
 #include "migration_bhyve.h"
 #include "migration_devlog.h"
 #include "migration_storage.h"
-#include "migration_wire.h"
 #include "pci_emul.h"
 #include "snapshot.h"
 
@@ -360,34 +359,13 @@ mig_bhyve_vminfo(void *arg, struct mig_vminfo *vi)
 	return (0);
 }
 
-/* Disk i, if blocks [first, first + n) are on it. */
-static bool
-mig_bhyve_disk_range(struct bhyve_mig *bm, uint32_t i, uint64_t first,
-    uint64_t n)
-{
-	struct mig_disk d;
-	uint64_t nblocks;
-
-	if (i < mig_bdisk_count()) {
-		mig_bdisk_describe(i, &d);
-		nblocks = mig_disk_nblocks(&d);
-		if (first <= nblocks && n <= nblocks - first)
-			return (true);
-	}
-	mig_bhyve_msg(bm, "blocks %ju+%ju of disk %u: the guest has %u "
-	    "disks", (uintmax_t)first, (uintmax_t)n, i, mig_bdisk_count());
-	return (false);
-}
-
+/* The disks' operations: migration_bdisk.c checks disk and range. */
 static int
 mig_bhyve_disk_start(void *arg, uint32_t disk)
 {
 	struct bhyve_mig *bm = arg;
 
-	if (!mig_bhyve_disk_range(bm, disk, 0, 0))
-		return (EINVAL);
-	mig_bdisk_track(disk);
-	return (0);
+	return (mig_bdisk_track(disk, bm->be.errmsg, sizeof(bm->be.errmsg)));
 }
 
 static int
@@ -396,11 +374,8 @@ mig_bhyve_disk_collect(void *arg, uint32_t disk, uint64_t first,
 {
 	struct bhyve_mig *bm = arg;
 
-	/* Chunks start at a multiple of 64 blocks: whole bitmap words. */
-	if (!mig_bhyve_disk_range(bm, disk, first, n) || first % 64 != 0)
-		return (EINVAL);
-	mig_bdisk_collect(disk, first, n, bitmap);
-	return (0);
+	return (mig_bdisk_collect(disk, first, n, bitmap, bm->be.errmsg,
+	    sizeof(bm->be.errmsg)));
 }
 
 static int
@@ -409,8 +384,6 @@ mig_bhyve_disk_allocated(void *arg, uint32_t disk, uint64_t first,
 {
 	struct bhyve_mig *bm = arg;
 
-	if (!mig_bhyve_disk_range(bm, disk, first, n))
-		return (EINVAL);
 	return (mig_bdisk_allocated(disk, first, n, bitmap, bm->be.errmsg,
 	    sizeof(bm->be.errmsg)));
 }
@@ -421,8 +394,6 @@ mig_bhyve_disk_read(void *arg, uint32_t disk, uint64_t first, uint64_t n,
 {
 	struct bhyve_mig *bm = arg;
 
-	if (!mig_bhyve_disk_range(bm, disk, first, n))
-		return (EINVAL);
 	return (mig_bdisk_read(disk, first, n, buf, bm->be.errmsg,
 	    sizeof(bm->be.errmsg)));
 }
@@ -450,8 +421,6 @@ mig_bhyve_disk_write(void *arg, uint32_t disk, uint64_t first, uint64_t n,
 {
 	struct bhyve_mig *bm = arg;
 
-	if (!mig_bhyve_disk_range(bm, disk, first, n))
-		return (EINVAL);
 	return (mig_bdisk_write(disk, first, n, buf, bm->be.errmsg,
 	    sizeof(bm->be.errmsg)));
 }
@@ -461,8 +430,6 @@ mig_bhyve_disk_zero(void *arg, uint32_t disk, uint64_t first, uint64_t n)
 {
 	struct bhyve_mig *bm = arg;
 
-	if (!mig_bhyve_disk_range(bm, disk, first, n))
-		return (EINVAL);
 	return (mig_bdisk_zero(disk, first, n, bm->be.errmsg,
 	    sizeof(bm->be.errmsg)));
 }

@@ -38,15 +38,13 @@
 #include "migration_internal.h"
 #include "migration_wire.h"
 
-#define	BITS_PER_WORD	64
-
 struct mig_disk_send {
 	struct mig_backend *be;
 	struct mig_error *err;
 	const enum mig_phase *phase;
 	const struct mig_vminfo *vi;
 	uint64_t	nblocks[MIG_MAX_DISKS];
-	uint64_t	*todo[MIG_MAX_DISKS];	/* blocks the next round sends */
+	uint64_t	*todo[MIG_MAX_DISKS];	/* blocks next round sends */
 	bool		started[MIG_MAX_DISKS];
 	bool		first;			/* round 1 still to come */
 	uint64_t	*chunk;
@@ -63,25 +61,6 @@ struct mig_disk_recv {
 	bool		moving;
 	bool		done;
 };
-
-static size_t
-words(uint64_t nbits)
-{
-
-	return ((nbits + BITS_PER_WORD - 1) / BITS_PER_WORD);
-}
-
-static uint64_t
-popcount(const uint64_t *w, size_t n)
-{
-	uint64_t c;
-	size_t i;
-
-	c = 0;
-	for (i = 0; i < n; i++)
-		c += (uint64_t)__builtin_popcountll(w[i]);
-	return (c);
-}
 
 static int
 backend_fail(struct mig_backend *be, struct mig_error *err,
@@ -132,9 +111,10 @@ mark_all(struct mig_disk_send *ds, uint32_t i)
 	uint64_t n;
 
 	n = ds->nblocks[i];
-	memset(ds->todo[i], 0xff, words(n) * sizeof(uint64_t));
+	memset(ds->todo[i], 0xff, bitmap_words(n) * sizeof(uint64_t));
 	if (n % BITS_PER_WORD != 0)
-		ds->todo[i][words(n) - 1] = (1ull << (n % BITS_PER_WORD)) - 1;
+		ds->todo[i][bitmap_words(n) - 1] =
+		    (1ull << (n % BITS_PER_WORD)) - 1;
 }
 
 int
@@ -150,7 +130,7 @@ mig_disk_send_begin(struct mig_disk_send **dsp, struct mig_backend *be,
 	if ((vi->disk_flags & MIG_DISKS_MOVE) == 0)
 		return (0);
 	if ((ds = calloc(1, sizeof(*ds))) == NULL ||
-	    (ds->chunk = calloc(words(MIG_DIRTY_CHUNK_PAGES),
+	    (ds->chunk = calloc(bitmap_words(MIG_DIRTY_CHUNK_PAGES),
 	    sizeof(uint64_t))) == NULL ||
 	    (ds->buf = malloc(MIG_DISK_DATA_MAX)) == NULL)
 		goto nomem;
@@ -162,7 +142,7 @@ mig_disk_send_begin(struct mig_disk_send **dsp, struct mig_backend *be,
 	*dsp = ds;
 	for (i = 0; i < vi->ndisks; i++) {
 		ds->nblocks[i] = mig_disk_nblocks(&vi->disks[i]);
-		if ((ds->todo[i] = calloc(words(ds->nblocks[i]),
+		if ((ds->todo[i] = calloc(bitmap_words(ds->nblocks[i]),
 		    sizeof(uint64_t))) == NULL)
 			goto nomem;
 		mark_all(ds, i);
@@ -214,7 +194,7 @@ fetch_bits(struct mig_disk_send *ds, disk_bits_op_t *op, uint32_t disk,
 	uint64_t nw;
 	int error;
 
-	nw = words(n);
+	nw = bitmap_words(n);
 	memset(ds->chunk, 0, nw * sizeof(uint64_t));
 	if ((error = op(ds->be->arg, disk, first, n, ds->chunk)) != 0)
 		return (send_fail(ds, error, what));
@@ -247,11 +227,12 @@ mig_disk_send_collect(struct mig_disk_send *ds, uint64_t *dirty_bytes)
 			    i, first, n, "could not read a disk's write "
 			    "bitmap")) != 0)
 				return (error);
-			for (w = 0; w < words(n); w++)
+			for (w = 0; w < bitmap_words(n); w++)
 				ds->todo[i][first / BITS_PER_WORD + w] |=
 				    ds->chunk[w];
 		}
-		blocks = popcount(ds->todo[i], words(ds->nblocks[i]));
+		blocks = popcount_words(ds->todo[i],
+		    bitmap_words(ds->nblocks[i]));
 		*dirty_bytes += blocks * (ds->vi->disks[i].block_size + 8);
 	}
 	return (0);
@@ -378,7 +359,7 @@ send_unallocated(struct mig_disk_send *ds, struct mig_chan *ch, uint32_t i,
 		    first, n, "could not tell which disk blocks hold data"))
 		    != 0)
 			return (error);
-		for (w = 0; w < words(n); w++) {
+		for (w = 0; w < bitmap_words(n); w++) {
 			t = &ds->todo[i][first / BITS_PER_WORD + w];
 			zero = *t & ~ds->chunk[w];
 			*t &= ~zero;
@@ -415,8 +396,8 @@ mig_disk_send_round(struct mig_disk_send *ds, struct mig_chan *ch,
 	int bit, error;
 
 	for (i = 0; i < ds->vi->ndisks; i++)
-		r->disk_dirty_blocks += popcount(ds->todo[i],
-		    words(ds->nblocks[i]));
+		r->disk_dirty_blocks += popcount_words(ds->todo[i],
+		    bitmap_words(ds->nblocks[i]));
 	for (i = 0; i < ds->vi->ndisks; i++) {
 		if (ds->first && ds->be->ops->disk_allocated != NULL &&
 		    (error = send_unallocated(ds, ch, i, r)) != 0)
@@ -424,7 +405,7 @@ mig_disk_send_round(struct mig_disk_send *ds, struct mig_chan *ch,
 		max = mig_disk_blocks_per_msg(ds->vi->disks[i].block_size);
 		b->disk = i;
 		b->count = 0;
-		for (w = 0; w < words(ds->nblocks[i]); w++) {
+		for (w = 0; w < bitmap_words(ds->nblocks[i]); w++) {
 			bits = ds->todo[i][w];
 			ds->todo[i][w] = 0;
 			while (bits != 0) {

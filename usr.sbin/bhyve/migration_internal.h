@@ -9,8 +9,33 @@
 #ifndef _MIGRATION_INTERNAL_H_
 #define	_MIGRATION_INTERNAL_H_
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "migration.h"
 #include "migration_chan.h"
+
+/* Dirty bitmaps, memory's and disks': 64 pages or blocks a word. */
+#define	BITS_PER_WORD	64
+
+static inline size_t
+bitmap_words(uint64_t nbits)
+{
+
+	return ((nbits + BITS_PER_WORD - 1) / BITS_PER_WORD);
+}
+
+static inline uint64_t
+popcount_words(const uint64_t *w, size_t n)
+{
+	uint64_t c;
+	size_t i;
+
+	c = 0;
+	for (i = 0; i < n; i++)
+		c += (uint64_t)__builtin_popcountll(w[i]);
+	return (c);
+}
 
 /* Record the first failure; later ones are consequences of it. */
 void	mig_fail(struct mig_error *, enum mig_side, enum mig_phase, int code,

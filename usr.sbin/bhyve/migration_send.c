@@ -28,7 +28,6 @@
 #include "migration_policy.h"
 #include "migration_wire.h"
 
-#define	BITS_PER_WORD	64
 /* Live rounds ask the dirty log again before each such share. */
 #define	MIG_RECHECK_WORDS	64	/* 4096 pages, 16 MiB */
 
@@ -58,24 +57,6 @@ struct sender {
 	bool		throttled;
 	bool		fault_done;
 };
-
-static size_t
-bitmap_words(uint64_t nbits)
-{
-	return ((nbits + BITS_PER_WORD - 1) / BITS_PER_WORD);
-}
-
-static uint64_t
-popcount_words(const uint64_t *w, size_t n)
-{
-	uint64_t c;
-	size_t i;
-
-	c = 0;
-	for (i = 0; i < n; i++)
-		c += (uint64_t)__builtin_popcountll(w[i]);
-	return (c);
-}
 
 static void
 progress(struct sender *s, uint32_t round, uint64_t remaining,

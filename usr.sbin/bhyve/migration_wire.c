@@ -803,68 +803,108 @@ mig_pages_index_check(const uint64_t *idx, uint32_t count, uint64_t seg_pages,
 	return (0);
 }
 
-size_t
-mig_zero_ranges_encode(void *buf, size_t len, const struct mig_zero_ranges *z)
+/*
+ * ZERO_RANGES and DISK_ZERO share a layout: u32 id (a memory segment, a
+ * disk) | u32 count | count x (u64 first | u64 n), ranges non-empty,
+ * ascending and disjoint, inside the id's units.
+ */
+static size_t
+ranges_encode(void *buf, size_t len, uint32_t id, uint32_t count,
+    const struct mig_zero_range *r)
 {
 	struct mig_cursor c;
 	uint32_t i;
 
-	if (z->count > MIG_ZERO_RANGES_MAX)
+	if (count > MIG_ZERO_RANGES_MAX)
 		return (0);
 	mig_cursor_init(&c, buf, len);
-	mig_put32(&c, z->seg);
-	mig_put32(&c, z->count);
-	for (i = 0; i < z->count; i++) {
-		mig_put64(&c, z->r[i].first);
-		mig_put64(&c, z->r[i].npages);
+	mig_put32(&c, id);
+	mig_put32(&c, count);
+	for (i = 0; i < count; i++) {
+		mig_put64(&c, r[i].first);
+		mig_put64(&c, r[i].npages);
 	}
 	return (cursor_result(&c));
+}
+
+/* The units of each id: a segment's pages, a disk's blocks. */
+typedef uint64_t	ranges_units_t(const struct mig_vminfo *, uint32_t);
+
+static int
+ranges_decode(void *buf, size_t len, const char *what, const char *owner,
+    const char *unit, uint32_t nids, ranges_units_t *units,
+    const struct mig_vminfo *vi, uint32_t *id, uint32_t *count,
+    struct mig_zero_range *r, char *msg, size_t msglen)
+{
+	struct mig_cursor c;
+	uint64_t next, n;
+	uint32_t i;
+
+	mig_cursor_init(&c, buf, len);
+	*id = mig_get32(&c);
+	*count = mig_get32(&c);
+	if (c.overflow)
+		return (reject(msg, msglen, EPROTO,
+		    "%s message is truncated (%zu bytes)", what, len));
+	if (*count == 0 || *count > MIG_ZERO_RANGES_MAX)
+		return (reject(msg, msglen, EPROTO,
+		    "%s message carries %u ranges (1 to %u allowed)", what,
+		    *count, MIG_ZERO_RANGES_MAX));
+	if (len != MIG_ZERO_RANGES_HDR_LEN +
+	    (size_t)*count * MIG_ZERO_RANGE_LEN)
+		return (reject(msg, msglen, EPROTO,
+		    "%s message is %zu bytes but its %u ranges need %zu", what,
+		    len, *count, MIG_ZERO_RANGES_HDR_LEN +
+		    (size_t)*count * MIG_ZERO_RANGE_LEN));
+	if (*id >= nids)
+		return (reject(msg, msglen, EPROTO, "%s names %s %u of %u",
+		    what, owner, *id, nids));
+	n = units(vi, *id);
+	next = 0;
+	for (i = 0; i < *count; i++) {
+		r[i].first = mig_get64(&c);
+		r[i].npages = mig_get64(&c);
+		if (r[i].npages == 0 || r[i].first < next || r[i].first > n ||
+		    r[i].npages > n - r[i].first)
+			return (reject(msg, msglen, EPROTO,
+			    "%s entry %u (%s %ju+%ju) is empty, out of order "
+			    "or beyond the %s's %ju %s", what, i, unit,
+			    (uintmax_t)r[i].first, (uintmax_t)r[i].npages,
+			    owner, (uintmax_t)n, unit));
+		next = r[i].first + r[i].npages;
+	}
+	return (0);
+}
+
+static uint64_t
+seg_pages(const struct mig_vminfo *vi, uint32_t seg)
+{
+
+	return (vi->segs[seg].len / MIG_PAGE_SIZE);
+}
+
+static uint64_t
+disk_blocks(const struct mig_vminfo *vi, uint32_t disk)
+{
+
+	return (mig_disk_nblocks(&vi->disks[disk]));
+}
+
+size_t
+mig_zero_ranges_encode(void *buf, size_t len, const struct mig_zero_ranges *z)
+{
+
+	return (ranges_encode(buf, len, z->seg, z->count, z->r));
 }
 
 int
 mig_zero_ranges_decode(void *buf, size_t len, const struct mig_vminfo *vi,
     struct mig_zero_ranges *z, char *msg, size_t msglen)
 {
-	struct mig_cursor c;
-	uint64_t next, seg_pages;
-	uint32_t i;
 
-	mig_cursor_init(&c, buf, len);
-	z->seg = mig_get32(&c);
-	z->count = mig_get32(&c);
-	if (c.overflow)
-		return (reject(msg, msglen, EPROTO,
-		    "ZERO_RANGES message is truncated (%zu bytes)", len));
-	if (z->count == 0 || z->count > MIG_ZERO_RANGES_MAX)
-		return (reject(msg, msglen, EPROTO,
-		    "ZERO_RANGES message carries %u ranges (1 to %u allowed)",
-		    z->count, MIG_ZERO_RANGES_MAX));
-	if (len != MIG_ZERO_RANGES_HDR_LEN +
-	    (size_t)z->count * MIG_ZERO_RANGE_LEN)
-		return (reject(msg, msglen, EPROTO,
-		    "ZERO_RANGES message is %zu bytes but its %u ranges "
-		    "need %zu", len, z->count, MIG_ZERO_RANGES_HDR_LEN +
-		    (size_t)z->count * MIG_ZERO_RANGE_LEN));
-	if (z->seg >= vi->nsegs)
-		return (reject(msg, msglen, EPROTO,
-		    "ZERO_RANGES names memory segment %u of %u", z->seg,
-		    vi->nsegs));
-	seg_pages = vi->segs[z->seg].len / MIG_PAGE_SIZE;
-	next = 0;
-	for (i = 0; i < z->count; i++) {
-		z->r[i].first = mig_get64(&c);
-		z->r[i].npages = mig_get64(&c);
-		if (z->r[i].npages == 0 || z->r[i].first < next ||
-		    z->r[i].first > seg_pages ||
-		    z->r[i].npages > seg_pages - z->r[i].first)
-			return (reject(msg, msglen, EPROTO,
-			    "ZERO_RANGES entry %u (pages %ju+%ju) is empty, "
-			    "out of order or beyond the segment's %ju pages",
-			    i, (uintmax_t)z->r[i].first,
-			    (uintmax_t)z->r[i].npages, (uintmax_t)seg_pages));
-		next = z->r[i].first + z->r[i].npages;
-	}
-	return (0);
+	return (ranges_decode(buf, len, "ZERO_RANGES", "memory segment",
+	    "pages", vi->nsegs, seg_pages, vi, &z->seg, &z->count, z->r, msg,
+	    msglen));
 }
 
 uint64_t
@@ -973,62 +1013,16 @@ mig_disk_blocks_decode(void *buf, size_t len, const struct mig_vminfo *vi,
 size_t
 mig_disk_zero_encode(void *buf, size_t len, const struct mig_disk_zero *z)
 {
-	struct mig_cursor c;
-	uint32_t i;
 
-	if (z->count > MIG_ZERO_RANGES_MAX)
-		return (0);
-	mig_cursor_init(&c, buf, len);
-	mig_put32(&c, z->disk);
-	mig_put32(&c, z->count);
-	for (i = 0; i < z->count; i++) {
-		mig_put64(&c, z->r[i].first);
-		mig_put64(&c, z->r[i].npages);
-	}
-	return (cursor_result(&c));
+	return (ranges_encode(buf, len, z->disk, z->count, z->r));
 }
 
 int
 mig_disk_zero_decode(void *buf, size_t len, const struct mig_vminfo *vi,
     struct mig_disk_zero *z, char *msg, size_t msglen)
 {
-	struct mig_cursor c;
-	uint64_t nblocks, next;
-	uint32_t i;
 
-	mig_cursor_init(&c, buf, len);
-	z->disk = mig_get32(&c);
-	z->count = mig_get32(&c);
-	if (c.overflow)
-		return (reject(msg, msglen, EPROTO,
-		    "DISK_ZERO message is truncated (%zu bytes)", len));
-	if (z->count == 0 || z->count > MIG_ZERO_RANGES_MAX)
-		return (reject(msg, msglen, EPROTO,
-		    "DISK_ZERO message carries %u ranges (1 to %u allowed)",
-		    z->count, MIG_ZERO_RANGES_MAX));
-	if (len != MIG_ZERO_RANGES_HDR_LEN +
-	    (size_t)z->count * MIG_ZERO_RANGE_LEN)
-		return (reject(msg, msglen, EPROTO,
-		    "DISK_ZERO message is %zu bytes but its %u ranges need "
-		    "%zu", len, z->count, MIG_ZERO_RANGES_HDR_LEN +
-		    (size_t)z->count * MIG_ZERO_RANGE_LEN));
-	if (z->disk >= vi->ndisks)
-		return (reject(msg, msglen, EPROTO,
-		    "DISK_ZERO names disk %u of %u", z->disk, vi->ndisks));
-	nblocks = mig_disk_nblocks(&vi->disks[z->disk]);
-	next = 0;
-	for (i = 0; i < z->count; i++) {
-		z->r[i].first = mig_get64(&c);
-		z->r[i].npages = mig_get64(&c);
-		if (z->r[i].npages == 0 || z->r[i].first < next ||
-		    z->r[i].first > nblocks ||
-		    z->r[i].npages > nblocks - z->r[i].first)
-			return (reject(msg, msglen, EPROTO,
-			    "DISK_ZERO entry %u (blocks %ju+%ju) is empty, out "
-			    "of order or beyond the disk's %ju blocks", i,
-			    (uintmax_t)z->r[i].first,
-			    (uintmax_t)z->r[i].npages, (uintmax_t)nblocks));
-		next = z->r[i].first + z->r[i].npages;
-	}
-	return (0);
+	return (ranges_decode(buf, len, "DISK_ZERO", "disk", "blocks",
+	    vi->ndisks, disk_blocks, vi, &z->disk, &z->count, z->r, msg,
+	    msglen));
 }
