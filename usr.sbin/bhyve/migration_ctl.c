@@ -26,7 +26,7 @@
 #define	NITEMS(a)	(sizeof(a) / sizeof((a)[0]))
 
 static const char *const fault_choices[] = {
-	"none", "drop-page", "stale-device", NULL
+	"none", "drop-page", "stale-device", "kill-stream", NULL
 };
 
 const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
@@ -59,8 +59,11 @@ const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
 	    3600 * 1000, 0, 0, NULL, "ms",
 	    "resume the guest here if it stays paused longer, before GO "
 	    "(0: 10 x downtime-limit, at least 5000)", 0 },
-	[MIG_OPT_FAULT] = { "fault", "fault", MIG_OPT_CHOICE, 0, 2, 0, 0,
-	    fault_choices, "drop-page|stale-device",
+	[MIG_OPT_STREAMS] = { "streams", "streams", MIG_OPT_UINT, 1,
+	    MIG_STREAMS_MAX, 1, 0, NULL, "n",
+	    "move memory over this many connections at once", 0 },
+	[MIG_OPT_FAULT] = { "fault", "fault", MIG_OPT_CHOICE, 0, 3, 0, 0,
+	    fault_choices, "drop-page|stale-device|kill-stream",
 	    "inject a fault the destination's check must catch",
 	    MIG_OPTF_TESTBED },
 };
@@ -350,9 +353,13 @@ apply(struct mig_params *p, int id, uint64_t v)
 	case MIG_OPT_MAX_PAUSE:
 		p->max_pause_ms = v;
 		break;
+	case MIG_OPT_STREAMS:
+		p->nstreams = (uint32_t)v;
+		break;
 	case MIG_OPT_FAULT:
 		p->fault = v == 1 ? MIG_FAULT_DROP_DIRTY_PAGE :
-		    v == 2 ? MIG_FAULT_STALE_DEVICE_STATE : MIG_FAULT_NONE;
+		    v == 2 ? MIG_FAULT_STALE_DEVICE_STATE :
+		    v == 3 ? MIG_FAULT_KILL_STREAM : MIG_FAULT_NONE;
 		break;
 	}
 }

@@ -65,6 +65,7 @@ enum mig_opt_id {
 	MIG_OPT_NO_LIVE,
 	MIG_OPT_TIMEOUT,
 	MIG_OPT_MAX_PAUSE,
+	MIG_OPT_STREAMS,
 	MIG_OPT_FAULT,			/* the test bed's; stays last */
 	MIG_OPT_COUNT
 };

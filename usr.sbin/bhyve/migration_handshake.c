@@ -58,6 +58,8 @@ hs_hello(struct hs_state *hs, const struct mig_params *p,
 		me.caps |= MIG_CAP_WANT_ENCRYPT;
 	if (p->check_only && hs->ch->role == MIG_ROLE_SOURCE)
 		me.caps |= MIG_CAP_CHECK_ONLY;
+	else if (p->nstreams > 1 && hs->ch->role == MIG_ROLE_SOURCE)
+		me.caps |= MIG_CAP_STREAMS;
 	if ((error = mig_random(me.nonce, sizeof(me.nonce))) != 0) {
 		mig_fail(hs->err, mig_role_side(hs->ch->role),
 		    MIG_PHASE_HANDSHAKE, error, "no random numbers for the "
@@ -73,6 +75,8 @@ hs_hello(struct hs_state *hs, const struct mig_params *p,
 		    "sending HELLO");
 		return (error);
 	}
+	memcpy(hs->ch->hello, hs->mine, sizeof(hs->ch->hello));
+	/* EINPROGRESS: a JOIN for a session (migration_streams.h). */
 	if ((error = mig_expect(hs->ch, hs->err, MIG_PHASE_HANDSHAKE,
 	    MIG_MSG_HELLO, "waiting for HELLO", &payload, &len)) != 0)
 		return (error);
@@ -120,6 +124,8 @@ hs_negotiate(struct hs_state *hs, uint32_t *version, bool *encrypt)
 	hs->ch->zero_ranges = (common & MIG_CAP_ZERO_RANGES) != 0;
 	hs->ch->check_only = hs->ch->role == MIG_ROLE_DEST &&
 	    (hs->peer.caps & MIG_CAP_CHECK_ONLY) != 0;
+	hs->ch->streams = hs->ch->role == MIG_ROLE_DEST &&
+	    (hs->peer.caps & MIG_CAP_STREAMS) != 0;
 	return (0);
 }
 
@@ -154,8 +160,10 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 	else
 		error = mig_sha256(hs.theirs, sizeof(hs.theirs), hs.mine,
 		    sizeof(hs.mine), transcript);
-	if (error == 0)
+	if (error == 0) {
+		memcpy(ch->session, transcript, sizeof(ch->session));
 		error = mig_derive_keys(p->key, transcript, &keys);
+	}
 	if (error != 0) {
 		mig_fail(err, mig_role_side(ch->role), MIG_PHASE_AUTH, error,
 		    "could not derive session keys");

@@ -46,6 +46,7 @@
 #define	MIG_CAP_ZERO_RANGES	0x00000004u	/* ZERO_RANGES frames */
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
 #define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
+#define	MIG_CAP_STREAMS		0x20000000u	/* source: STREAMS follows */
 #define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES | \
 				    MIG_CAP_ZERO_RANGES)
 
@@ -66,6 +67,10 @@ enum mig_msg_type {
 	MIG_MSG_GO,		/* source: run the guest now */
 	MIG_MSG_RUNNING,	/* destination: the guest runs here */
 	MIG_MSG_ZERO_RANGES,	/* source: runs of never-populated pages */
+	MIG_MSG_STREAMS,	/* source: how many streams the session has */
+	MIG_MSG_JOIN,		/* source: a further stream joins a session */
+	MIG_MSG_JOINED,		/* destination: the stream is part of it */
+	MIG_MSG_PART_END,	/* source: one stream's part of a round */
 	MIG_MSG_TYPE_MAX
 };
 
@@ -142,6 +147,22 @@ struct mig_zero_ranges {
 	uint32_t	seg;
 	uint32_t	count;
 	struct mig_zero_range r[MIG_ZERO_RANGES_MAX];
+};
+
+/*
+ * Several streams (migration_streams.h).  STREAMS: u32 nstreams, on
+ * stream 0 between AUTH and VMINFO.  JOIN, in clear as the first frame
+ * of streams 1..n-1: u32 index | u32 nstreams | session[32] | proof[32].
+ * PART_END has ROUND_END's payload.
+ */
+#define	MIG_STREAMS_LEN		4
+#define	MIG_JOIN_LEN		(4 + 4 + 32 + 32)
+
+struct mig_join {
+	uint32_t	index;
+	uint32_t	nstreams;
+	uint8_t		session[32];
+	uint8_t		proof[32];
 };
 
 /*
@@ -223,6 +244,14 @@ size_t	mig_zero_ranges_encode(void *, size_t, const struct mig_zero_ranges *);
 /* Checks the segment and the ranges against the guest's memory too. */
 int	mig_zero_ranges_decode(void *, size_t, const struct mig_vminfo *,
 	    struct mig_zero_ranges *, char *, size_t);
+
+size_t	mig_streams_encode(void *, size_t, uint32_t nstreams);
+/* nstreams from 2 to MIG_STREAMS_MAX. */
+int	mig_streams_decode(void *, size_t, uint32_t *nstreams, char *,
+	    size_t);
+size_t	mig_join_encode(void *, size_t, const struct mig_join *);
+/* index from 1 to nstreams - 1, nstreams from 2 to MIG_STREAMS_MAX. */
+int	mig_join_decode(void *, size_t, struct mig_join *, char *, size_t);
 
 const char *mig_msg_name(uint16_t type);
 

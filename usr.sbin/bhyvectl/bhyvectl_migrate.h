@@ -35,7 +35,7 @@ enum {
 
 _Static_assert(MIG_OPT_FAULT == MIG_OPT_COUNT - 1,
     "the test bed's fault option must be the table's last");
-_Static_assert(MIGRATE_OPT_BHYVECTL == 18,
+_Static_assert(MIGRATE_OPT_BHYVECTL == 19,
     "MIGRATE_LONG_OPTIONS() must list every bhyvectl migration option");
 
 /*
@@ -53,7 +53,8 @@ _Static_assert(MIGRATE_OPT_BHYVECTL == 18,
 	MIGRATE_LONG_OPTION(base, 10), MIGRATE_LONG_OPTION(base, 11),	\
 	MIGRATE_LONG_OPTION(base, 12), MIGRATE_LONG_OPTION(base, 13),	\
 	MIGRATE_LONG_OPTION(base, 14), MIGRATE_LONG_OPTION(base, 15),	\
-	MIGRATE_LONG_OPTION(base, 16), MIGRATE_LONG_OPTION(base, 17)
+	MIGRATE_LONG_OPTION(base, 16), MIGRATE_LONG_OPTION(base, 17),	\
+	MIGRATE_LONG_OPTION(base, 18)
 
 /* bhyvectl: record option opt (0 .. MIGRATE_OPT_COUNT - 1). */
 int	migrate_option(int opt, const char *arg);
