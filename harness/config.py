@@ -26,6 +26,7 @@ HOST_KINDS = ("freebsd", "testbed")
 HOST_ROLES = ("build", "source", "destination")
 BOOT_METHODS = ("auto", "bectl", "nextboot")
 DEFAULT_MIGRATION_PORT = 24981
+MAX_STREAMS = 8  # the engine's MIG_STREAMS_MAX
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(bit|bps|b/s|b|/s)?\s*$", re.IGNORECASE)
@@ -173,6 +174,7 @@ class MigrationPolicy:
     encrypt: bool = False
     auto_throttle: bool = True
     timeout: float = 600.0
+    streams: int = 1  # connections memory moves over (MIG_STREAMS_MAX: 8)
 
 
 @dataclass
@@ -386,7 +388,7 @@ _TESTBED_GUEST_KEYS = (
 _DMA_UNLOGGED = ("running", "drain")
 _MIGRATION_KEYS = (
     "source", "destination", "guest", "port", "downtime_limit_ms", "max_rounds",
-    "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout",
+    "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout", "streams",
 )  # fmt: skip
 _FILLS = ("pattern", "zero")
 
@@ -657,6 +659,8 @@ def _parse_migration(
             setattr(policy, key, r.boolean(value, name))
         elif key == "timeout":
             policy.timeout = r.number(value, name)
+        elif key == "streams":
+            policy.streams = r.integer(value, name, minimum=1, maximum=MAX_STREAMS)
     if policy.source and policy.source == policy.destination:
         raise r.error(
             keys["destination"][1], "migration.destination must differ from migration.source"

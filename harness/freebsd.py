@@ -54,6 +54,7 @@ BHYVECTL_POLICY_OPTIONS = {
     "bandwidth": "--migrate-bandwidth",
     "encrypt": "--migrate-encrypt",
     "no_throttle": "--migrate-no-throttle",
+    "streams": "--migrate-streams",
 }
 
 
@@ -488,6 +489,8 @@ def bhyvectl_migrate_argv(
         argv.append(opt["encrypt"])
     if not policy.auto_throttle:
         argv.append(opt["no_throttle"])
+    if policy.streams > 1:
+        argv.append(f"{opt['streams']}={policy.streams}")
     return argv
 
 

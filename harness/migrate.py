@@ -168,6 +168,8 @@ def policy_args(policy: MigrationPolicy, flow: FlowOptions) -> list[str]:
         args.append("--encrypt")
     if not policy.auto_throttle:
         args.append("--no-throttle")
+    if policy.streams > 1:
+        args += ["--streams", str(policy.streams)]
     if flow.max_time_ms:
         args += ["--max-time", str(flow.max_time_ms)]
     if flow.peer_timeout_ms:

@@ -13,6 +13,7 @@ from invoke import task
 from harness.config import (
     Guest,
     HostsConfig,
+    MAX_STREAMS,
     MigrationPolicy,
     TestbedGuest,
     load_hosts,
@@ -47,9 +48,16 @@ def _guest(base: Guest | None, memory, vcpus, workload, fill, segments) -> Guest
 
 
 def _policy(base: MigrationPolicy | None, downtime_limit, max_rounds, fixed_rounds, bandwidth,
-            encrypt, no_throttle) -> MigrationPolicy:  # fmt: skip
+            encrypt, no_throttle, streams=None) -> MigrationPolicy:  # fmt: skip
     """The hosts file's policy (or the defaults) with command-line overrides."""
     policy = copy.deepcopy(base) if base else MigrationPolicy()
+    if streams is not None:
+        try:
+            policy.streams = int(streams)
+        except ValueError:
+            policy.streams = 0
+        if not 1 <= policy.streams <= MAX_STREAMS:
+            raise HarnessError(f"--streams {streams}: give a number from 1 to {MAX_STREAMS}")
     if downtime_limit is not None:
         policy.downtime_limit_ms = int(downtime_limit)
     if max_rounds is not None:
@@ -128,6 +136,7 @@ def _testbed_check(endpoints, guest: Guest, flow: FlowOptions, display: Display)
         "bandwidth": "migration bandwidth limit, e.g. 100M (bytes/s)",
         "encrypt": "encrypt the stream (it is always authenticated)",
         "no_throttle": "never slow the vCPUs down to converge",
+        "streams": "move memory over this many connections at once (1 to 8, default 1)",
         "count": "number of migrations (with --ping-pong)",
         "ping_pong": "migrate back and forth --count times",
         "report": "write the JSON report here (and a PNG plot beside it)",
@@ -143,7 +152,7 @@ def migrate(
     c, hosts=None, local=False, memory=None, vcpus=None, workload=None, fill=None,
     segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
     encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
-    plain=False, no_resolve=False, check=False, lazy_memory=False,
+    plain=False, no_resolve=False, check=False, lazy_memory=False, streams=None,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
@@ -162,7 +171,7 @@ def migrate(
         if lazy_memory and guest.testbed:
             guest.testbed.lazy_memory = True
         policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
-                         fixed_rounds, bandwidth, encrypt, no_throttle)  # fmt: skip
+                         fixed_rounds, bandwidth, encrypt, no_throttle, streams)  # fmt: skip
         runs = count if ping_pong else 1
         flow = FlowOptions(run_after_s=run_after, resolve=not no_resolve)
         display = make_display(guest.memory, plain)
