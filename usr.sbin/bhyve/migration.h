@@ -153,6 +153,7 @@ struct mig_stats {
 	uint32_t	protocol_version;
 	bool		encrypted;
 	enum mig_stop_reason stop_reason;
+	uint32_t	nstreams;	/* connections the memory moved over */
 };
 
 int	mig_stats_init(struct mig_stats *);

@@ -505,6 +505,7 @@ mig_event_result(struct mig_event *ev, enum mig_outcome outcome,
 		ev->stats.encrypted = st->encrypted;
 		ev->stats.stop_reason = st->stop_reason;
 		ev->stats.nrounds = st->nrounds;
+		ev->stats.nstreams = st->nstreams;
 	}
 }
 
@@ -540,11 +541,13 @@ encode_result(FILE *f, const struct mig_event *ev)
 		    ",\"bytes_sent\":%" PRIu64 ",\"memory_bytes\":%" PRIu64
 		    ",\"rtt_us\":%" PRIu64 ",\"protocol_version\":%" PRIu32
 		    ",\"encrypted\":%s,\"stop_reason\":\"%s\",\"nrounds\":%"
-		    PRIu32 "}", t->total_time_us, t->downtime_us,
-		    t->state_bytes, t->bytes_sent, t->memory_bytes, t->rtt_us,
-		    t->protocol_version, t->encrypted ? "true" : "false",
+		    PRIu32 ",\"streams\":%" PRIu32 "}", t->total_time_us,
+		    t->downtime_us, t->state_bytes, t->bytes_sent,
+		    t->memory_bytes, t->rtt_us, t->protocol_version,
+		    t->encrypted ? "true" : "false",
 		    (unsigned)t->stop_reason < NITEMS(stop_names) ?
-		    stop_names[t->stop_reason] : "none", t->nrounds);
+		    stop_names[t->stop_reason] : "none", t->nrounds,
+		    t->nstreams);
 	fputc('}', f);
 }
 
@@ -656,7 +659,7 @@ decode_result(struct dec *d, struct mig_event *ev)
 		[MIG_SIDE_LINK] = "link",
 	};
 	const char *reasons, *r;
-	uint64_t code;
+	uint64_t code, v;
 
 	ev->outcome = dec_name(d, "result", outcome_names, MIG_OUT_COUNT);
 	ev->runs_on = dec_name(d, "guest_runs_on", runs_on_names,
@@ -694,6 +697,10 @@ decode_result(struct dec *d, struct mig_event *ev)
 		ev->stats.stop_reason = dec_name(d, "stats.stop_reason",
 		    stop_names, (int)NITEMS(stop_names));
 		ev->stats.nrounds = (uint32_t)dec_u64(d, "stats.nrounds");
+		/* Optional: a controller older than streams sends none. */
+		if (!mig_json_get_u64(d->line, "stats.streams", &v))
+			v = 1;
+		ev->stats.nstreams = (uint32_t)v;
 	}
 }
 

@@ -148,6 +148,7 @@ struct mig_totals {
 	bool		encrypted;
 	enum mig_stop_reason stop_reason;
 	uint32_t	nrounds;
+	uint32_t	nstreams;
 };
 
 struct mig_event {

@@ -512,6 +512,7 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 	be->errmsg[0] = '\0';
 	st->nrounds = 0;
 	st->protocol_version = c->version;
+	st->nstreams = mig_rxstreams_count(c->streams);
 	st->encrypted = c->ch.encrypt;
 	st->rtt_us = c->rtt_us;
 	if ((error = check_compat(c)) != 0 || c->ch.check_only)

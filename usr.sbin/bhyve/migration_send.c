@@ -1241,6 +1241,7 @@ mig_send(const int *fds, struct mig_backend *be, const struct mig_params *p,
 	    streams_join(&s) != 0)
 		goto done;
 	st->protocol_version = version;
+	st->nstreams = s.nstreams;
 	st->encrypted = s.ch.encrypt;
 	if (describe_and_check(&s) != 0)
 		goto done;
