@@ -52,6 +52,7 @@ struct txstream {
 	uint64_t	sent;		/* pages in this round's part */
 	uint8_t		*pagebuf;	/* frozen copies of pages */
 	uint8_t		meta[MIG_PAGES_HDR_LEN + 8 * MIG_PAGES_PER_MSG];
+	char		doing[48];	/* "sending memory [on stream i]" */
 };
 
 struct sender {
@@ -387,7 +388,7 @@ flush_pages(struct txstream *t, uint32_t seg, uint32_t count, uint32_t ndata,
 
 	s = t->s;
 	/* Another stream failed: this one stops too. */
-	if (__atomic_load_n(&s->abort, __ATOMIC_RELAXED) != 0)
+	if (__atomic_load_n(&s->abort, __ATOMIC_SEQ_CST) != 0)
 		return (ECANCELED);
 	/* A big round must not make an operator's cancel wait. */
 	if ((error = cancel_check(s, t->err)) != 0 ||
@@ -410,7 +411,7 @@ flush_pages(struct txstream *t, uint32_t seg, uint32_t count, uint32_t ndata,
 	}
 	before = t->ch->bytes_tx;
 	if ((error = mig_chan_sendv(t->ch, MIG_MSG_PAGES, parts, n)) != 0)
-		return (pause_timeout(t, tx_fail(t, error, "sending memory")));
+		return (pause_timeout(t, tx_fail(t, error, t->doing)));
 	t->part.bytes += t->ch->bytes_tx - before;
 	return (0);
 }
@@ -630,6 +631,17 @@ kill_stream_fault(struct txstream *t)
 		(void)shutdown(t->ch->fd, SHUT_RDWR);
 }
 
+/* The first stream to fail stops the others; its error is the one. */
+static void
+part_failed(struct txstream *t)
+{
+	int none;
+
+	none = 0;
+	(void)__atomic_compare_exchange_n(&t->s->abort, &none,
+	    (int)t->index + 1, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
 /* Streams 1..n-1: the part, then PART_END. */
 static void *
 part_thread(void *arg)
@@ -650,7 +662,7 @@ part_thread(void *arg)
 		t->part.bytes += t->ch->bytes_tx - before;
 	}
 	if (t->error != 0)
-		__atomic_store_n(&t->s->abort, 1, __ATOMIC_RELAXED);
+		part_failed(t);
 	return (NULL);
 }
 
@@ -663,12 +675,13 @@ send_parts(struct sender *s, struct mig_round_stats *r, uint64_t *sent)
 {
 	struct txstream *t;
 	uint32_t i, started;
-	int error;
+	int error, first;
 
 	for (i = 0; i < s->nstreams; i++) {
 		t = &s->tx[i];
 		memset(&t->part, 0, sizeof(t->part));
 		memset(&t->own_err, 0, sizeof(t->own_err));
+		t->err = &t->own_err;
 		t->sent = 0;
 		t->error = 0;
 	}
@@ -679,17 +692,19 @@ send_parts(struct sender *s, struct mig_round_stats *r, uint64_t *sent)
 		t = &s->tx[started];
 		if ((error = pthread_create(&t->tid, NULL, part_thread, t)) !=
 		    0) {
-			mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, error,
-			    "could not start the sender of stream %u",
+			mig_fail(&s->tx[0].own_err, MIG_SIDE_SOURCE, s->phase,
+			    error, "could not start the sender of stream %u",
 			    started);
-			__atomic_store_n(&s->abort, 1, __ATOMIC_RELAXED);
 			break;
 		}
 	}
-	if (error == 0 && (error = send_part(&s->tx[0])) != 0)
-		__atomic_store_n(&s->abort, 1, __ATOMIC_RELAXED);
+	if (error == 0)
+		error = send_part(&s->tx[0]);
+	if ((s->tx[0].error = error) != 0)
+		part_failed(&s->tx[0]);
 	for (i = 1; i < started; i++)
 		(void)pthread_join(s->tx[i].tid, NULL);
+	s->tx[0].err = s->err;
 	for (i = 0; i < s->nstreams; i++) {
 		t = &s->tx[i];
 		r->pages_sent += t->part.pages_sent;
@@ -697,15 +712,16 @@ send_parts(struct sender *s, struct mig_round_stats *r, uint64_t *sent)
 		r->rewritten_pages += t->part.rewritten_pages;
 		r->bytes += t->part.bytes;
 		*sent += t->sent;
-		if (i > 0 && t->own_err.code != 0 && s->err->code == 0)
-			*s->err = t->own_err;
-		if (error == 0)
-			error = t->error;
 	}
-	if (error != 0 && s->err->code == 0)
-		mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, error,
-		    "a stream stopped: %s", strerror(error));
-	return (error);
+	if ((first = s->abort) == 0)
+		return (0);
+	/* The others stopped because of it, quietly or not. */
+	*s->err = s->tx[first - 1].own_err;
+	if (s->err->code == 0)
+		mig_fail(s->err, MIG_SIDE_SOURCE, s->phase,
+		    s->tx[first - 1].error, "stream %d stopped: %s", first - 1,
+		    strerror(s->tx[first - 1].error));
+	return (s->err->code);
 }
 
 /* Send every page marked in todo, clearing todo as it goes. */
@@ -1135,6 +1151,11 @@ streams_init(struct sender *s, const int *fds)
 		t->index = i;
 		t->ch = i == 0 ? &s->ch : &t->own;
 		t->err = i == 0 ? s->err : &t->own_err;
+		if (s->nstreams == 1)
+			snprintf(t->doing, sizeof(t->doing), "sending memory");
+		else
+			snprintf(t->doing, sizeof(t->doing), "sending memory on "
+			    "stream %u", i);
 		if ((error = mig_chan_init(t->ch, fds[i], MIG_ROLE_SOURCE,
 		    rate)) != 0 ||
 		    (error = mig_socket_setup(fds[i], s->p->io_timeout_ms)) !=
