@@ -457,10 +457,16 @@ mig_source_migrate(const char *payload, size_t len, const int *socks,
 	}
 	job->check = check;
 	job->phase = MIG_PHASE_COUNT;
-	if (nsocks < 1 || nsocks > MIG_STREAMS_MAX || socks[0] < 0) {
+	if (nsocks < 1 || nsocks > MIG_STREAMS_MAX) {
 		error = EINVAL;
 		snprintf(msg, msglen, "the request carries %d migration "
 		    "connections, not 1 to %d", nsocks, MIG_STREAMS_MAX);
+		goto fail;
+	}
+	if (socks[0] < 0) {
+		error = EINVAL;
+		snprintf(msg, msglen, "the request carries no migration "
+		    "connection");
 		goto fail;
 	}
 	memcpy(job->socks, socks, sizeof(*socks) * (size_t)nsocks);
