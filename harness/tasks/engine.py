@@ -11,9 +11,9 @@ from pathlib import Path
 from invoke import task
 
 from harness.config import (
+    MAX_STREAMS,
     Guest,
     HostsConfig,
-    MAX_STREAMS,
     MigrationPolicy,
     TestbedGuest,
     load_hosts,
@@ -247,16 +247,18 @@ def resolve(c, hosts=None, guest=None, source_control="", destination_control=""
         "vcpus": "vCPU threads",
         "report": "JSON output path",
         "repeats": "runs of each case and of raw TCP (medians are compared)",
+        "cases": "only these cases, comma-separated (e.g. full,full-2streams,full-4streams)",
     }
 )
-def bench(c, memory="1G", vcpus=1, report="reports/bench.json", repeats=3):
-    """Measure the cases matched against QEMU and the idle scale cases (16 and 64 times
-    --memory), beside raw TCP measured in the same run."""
-    from harness.bench import run_bench
+def bench(c, memory="1G", vcpus=1, report="reports/bench.json", repeats=3, cases=""):
+    """Measure the cases matched against QEMU, the full case over 2 and 4 streams and the
+    idle scale cases (16 and 64 times --memory), beside raw TCP measured in the same run."""
+    from harness.bench import run_bench, select_cases
     from harness.local import local_endpoints
 
     try:
-        result = run_bench(local_endpoints(), parse_size(memory, "--memory"), vcpus, repeats)
+        size = parse_size(memory, "--memory")
+        result = run_bench(local_endpoints(), size, vcpus, repeats, select_cases(cases, size))
     except (HarnessError, ValueError) as exc:
         sys.exit(f"bench: {exc}")
     print(result["table"])
