@@ -23,6 +23,7 @@ from test_migration_local import (
     _receiver,
     _result,
     _tbctl_migrate,
+    _verify_received,
     assert_verified,
     make_guest,
     migrate,
@@ -76,11 +77,8 @@ def test_four_streams_stop_and_copy(endpoints) -> None:
         result = _result(res.stdout, 0)
         assert result.stats.streams == STREAMS
         receiver.wait_line("RUNNING", 30)
-        ctl = f"{dst_ep.runner.workdir}/{tag}-in.ctl"
-        ver = json.loads(dst_ep.runner.run([dst_ep.tool("tbctl"), "--control", ctl, "verify"],
-                                           timeout=60).stdout)  # fmt: skip
+        ver = _verify_received(dst_ep, tag)
         assert ver["ok"], ver
-        dst_ep.runner.run([dst_ep.tool("tbctl"), "--control", ctl, "stop"], check=False)
     finally:
         src.stop()
 
@@ -136,95 +134,89 @@ def _session(rx: Receiver, key: bytes, vminfo: bytes, nstreams: int) -> migpeer.
     return peer
 
 
-def test_foreign_and_replayed_joins_are_refused(endpoints, captured_vminfo: bytes) -> None:  # noqa: F811
+@pytest.fixture
+def joining(endpoints):
+    """A real receiver, its key, and the join connections a test opens (closed after)."""
     key = secrets.token_bytes(32)
     rx = Receiver(endpoints, key)
     conns: list[migpeer.Joiner] = []
-    try:
-        peer = _session(rx, key, captured_vminfo, 3)
-        session = peer.transcript
+    yield key, rx, conns
+    for c in conns:
+        c.peer.close()
+    rx.proc.kill()
 
-        # Another session's join: refused, the receiver waits on.
-        foreign = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
-        conns.append(foreign)
-        foreign.join(secrets.token_bytes(32), 1, 3)
-        assert "Refused a stream join" in _logged(rx, "another migration session")
 
-        # A good join of stream 1, answered with JOINED under the stream's own keys.
-        good = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
-        conns.append(good)
-        sent = migpeer.join_payload(key, session, 1, 3, good.dest_hello)
-        good.join(session, 1, 3, payload=sent)
-        assert good.peer.recv() == (migpeer.JOINED, b"")
+def test_foreign_and_replayed_joins_are_refused(joining, captured_vminfo: bytes) -> None:  # noqa: F811
+    key, rx, conns = joining
+    peer = _session(rx, key, captured_vminfo, 3)
+    session = peer.transcript
 
-        # The same JOIN bytes replayed on a new connection: its proof was for the other one.
-        replay = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
-        conns.append(replay)
-        replay.join(session, 1, 3, payload=sent)
-        _logged(rx, "does not hold for this connection")
+    # Another session's join: refused, the receiver waits on.
+    foreign = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
+    conns.append(foreign)
+    foreign.join(secrets.token_bytes(32), 1, 3)
+    assert "Refused a stream join" in _logged(rx, "another migration session")
 
-        # A join proved with another key.
-        forged = migpeer.Joiner.connect("127.0.0.1", rx.port, secrets.token_bytes(32))
-        conns.append(forged)
-        forged.join(session, 2, 3)
-        deadline = time.monotonic() + 20
-        while rx.proc.output().count("does not hold for this connection") < 2:
-            assert time.monotonic() < deadline, rx.proc.output()
-            time.sleep(0.1)
+    # A good join of stream 1, answered with JOINED under the stream's own keys.
+    good = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
+    conns.append(good)
+    sent = migpeer.join_payload(key, session, 1, 3, good.dest_hello)
+    good.join(session, 1, 3, payload=sent)
+    assert good.peer.recv() == (migpeer.JOINED, b"")
 
-        # The real stream 2 completes the session: the destination accepts the guest.
-        last = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
-        conns.append(last)
-        last.join(session, 2, 3)
-        assert last.peer.recv() == (migpeer.JOINED, b"")
-        assert peer.recv() == (migpeer.ACCEPT, b"")
-        assert rx.proc.alive()
-        peer.close()
-    finally:
-        for c in conns:
-            c.peer.close()
-        rx.proc.kill()
+    # The same JOIN bytes replayed on a new connection: its proof was for the other one.
+    replay = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
+    conns.append(replay)
+    replay.join(session, 1, 3, payload=sent)
+    _logged(rx, "does not hold for this connection")
+
+    # A join proved with another key.
+    forged = migpeer.Joiner.connect("127.0.0.1", rx.port, secrets.token_bytes(32))
+    conns.append(forged)
+    forged.join(session, 2, 3)
+    deadline = time.monotonic() + 20
+    while rx.proc.output().count("does not hold for this connection") < 2:
+        assert time.monotonic() < deadline, rx.proc.output()
+        time.sleep(0.1)
+
+    # The real stream 2 completes the session: the destination accepts the guest.
+    last = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
+    conns.append(last)
+    last.join(session, 2, 3)
+    assert last.peer.recv() == (migpeer.JOINED, b"")
+    assert peer.recv() == (migpeer.ACCEPT, b"")
+    assert rx.proc.alive()
+    peer.close()
 
 
 def test_a_join_with_no_session_times_out_and_a_session_still_comes_in(
-    endpoints, captured_vminfo: bytes  # noqa: F811
+    joining, captured_vminfo: bytes  # noqa: F811
 ) -> None:  # fmt: skip
     """Parked joins are bounded in number and time; none of them keeps the source out."""
-    key = secrets.token_bytes(32)
-    rx = Receiver(endpoints, key)
-    conns: list[migpeer.Joiner] = []
-    try:
-        # More joins than the destination parks: the oldest make room, the rest time out.
-        for _ in range(10):
-            j = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
-            j.join(secrets.token_bytes(32), 1, 2)
-            conns.append(j)
-        assert "Refused a stream join" in _logged(rx, "to make room for a newer one")
-        _logged(rx, "no session it belongs to within")
-        assert rx.proc.alive()
-        peer = _session(rx, key, captured_vminfo, 2)
+    key, rx, conns = joining
+    # More joins than the destination parks: the oldest make room, the rest time out.
+    for _ in range(10):
         j = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
+        j.join(secrets.token_bytes(32), 1, 2)
         conns.append(j)
-        j.join(peer.transcript, 1, 2)
-        assert j.peer.recv() == (migpeer.JOINED, b"")
-        assert peer.recv() == (migpeer.ACCEPT, b"")
-        peer.close()
-    finally:
-        for c in conns:
-            c.peer.close()
-        rx.proc.kill()
+    assert "Refused a stream join" in _logged(rx, "to make room for a newer one")
+    _logged(rx, "no session it belongs to within")
+    assert rx.proc.alive()
+    peer = _session(rx, key, captured_vminfo, 2)
+    j = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
+    conns.append(j)
+    j.join(peer.transcript, 1, 2)
+    assert j.peer.recv() == (migpeer.JOINED, b"")
+    assert peer.recv() == (migpeer.ACCEPT, b"")
+    peer.close()
 
 
 def test_a_missing_stream_fails_the_receive_after_the_deadline(
-    endpoints, captured_vminfo: bytes  # noqa: F811
+    joining, captured_vminfo: bytes  # noqa: F811
 ) -> None:  # fmt: skip
     """A proven source whose streams never all join: the receive fails in words."""
-    key = secrets.token_bytes(32)
-    rx = Receiver(endpoints, key)
-    try:
-        peer = _session(rx, key, captured_vminfo, 2)
-        assert rx.proc.wait(20) == 1, rx.proc.output()
-        assert "not every one of the 2 streams" in rx.proc.output()
-        peer.close()
-    finally:
-        rx.proc.kill()
+    key, rx, _ = joining
+    peer = _session(rx, key, captured_vminfo, 2)
+    assert rx.proc.wait(20) == 1, rx.proc.output()
+    assert "not every one of the 2 streams" in rx.proc.output()
+    peer.close()

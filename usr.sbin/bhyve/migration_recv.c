@@ -524,6 +524,13 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 	}
 	c->phase = MIG_PHASE_PRECOPY;
 	while (!c->go) {
+		/* Stream 0 may idle while the others carry a round. */
+		if (c->round != NULL && c->streams != NULL &&
+		    (error = mig_rxstreams_wait(c->streams, c->ch.fd,
+		    c->p.io_timeout_ms)) != 0) {
+			chan_fail(c, error, "receiving the migration stream");
+			break;
+		}
 		if ((error = mig_chan_recv_hdr(&c->ch, &hdr)) != 0) {
 			chan_fail(c, error, "receiving the migration stream");
 			break;

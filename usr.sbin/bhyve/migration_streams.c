@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -131,6 +132,7 @@ struct mig_rxstreams {
 	bool		final;		/* the last of them was the final one */
 	bool		stopping;
 	bool		failed;		/* err holds the first failure */
+	uint64_t	frames;		/* __atomic: PAGES received, all streams */
 	struct mig_error err;
 	struct rxstream	s[MIG_STREAMS_MAX];
 };
@@ -328,6 +330,8 @@ rx_loop(struct rxstream *x)
 			error = mig_recv_pages(&x->ch, x->rs->local, &x->part,
 			    &x->pages, hdr.len, &x->err, x->rs->phase,
 			    x->doing);
+			(void)__atomic_add_fetch(&x->rs->frames, 1,
+			    __ATOMIC_RELAXED);
 			break;
 		case MIG_MSG_PART_END:
 		case MIG_MSG_ERROR:
@@ -436,6 +440,29 @@ mig_rxstreams_round_end(struct mig_rxstreams *rs, uint32_t index,
 	pthread_cond_broadcast(&rs->cv);
 	pthread_mutex_unlock(&rs->mtx);
 	return (0);
+}
+
+int
+mig_rxstreams_wait(struct mig_rxstreams *rs, int ctlfd, uint32_t timeout_ms)
+{
+	struct pollfd pfd;
+	uint64_t seen;
+	int n;
+
+	seen = __atomic_load_n(&rs->frames, __ATOMIC_RELAXED);
+	for (;;) {
+		pfd.fd = ctlfd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		n = poll(&pfd, 1, (int)timeout_ms);
+		if (n > 0 || (n < 0 && errno != EINTR))
+			return (0);	/* the read says what it found */
+		if (n < 0)
+			continue;
+		if (__atomic_load_n(&rs->frames, __ATOMIC_RELAXED) == seen)
+			return (ETIMEDOUT);
+		seen = __atomic_load_n(&rs->frames, __ATOMIC_RELAXED);
+	}
 }
 
 void

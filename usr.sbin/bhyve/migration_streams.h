@@ -82,6 +82,13 @@ int	mig_rxstreams_round_end(struct mig_rxstreams *, uint32_t index,
 	    bool final, struct mig_round_stats *r, uint64_t *pages,
 	    struct mig_error *err);
 /*
+ * Before the main loop reads stream 0 inside a round: wait until it is
+ * readable, for as long as some other stream delivers a frame every
+ * timeout_ms.  ETIMEDOUT when all fall silent.
+ */
+int	mig_rxstreams_wait(struct mig_rxstreams *, int ctlfd,
+	    uint32_t timeout_ms);
+/*
  * Stop every receiver and wait for them.  If a stream failed first,
  * its error replaces err's (the main loop's is a consequence); err may
  * be NULL.
