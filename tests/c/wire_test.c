@@ -356,6 +356,7 @@ test_streams(void)
 	uint32_t n;
 	size_t len;
 
+	why[0] = '\0';
 	len = mig_streams_encode(buf, sizeof(buf), 4);
 	check(len == MIG_STREAMS_LEN && mig_streams_decode(buf, len, &n, why,
 	    sizeof(why)) == 0 && n == 4, "STREAMS round trip", why);
@@ -380,6 +381,7 @@ test_streams(void)
 	j.nstreams = 4;
 	memset(j.session, 0xa5, sizeof(j.session));
 	memset(j.proof, 0x5a, sizeof(j.proof));
+	why[0] = '\0';
 	len = mig_join_encode(buf, sizeof(buf), &j);
 	check(len == MIG_JOIN_LEN && mig_join_decode(buf, len, &out, why,
 	    sizeof(why)) == 0 && out.index == 3 && out.nstreams == 4 &&

@@ -512,10 +512,10 @@ session_check(struct mig_dest *d, struct preauth_set *ps, uint64_t now,
 	n = mig_conn_nstreams(ps->session);
 	mig_conn_free(ps->session);
 	close(ps->session_fd);
-	free(ps);
 	preauth_fail(err, ETIMEDOUT, "not every one of the %u streams of the "
-	    "migration from %s joined within %ju ms", n, d->peer[0] != '\0' ?
-	    d->peer : "the source", (uintmax_t)hs_ms);
+	    "migration from %s joined within %ju ms", n, ps->session_peer,
+	    (uintmax_t)hs_ms);
+	free(ps);
 	return (ETIMEDOUT);
 }
 
