@@ -58,7 +58,9 @@ hs_hello(struct hs_state *hs, const struct mig_params *p,
 		me.caps |= MIG_CAP_WANT_ENCRYPT;
 	if (p->check_only && hs->ch->role == MIG_ROLE_SOURCE)
 		me.caps |= MIG_CAP_CHECK_ONLY;
-	else if (p->nstreams > 1 && hs->ch->role == MIG_ROLE_SOURCE)
+	/* A destination takes streams; a source says it brings some. */
+	if (hs->ch->role == MIG_ROLE_DEST ||
+	    (p->nstreams > 1 && !p->check_only))
 		me.caps |= MIG_CAP_STREAMS;
 	if ((error = mig_random(me.nonce, sizeof(me.nonce))) != 0) {
 		mig_fail(hs->err, mig_role_side(hs->ch->role),
@@ -95,7 +97,8 @@ hs_hello(struct hs_state *hs, const struct mig_params *p,
 }
 
 static int
-hs_negotiate(struct hs_state *hs, uint32_t *version, bool *encrypt)
+hs_negotiate(struct hs_state *hs, uint32_t nstreams, uint32_t *version,
+    bool *encrypt)
 {
 	char why[MIG_ERRMSG_MAX];
 	uint32_t lo, hi, common;
@@ -126,6 +129,11 @@ hs_negotiate(struct hs_state *hs, uint32_t *version, bool *encrypt)
 	    (hs->peer.caps & MIG_CAP_CHECK_ONLY) != 0;
 	hs->ch->streams = hs->ch->role == MIG_ROLE_DEST &&
 	    (hs->peer.caps & MIG_CAP_STREAMS) != 0;
+	if (hs->ch->role == MIG_ROLE_SOURCE && nstreams > 1 &&
+	    (hs->peer.caps & MIG_CAP_STREAMS) == 0)
+		return (hs_refuse(hs, MIG_PHASE_HANDSHAKE, EPROTONOSUPPORT,
+		    "the destination takes one stream only; migrate without "
+		    "streams"));
 	return (0);
 }
 
@@ -149,7 +157,8 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 	hs.err = err;
 	*rtt_us = mig_now_us();
 	if ((error = hs_hello(&hs, p, require_encrypt)) != 0 ||
-	    (error = hs_negotiate(&hs, version, &encrypt)) != 0)
+	    (error = hs_negotiate(&hs, p->check_only ? 1 : p->nstreams,
+	    version, &encrypt)) != 0)
 		return (error);
 	encrypt = encrypt || p->encrypt || require_encrypt;
 

@@ -240,7 +240,7 @@ static const char *const msg_names[MIG_MSG_TYPE_MAX] = {
 const char *
 mig_msg_name(uint16_t type)
 {
-	if (type == 0 || type >= MIG_MSG_TYPE_MAX)
+	if (type == 0 || type >= MIG_MSG_TYPE_MAX || msg_names[type] == NULL)
 		return ("unknown");
 	return (msg_names[type]);
 }
@@ -274,7 +274,8 @@ mig_hdr_decode(const uint8_t in[MIG_HDR_LEN], struct mig_hdr *h, char *msg,
 	h->type = mig_le16dec(in);
 	h->flags = mig_le16dec(in + 2);
 	h->len = mig_le32dec(in + 4);
-	if (h->type == 0 || h->type >= MIG_MSG_TYPE_MAX)
+	if (h->type == 0 || h->type >= MIG_MSG_TYPE_MAX ||
+	    msg_names[h->type] == NULL)
 		return (reject(msg, msglen, EPROTO,
 		    "unknown message type %u", h->type));
 	if (h->flags != 0)

@@ -44,9 +44,10 @@
 #define	MIG_CAP_AEAD		0x00000001u	/* AES-256-GCM frames */
 #define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
 #define	MIG_CAP_ZERO_RANGES	0x00000004u	/* ZERO_RANGES frames */
+/* Destination: takes several streams; source: STREAMS follows AUTH. */
+#define	MIG_CAP_STREAMS		0x00000020u
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
 #define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
-#define	MIG_CAP_STREAMS		0x20000000u	/* source: STREAMS follows */
 #define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES | \
 				    MIG_CAP_ZERO_RANGES)
 
@@ -67,10 +68,10 @@ enum mig_msg_type {
 	MIG_MSG_GO,		/* source: run the guest now */
 	MIG_MSG_RUNNING,	/* destination: the guest runs here */
 	MIG_MSG_ZERO_RANGES,	/* source: runs of never-populated pages */
-	MIG_MSG_STREAMS,	/* source: how many streams the session has */
-	MIG_MSG_JOIN,		/* source: a further stream joins a session */
-	MIG_MSG_JOINED,		/* destination: the stream is part of it */
-	MIG_MSG_PART_END,	/* source: one stream's part of a round */
+	MIG_MSG_STREAMS = 17,	/* source: how many streams the session has */
+	MIG_MSG_JOIN = 18,	/* source: a further stream joins a session */
+	MIG_MSG_JOINED = 19,	/* destination: the stream is part of it */
+	MIG_MSG_PART_END = 20,	/* source: one stream's part of a round */
 	MIG_MSG_TYPE_MAX
 };
 
