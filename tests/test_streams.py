@@ -10,10 +10,13 @@ with nothing to join are refused while the real session goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import socket
 import struct
+import threading
 import time
 
 import migpeer
@@ -220,3 +223,36 @@ def test_a_missing_stream_fails_the_receive_after_the_deadline(
     assert rx.proc.wait(20) == 1, rx.proc.output()
     assert "not every one of the 2 streams" in rx.proc.output()
     peer.close()
+
+
+def test_a_destination_without_streams_is_refused_by_the_source(endpoints) -> None:
+    """A destination whose HELLO lacks the streams capability: refused before any memory."""
+    src_ep = endpoints[0]
+    key = secrets.token_bytes(32)
+    key_path = f"{src_ep.runner.workdir}/nostreams.key"
+    src_ep.runner.put_text(key_path, key.hex() + "\n")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def one_stream_destination() -> None:
+        conns = [listener.accept()[0] for _ in range(2)]
+        peer = migpeer.Peer(conns[0], key, role=migpeer.ROLE_DEST)
+        with contextlib.suppress(migpeer.PeerRefused, OSError):
+            peer.handshake()  # the default HELLO: no streams capability
+        time.sleep(0.5)
+        for c in conns:
+            c.close()
+
+    thread = threading.Thread(target=one_stream_destination, daemon=True)
+    thread.start()
+    src = start_guest(src_ep, make_guest(), FlowOptions(), "nostreams")
+    try:
+        res = _tbctl_migrate(src, port, key_path, "--streams", "2")
+        thread.join(10)
+        result = _result(res.stdout, res.returncode)
+        assert res.returncode == 1 and result.guest_runs_on == "source"
+        assert "takes one stream only" in result.error.message, result.error.message
+        assert src.verify()["ok"]
+    finally:
+        src.stop()
+        listener.close()
