@@ -229,5 +229,8 @@ def test_migration_command_lines() -> None:
     assert "--migrate-no-throttle" not in default
     assert "--migrate-no-throttle" in freebsd.bhyvectl_migrate_argv(
         "g", "h:1", "/k", MigrationPolicy(auto_throttle=False))
+    assert not any("streams" in a for a in default)
+    assert "--migrate-streams=4" in freebsd.bhyvectl_migrate_argv(
+        "g", "h:1", "/k", MigrationPolicy(streams=4))
     cold = freebsd.bhyvectl_migrate_argv("g", "h:1", "/k", MigrationPolicy(), live=False)
     assert "--migrate=h:1" in cold and not any("rounds" in a for a in cold)
