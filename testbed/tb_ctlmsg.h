@@ -19,7 +19,8 @@
 #include "migration.h"
 
 #define	TB_CTL_MAX	4096	/* request bytes */
-#define	TB_CTL_MAXFDS	(MIG_STREAMS_MAX + 1)	/* streams, events */
+/* The streams, then the event channel. */
+#define	TB_CTL_MAXFDS	(MIG_STREAMS_MAX + 1)
 
 struct tb_ctlmsg {
 	char		buf[TB_CTL_MAX + 1];

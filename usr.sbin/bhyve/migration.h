@@ -87,7 +87,7 @@ struct mig_params {
 	bool		auto_throttle;		/* slow vCPUs to converge */
 	uint32_t	io_timeout_ms;		/* per socket operation */
 	uint64_t	max_pause_ms;		/* 0: see pause_bound_ms() */
-	uint32_t	nstreams;		/* connections, 1..MIG_STREAMS_MAX */
+	uint32_t	nstreams;		/* connections, 1..8 */
 	enum mig_fault	fault;
 	/*
 	 * Source: a dry run (handshake, authentication, the compatibility

@@ -571,7 +571,7 @@ mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
 				s->busy = false;
 				held = true;
 			} else if (r == 1 && mig_conn_nstreams(s->conn) > 1) {
-				/* Its further streams join before it is served. */
+				/* Its streams join before it is served. */
 				ps->session = s->conn;
 				ps->session_fd = s->fd;
 				ps->session_us = now;

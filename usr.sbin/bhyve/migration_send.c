@@ -1025,8 +1025,9 @@ stop_and_copy(struct sender *s)
 	    (error = save_state(s, &ss, true)) != 0)
 		goto out;
 	for (i = 0; i < s->vi.nsections; i++) {
-		if ((error = pause_timeout(&s->tx[0], send_section(s, i, ss.buf[i],
-		    ss.len[i]))) != 0 || (error = pause_check(&s->tx[0])) != 0)
+		if ((error = pause_timeout(&s->tx[0], send_section(s, i,
+		    ss.buf[i], ss.len[i]))) != 0 ||
+		    (error = pause_check(&s->tx[0])) != 0)
 			goto out;
 	}
 	r->duration_us += mig_now_us() - t0;
@@ -1041,8 +1042,8 @@ stop_and_copy(struct sender *s)
 		error = chan_fail(s, error, "announcing the end of the stream");
 		goto out;
 	}
-	if ((error = pause_timeout(&s->tx[0], mig_expect(&s->ch, s->err, s->phase,
-	    MIG_MSG_READY, "waiting for the destination to be ready",
+	if ((error = pause_timeout(&s->tx[0], mig_expect(&s->ch, s->err,
+	    s->phase, MIG_MSG_READY, "waiting for the destination to be ready",
 	    &payload, &len))) != 0 || (error = pause_check(&s->tx[0])) != 0)
 		goto out;
 	/* The destination's READY echoes what it counted: GO only if equal. */
@@ -1154,8 +1155,8 @@ streams_init(struct sender *s, const int *fds)
 		if (s->nstreams == 1)
 			snprintf(t->doing, sizeof(t->doing), "sending memory");
 		else
-			snprintf(t->doing, sizeof(t->doing), "sending memory on "
-			    "stream %u", i);
+			snprintf(t->doing, sizeof(t->doing),
+			    "sending memory on stream %u", i);
 		if ((error = mig_chan_init(t->ch, fds[i], MIG_ROLE_SOURCE,
 		    rate)) != 0 ||
 		    (error = mig_socket_setup(fds[i], s->p->io_timeout_ms)) !=

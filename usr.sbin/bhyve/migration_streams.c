@@ -132,7 +132,7 @@ struct mig_rxstreams {
 	bool		final;		/* the last of them was the final one */
 	bool		stopping;
 	bool		failed;		/* err holds the first failure */
-	uint64_t	frames;		/* __atomic: PAGES received, all streams */
+	uint64_t	frames;		/* __atomic: PAGES received */
 	struct mig_error err;
 	struct rxstream	s[MIG_STREAMS_MAX];
 };
