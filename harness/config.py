@@ -20,6 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from harness.errors import ConfigError
+from harness.switchover import HOOK_TIMEOUT_MAX_S
 from harness.units import parse_size
 
 HOST_KINDS = ("freebsd", "testbed")
@@ -128,9 +129,11 @@ class TestbedGuest:
     dma_unlogged: test-only, `running` or `drain` leaves those writes out of that log;
     disk: bytes of the tb-disk device's image (0: no disk), one file per guest and host,
     written while the guest runs (disk_hot: its hot set; disk_rate: block writes/s; 0 for
-    tbvm's defaults); disk_image: one image path both hosts open (shared storage), else each
-    host has its own in its work directory; lazy_memory: the destination does not fault its
-    memory in before the stream (bhyve without -S), so a guest may be larger than RAM."""
+    tbvm's defaults; disk_prefill: the source's image starts fully written, as if the
+    sweep had covered it once); disk_image: one image path both hosts open (shared
+    storage), else each host has its own in its work directory; lazy_memory: the
+    destination does not fault its memory in before the stream (bhyve without -S), so a
+    guest may be larger than RAM."""
 
     __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
 
@@ -144,6 +147,7 @@ class TestbedGuest:
     disk_hot: int = 0
     disk_rate: int = 0
     disk_image: str | None = None
+    disk_prefill: bool = False
     lazy_memory: bool = False
 
 
@@ -174,6 +178,11 @@ class MigrationPolicy:
     encrypt: bool = False
     auto_throttle: bool = True
     timeout: float = 600.0
+    # A command the harness runs while the guest is paused before the switchover
+    # (harness.switchover), and how long it may take before the migration rolls back.
+    switchover_hook: str | None = None
+    switchover_timeout: float = 60.0
+    disks: bool = False  # move the guest's disks too (no shared storage)
     streams: int = 1  # connections memory moves over (MIG_STREAMS_MAX: 8)
 
 
@@ -383,11 +392,13 @@ _GUEST_KEYS = ("memory", "vcpus", "freebsd", "testbed")
 _FREEBSD_GUEST_KEYS = ("disk", "devices", "config", "bootrom", "wired")
 _TESTBED_GUEST_KEYS = (
     "workload", "fill", "segments", "rate", "dma_rate", "dma_unlogged", "disk", "disk_hot",
-    "disk_rate", "disk_image", "lazy_memory",
+    "disk_rate", "disk_image", "disk_prefill", "lazy_memory",
 )  # fmt: skip
 _DMA_UNLOGGED = ("running", "drain")
 _MIGRATION_KEYS = (
     "source", "destination", "guest", "port", "downtime_limit_ms", "max_rounds",
+    "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout", "switchover_hook",
+    "switchover_timeout", "disks",
     "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout", "streams",
 )  # fmt: skip
 _FILLS = ("pattern", "zero")
@@ -593,8 +604,8 @@ def _parse_testbed_guest(r: _Reader, node: yaml.Node, what: str) -> TestbedGuest
                 setattr(out, key, parse_size(size, name))
             except ValueError as exc:
                 raise r.error(value, str(exc)) from None
-        elif key == "lazy_memory":
-            out.lazy_memory = r.boolean(value, name)
+        elif key in ("lazy_memory", "disk_prefill"):
+            setattr(out, key, r.boolean(value, name))
     return out
 
 
@@ -655,10 +666,14 @@ def _parse_migration(
             policy.fixed_rounds = None if _is_null(value) else r.integer(value, name, 1, 1000)
         elif key == "bandwidth":
             policy.bandwidth = None if _is_null(value) else r.rate(value, name)
-        elif key in ("encrypt", "auto_throttle"):
+        elif key in ("encrypt", "auto_throttle", "disks"):
             setattr(policy, key, r.boolean(value, name))
         elif key == "timeout":
             policy.timeout = r.number(value, name)
+        elif key == "switchover_hook":
+            policy.switchover_hook = None if _is_null(value) else r.string(value, name)
+        elif key == "switchover_timeout":
+            policy.switchover_timeout = _hook_timeout(r, value, name)
         elif key == "streams":
             policy.streams = r.integer(value, name, minimum=1, maximum=MAX_STREAMS)
     if policy.source and policy.source == policy.destination:
@@ -680,6 +695,15 @@ def _parse_migration(
             f"({policy.max_rounds})",
         )
     return policy
+
+
+def _hook_timeout(r: _Reader, node: yaml.Node, name: str) -> float:
+    """Seconds the switchover hook may run: positive, and within the engine's wait."""
+    value = r.number(node, name)
+    if not 0 < value <= HOOK_TIMEOUT_MAX_S:
+        raise r.error(node, f"{name}: give seconds, more than 0 and at most "
+                            f"{HOOK_TIMEOUT_MAX_S:g}, not {value:g}")  # fmt: skip
+    return value
 
 
 def _check_guest_kinds(

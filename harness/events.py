@@ -6,6 +6,9 @@ serves both host kinds.  Event kinds:
   {"event":"phase","phase":ID}
   {"event":"round","index":N,"final":bool,"dirty_pages":N,...,"est_downtime_us":N}
   {"event":"progress","phase":ID,"round":N,"remaining_pages":N,"bytes_sent":N,...}
+  {"event":"estimate-missed","phase":ID,"est_downtime_us":N,"paused_us":N}
+  {"event":"paused","round":N,"dirty_pages":N,"dirty_bytes":N,"timeout_ms":N}
+      (with a switchover hook: the guest is paused, the source waits for the go-ahead)
   {"event":"result","result":R,"guest_runs_on":W,"error":{...},"reasons":[...],"stats":{...}}
 
 "result" is the last event.  Lines that are not JSON objects (a controller's human
@@ -71,6 +74,10 @@ class RoundEvent:
     est_downtime_us: int | None = None
     unpopulated_pages: int = 0  # of zero_pages: never read, sent as ranges
     rewritten_pages: int = 0  # written again before their send: left to the next round
+    disk_dirty_blocks: int = 0  # disk migration: blocks this round owed
+    disk_blocks_sent: int = 0  # with data
+    disk_zero_blocks: int = 0  # as zero markers or ranges
+    disk_bytes: int = 0  # of bytes: the disk frames'
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,25 @@ class ProgressEvent:
     bytes_sent: int
     rate_bytes_per_s: int
     est_downtime_us: int | None = None
+
+
+@dataclass(frozen=True)
+class EstimateMissedEvent:
+    """Once a migration: the guest has been paused longer than the policy estimated."""
+
+    phase: str
+    est_downtime_us: int
+    paused_us: int
+
+
+@dataclass(frozen=True)
+class PausedEvent:
+    """The guest is paused and the source waits for the switchover hook's go-ahead."""
+
+    round: int  # the final round, still to send
+    dirty_pages: int
+    dirty_bytes: int
+    timeout_ms: int  # the source rolls back after this long
 
 
 @dataclass(frozen=True)
@@ -100,6 +126,11 @@ class ErrorInfo:
 class Stats:
     total_time_us: int | None = None
     downtime_us: int | None = None
+    # The downtime's parts: the last memory, the switchover hook's wait, the state and
+    # the switchover handshake (the rest).
+    downtime_memory_us: int | None = None
+    downtime_hook_us: int | None = None
+    downtime_state_us: int | None = None
     state_bytes: int | None = None
     bytes_sent: int | None = None
     memory_bytes: int | None = None
@@ -120,7 +151,9 @@ class ResultEvent:
     stats: Stats = field(default_factory=Stats)
 
 
-Event = PhaseEvent | RoundEvent | ProgressEvent | ResultEvent
+Event = (
+    PhaseEvent | RoundEvent | ProgressEvent | EstimateMissedEvent | PausedEvent | ResultEvent
+)
 
 
 class _Fields:
@@ -192,6 +225,9 @@ def _stats(obj: Any, where: str) -> Stats:
     return Stats(
         total_time_us=f.int("total_time_us", True),
         downtime_us=f.int("downtime_us", True),
+        downtime_memory_us=f.int("downtime_memory_us", True),
+        downtime_hook_us=f.int("downtime_hook_us", True),
+        downtime_state_us=f.int("downtime_state_us", True),
         state_bytes=f.int("state_bytes", True),
         bytes_sent=f.int("bytes_sent", True),
         memory_bytes=f.int("memory_bytes", True),
@@ -232,6 +268,10 @@ def parse_event(line: str, where: str = "event") -> Event | None:
             est_downtime_us=f.int("est_downtime_us", True),
             unpopulated_pages=f.int("unpopulated_pages", True) or 0,
             rewritten_pages=f.int("rewritten_pages", True) or 0,
+            disk_dirty_blocks=f.int("disk_dirty_blocks", True) or 0,
+            disk_blocks_sent=f.int("disk_blocks_sent", True) or 0,
+            disk_zero_blocks=f.int("disk_zero_blocks", True) or 0,
+            disk_bytes=f.int("disk_bytes", True) or 0,
         )
     if kind == "progress":
         return ProgressEvent(
@@ -241,6 +281,19 @@ def parse_event(line: str, where: str = "event") -> Event | None:
             bytes_sent=f.req_int("bytes_sent"),
             rate_bytes_per_s=f.req_int("rate_bytes_per_s"),
             est_downtime_us=f.int("est_downtime_us", True),
+        )
+    if kind == "estimate-missed":
+        return EstimateMissedEvent(
+            phase=f.req_str("phase", PHASES),
+            est_downtime_us=f.req_int("est_downtime_us"),
+            paused_us=f.req_int("paused_us"),
+        )
+    if kind == "paused":
+        return PausedEvent(
+            round=f.req_int("round"),
+            dirty_pages=f.req_int("dirty_pages"),
+            dirty_bytes=f.req_int("dirty_bytes"),
+            timeout_ms=f.req_int("timeout_ms"),
         )
     if kind == "result":
         reasons = obj.get("reasons") or []
@@ -264,6 +317,8 @@ class EventLog:
     phases: list[str] = field(default_factory=list)
     rounds: list[RoundEvent] = field(default_factory=list)
     progress: ProgressEvent | None = None
+    estimate_missed: EstimateMissedEvent | None = None
+    paused: PausedEvent | None = None
     result: ResultEvent | None = None
     text: list[str] = field(default_factory=list)  # lines that were not events
     unreadable: list[str] = field(default_factory=list)  # kept by readers that go on
@@ -285,6 +340,10 @@ class EventLog:
             self.rounds.append(event)
         elif isinstance(event, ProgressEvent):
             self.progress = event
+        elif isinstance(event, EstimateMissedEvent):
+            self.estimate_missed = event
+        elif isinstance(event, PausedEvent):
+            self.paused = event
         elif isinstance(event, ResultEvent):
             self.result = event
         elif event is None and line.strip() and not line.lstrip().startswith("{"):

@@ -5,27 +5,43 @@ The flow is the same for the test bed (tbvm/tbctl) and for FreeBSD (bhyve/bhyvec
   1. hand both ends a fresh per-migration key;
   2. the guest runs on the source; the destination listens;
   3. the controller runs on the source and streams the control plane's events
-     (harness.events), shown live as they come;
+     (harness.events), shown live as they come; with a switchover hook, the `paused`
+     event runs it (harness.switchover) and its exit status sends the go-ahead or the
+     cancel;
   4. by the result: after "ok" the destination must run the guest; after "failed" or
      "cancelled" the destination discards; after "indeterminate" the harness asks the
      destination whether the guest runs there and destroys or resumes the source
      accordingly (resolve(): one of the two, never both);
   5. the guest is checked where it runs now, and a Report is built.
 
-Ctrl-C during step 3 sends the operator's cancel command; the source rolls back.
+Ctrl-C during step 3 sends the operator's cancel command; the source rolls back.  SIGTERM
+and SIGHUP do the same under interrupt_on_terminate(), so a harness stopped that way still
+removes the single-use key files and the receiver's control socket from the hosts.
 """
 
 from __future__ import annotations
 
 import secrets
+import signal
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from harness.config import MigrationPolicy
 from harness.errors import HarnessError, MigrationError
-from harness.events import ErrorInfo, EventError, EventLog, ResultEvent
+from harness.events import (
+    ErrorInfo,
+    EstimateMissedEvent,
+    EventError,
+    EventLog,
+    PausedEvent,
+    ResultEvent,
+)
 from harness.progress import Display, PlainDisplay
 from harness.runner import Process
+from harness.switchover import HookRun, hook_environment, run_hook
 
 # Report.status for each control-plane result of a migration.
 STATUS_OF_RESULT = {
@@ -61,9 +77,11 @@ class HostDriver(Resolvable, Protocol):
 
     kind: str
     controller: str  # the controller program's name, for messages
+    policy: MigrationPolicy  # the engine's; also the switchover hook, if any
 
     def write_keys(self, key_hex: str) -> None: ...
 
+    # Best effort, from a finally clause: a host that cannot be reached is skipped.
     def remove_keys(self) -> None: ...
 
     def start_source(self) -> None:
@@ -90,6 +108,14 @@ class HostDriver(Resolvable, Protocol):
 
     def cancel(self) -> None:
         """The operator's cancel: the source rolls back, the destination discards."""
+        ...
+
+    def switchover_continue(self) -> None:
+        """The switchover hook's go-ahead: the source finishes the migration."""
+        ...
+
+    def hook_environment(self) -> dict[str, str]:
+        """BMIG_* variables naming the hosts and the guest, for the switchover hook."""
         ...
 
     def confirm_destination(self) -> str | None:
@@ -158,9 +184,19 @@ class Report:
     total_time_ms: float = 0.0
     wall_time_ms: float = 0.0
     downtime_ms: float | None = None
+    # The downtime's parts (engine): the last memory sent with the guest paused, the
+    # switchover hook's wait, and the rest (state, READY/GO/RUNNING).
+    downtime_memory_ms: float | None = None
+    downtime_hook_ms: float | None = None
+    downtime_state_ms: float | None = None
     downtime_probe_ms: float | None = None
+    # The estimate-missed event: {"phase", "est_downtime_ms", "paused_ms"}, or None.
+    estimate_missed: dict[str, Any] | None = None
     bytes_sent: int = 0
     throughput_mb_s: float = 0.0
+    disk_bytes: int = 0  # of bytes_sent: disk blocks and zero ranges (--disks)
+    disk_rounds: int = 0  # rounds that carried disk blocks
+    disk_mb_s: float = 0.0  # disk_bytes over the total time
     stop_reason: str | None = None
     encrypted: bool | None = None
     protocol_version: int | None = None
@@ -168,6 +204,7 @@ class Report:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     phases: list[str] = field(default_factory=list)
     resolution: dict[str, Any] | None = None
+    switchover_hook: dict[str, Any] | None = None  # harness.switchover.HookRun
     destination: dict[str, Any] | None = None
     verification: dict[str, Any] = field(default_factory=dict)
     controller_exit: int | None = None
@@ -184,6 +221,16 @@ def _ms(us: int | None) -> float | None:
     return None if us is None else us / 1000.0
 
 
+def _estimate_missed(ev: EstimateMissedEvent | None) -> dict[str, Any] | None:
+    if ev is None:
+        return None
+    return {
+        "phase": ev.phase,
+        "est_downtime_ms": ev.est_downtime_us / 1000.0,
+        "paused_ms": ev.paused_us / 1000.0,
+    }
+
+
 def build_report(
     driver: HostDriver,
     guest: dict[str, Any],
@@ -195,6 +242,7 @@ def build_report(
     stats = result.stats
     total_ms = _ms(stats.total_time_us) or 0.0
     sent = stats.bytes_sent or 0
+    disk = sum(r.disk_bytes for r in log.rounds)
     return Report(
         kind=driver.kind,
         status=STATUS_OF_RESULT.get(result.result, "failed"),
@@ -206,8 +254,15 @@ def build_report(
         total_time_ms=total_ms,
         wall_time_ms=round(wall_ms, 3),
         downtime_ms=_ms(stats.downtime_us),
+        estimate_missed=_estimate_missed(log.estimate_missed),
+        downtime_memory_ms=_ms(stats.downtime_memory_us),
+        downtime_hook_ms=_ms(stats.downtime_hook_us),
+        downtime_state_ms=_ms(stats.downtime_state_us),
         bytes_sent=sent,
         throughput_mb_s=round(sent / total_ms / 1000.0, 1) if total_ms else 0.0,
+        disk_bytes=disk,
+        disk_rounds=sum(1 for r in log.rounds if r.disk_dirty_blocks),
+        disk_mb_s=round(disk / total_ms / 1000.0, 1) if total_ms else 0.0,
         stop_reason=stats.stop_reason,
         encrypted=stats.encrypted,
         protocol_version=stats.protocol_version,
@@ -217,10 +272,29 @@ def build_report(
     )
 
 
+@contextmanager
+def interrupt_on_terminate() -> Iterator[None]:
+    """Within: SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, so that the flow
+    cancels the migration and its finally clauses clean the hosts up (by default Python
+    dies on them at once).  Main thread only, as signal handlers are."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def follow(
-    proc: Process, log: EventLog, display: Display, host: str, timeout: float
+    proc: Process, log: EventLog, display: Display, host: str, timeout: float,
+    on_paused: Callable[[PausedEvent], None] | None = None,
 ) -> int | None:
-    """Read the controller's events until it exits; its exit status, None on timeout."""
+    """Read the controller's events until it exits; its exit status, None on timeout.
+    on_paused runs for a `paused` event (the switchover hook), the controller waiting."""
     deadline = time.monotonic() + timeout
     seen = 0
     while True:
@@ -238,6 +312,8 @@ def follow(
                 continue
             if event is not None:
                 display.event(host, event)
+            if isinstance(event, PausedEvent) and on_paused is not None:
+                on_paused(event)
         seen = len(lines)
         if code is not None:
             return code
@@ -282,6 +358,41 @@ def _cancel(driver: HostDriver, proc: Process, log: EventLog, display: Display,
     return code
 
 
+def _switchover(driver: HostDriver, display: Display,
+                runs: list[HookRun]) -> Callable[[PausedEvent], None]:  # fmt: skip
+    """The `paused` handler: run the hook, then send the go-ahead or the cancel."""
+    command, limit = driver.policy.switchover_hook, driver.policy.switchover_timeout
+
+    def on_paused(event: PausedEvent) -> None:
+        if not command:
+            display.say(f"[{driver.source_name}] paused for a switchover hook the harness "
+                        "was not given: cancelling")  # fmt: skip
+            driver.cancel()
+            return
+        display.say(f"[harness] guest paused, {event.dirty_pages} dirty pages left: "
+                    f"running the switchover hook (limit {limit:g} s)")  # fmt: skip
+        env = hook_environment(driver.hook_environment(), event, limit)
+        run = run_hook(command, env, event, limit)
+        runs.append(run)
+        try:
+            if run.outcome == "continued":
+                display.say(f"[harness] switchover hook done in {run.duration_ms:.0f} ms: "
+                            "go-ahead")  # fmt: skip
+                driver.switchover_continue()
+            else:
+                display.say(f"[harness] {run.detail}: cancelling; the source resumes the "
+                            "guest")  # fmt: skip
+                driver.cancel()
+        except HarnessError as exc:
+            # The engine's own wait ends soon and rolls back.
+            run.outcome = "not-answered"
+            run.detail = f"{run.detail + '; ' if run.detail else ''}telling the source " \
+                f"failed ({exc}): it rolls back when its wait ends"
+            display.say(f"[harness] {run.detail}")
+
+    return on_paused
+
+
 def _finish(log: EventLog, code: int | None, notes: list[str]) -> ResultEvent:
     """The run's result.  When the result and the exit status disagree, the harness
     cannot know where the guest is: it treats the outcome as indeterminate, so that the
@@ -306,8 +417,9 @@ def run_migration(
     or left undecided is a Report, not an exception; MigrationError when the flow
     itself cannot proceed."""
     display = display or PlainDisplay()
-    driver.write_keys(secrets.token_hex(32))
     try:
+        # Inside: a host that cannot be reached must not leave the other's key behind.
+        driver.write_keys(secrets.token_hex(32))
         driver.start_source()
         driver.start_destination()
         if opts.probe:
@@ -316,9 +428,11 @@ def run_migration(
         proc = driver.start_migration()
         log = EventLog(f"{driver.source_name}: {driver.controller}")
         notes: list[str] = []
+        hook_runs: list[HookRun] = []
         cancelled = False
         try:
-            code = follow(proc, log, display, driver.source_name, opts.migrate_timeout_s)
+            code = follow(proc, log, display, driver.source_name, opts.migrate_timeout_s,
+                          _switchover(driver, display, hook_runs))  # fmt: skip
         except KeyboardInterrupt:
             code = _cancel(driver, proc, log, display, opts)
             cancelled = True
@@ -333,6 +447,10 @@ def run_migration(
         report.controller_exit = code
         report.controller_messages = log.text[-20:]
         report.notes += notes
+        if hook_runs:
+            report.switchover_hook = asdict(hook_runs[-1])
+            if hook_runs[-1].detail:
+                report.notes.append(f"switchover hook: {hook_runs[-1].detail}")
         if cancelled and report.status == "failed":
             # Rolled back by the fallback (the destination was stopped): still a cancel.
             report.status = "cancelled"
@@ -361,8 +479,8 @@ def run_check(
     """A dry run: handshake, authentication and the full compatibility check, no memory
     moved.  Report.status is compatible, incompatible (reasons says why) or failed."""
     display = display or PlainDisplay()
-    driver.write_keys(secrets.token_hex(32))
     try:
+        driver.write_keys(secrets.token_hex(32))
         driver.start_source()
         driver.start_destination()
         started = time.monotonic()
@@ -419,9 +537,11 @@ def describe_failure(report: Report) -> str:
     if report.status == "cancelled":
         ok = report.verification.get("ok")
         host = report.hosts["source"]
+        hook = (report.switchover_hook or {}).get("detail")
+        why = f"cancelled ({hook})" if hook else "cancelled"
         if where == "source" and ok:
-            return f"cancelled: the guest kept running on {host} (memory check ok)"
-        return f"cancelled: the guest is on the {where} ({host}), memory check ok={ok}"
+            return f"{why}: the guest kept running on {host} (memory check ok)"
+        return f"{why}: the guest is on the {where} ({host}), memory check ok={ok}"
     text = (
         f"migration {report.status} on the {err.get('side', '?')} side during "
         f"{err.get('phase', '?')}: {err.get('message', 'no message')}"

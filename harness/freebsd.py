@@ -38,6 +38,7 @@ from pathlib import Path
 from harness.config import FreeBSDGuest, FreeBSDHost, Guest, Host, MigrationPolicy
 from harness.errors import HarnessError
 from harness.runner import CommandResult, Runner
+from harness.switchover import engine_wait_ms
 
 MACHINE = "amd64"  # bhyve's snapshot support is amd64-only
 BRANCH = "bhyvemig"
@@ -54,6 +55,8 @@ BHYVECTL_POLICY_OPTIONS = {
     "bandwidth": "--migrate-bandwidth",
     "encrypt": "--migrate-encrypt",
     "no_throttle": "--migrate-no-throttle",
+    "switchover_wait_ms": "--migrate-switchover-wait",
+    "disks": "--migrate-disks",
     "streams": "--migrate-streams",
 }
 
@@ -489,17 +492,24 @@ def bhyvectl_migrate_argv(
         argv.append(opt["encrypt"])
     if not policy.auto_throttle:
         argv.append(opt["no_throttle"])
+    if policy.switchover_hook:
+        argv.append(f"{opt['switchover_wait_ms']}="
+                    f"{engine_wait_ms(policy.switchover_timeout)}")  # fmt: skip
+    if policy.disks:
+        argv.append(opt["disks"])
     if policy.streams > 1:
         argv.append(f"{opt['streams']}={policy.streams}")
     return argv
 
 
 # bhyvectl's control-plane options beyond the policy: JSON event lines on stdout
-# (harness.events), and the operator commands (cancel and resume on the source, the
-# "does the guest run here?" query on the destination: {"state", "guest_runs_here"}).
+# (harness.events), and the operator commands (cancel, the switchover hook's go-ahead
+# and resume on the source, the "does the guest run here?" query on the destination:
+# {"state", "guest_runs_here"}).
 BHYVECTL_EVENTS_OPTION = "--migrate-json"
 BHYVECTL_OPERATOR_OPTIONS = {
     "cancel": "--migrate-cancel",
+    "continue": "--migrate-continue",
     "resume": "--migrate-resume",
     "status": "--migrate-status",
 }
@@ -512,8 +522,8 @@ def bhyvectl_check_argv(vm: str, destination: str, keyfile: str) -> list[str]:
 
 
 def bhyvectl_operator_argv(vm: str, command: str) -> list[str]:
-    """bhyvectl's command line for an operator command (cancel, resume, status); the
-    answer is one JSON line."""
+    """bhyvectl's command line for an operator command (cancel, continue, resume,
+    status); the answer is one JSON line."""
     return ["bhyvectl", f"--vm={vm}", BHYVECTL_EVENTS_OPTION, BHYVECTL_OPERATOR_OPTIONS[command]]
 
 

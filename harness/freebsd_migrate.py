@@ -22,8 +22,9 @@ run of that same code recorded (tests/test_flow_drivers.py).
     /dev/vmm/NAME is gone there; after a failed one the guest still runs on the source,
     the destination bhyve has exited and its VM (if any) is destroyed.
 
-The guest's disk must be the same file on both hosts (shared storage such as NFS): the
-migration moves memory and device state, not disks.
+The guest's disk must be the same file on both hosts (shared storage such as NFS), unless
+the policy sets `disks` (`bhyvectl --migrate-disks`): then each host has its own image at
+the path the guest's configuration names, and the blocks move with the memory.
 """
 
 from __future__ import annotations
@@ -375,6 +376,20 @@ class FreeBSDDriver:
 
     def cancel(self) -> None:
         self.src.run(freebsd.bhyvectl_operator_argv(self.vm, "cancel"), timeout=30)
+
+    def switchover_continue(self) -> None:
+        self.src.run(freebsd.bhyvectl_operator_argv(self.vm, "continue"), timeout=30)
+
+    def hook_environment(self) -> dict[str, str]:
+        disk = self.guest.freebsd.disk if self.guest.freebsd else None
+        return {
+            "BMIG_KIND": self.kind, "BMIG_GUEST": self.vm,
+            "BMIG_SOURCE": self.source.name, "BMIG_DESTINATION": self.destination.name,
+            "BMIG_SOURCE_ADDRESS": self.source.address,
+            "BMIG_DESTINATION_ADDRESS": self.destination.address,
+            "BMIG_SOURCE_USER": self.source.user, "BMIG_DESTINATION_USER": self.destination.user,
+            "BMIG_GUEST_DISK": disk or "",
+        }  # fmt: skip
 
     def _destination_runs(self) -> bool | None:
         """The destination bhyve's answer to "does the guest run here?"; None if none."""

@@ -29,6 +29,7 @@ from harness.flow import FlowOptions, Report, run_check, run_migration
 from harness.probe import Prober, ProbeTarget
 from harness.progress import Display, PlainDisplay
 from harness.runner import Process, Runner
+from harness.switchover import engine_wait_ms
 
 __all__ = [
     "Endpoint",
@@ -70,6 +71,7 @@ class RunningGuest:
     process: Process
     control: str
     probe_port: int
+    tag: str = ""  # names its disk image (disk_image())
 
     def tbctl(self, *args: str, timeout: float = 60.0, check: bool = True):
         argv = [self.endpoint.tool("tbctl"), "--control", self.control, *args]
@@ -145,6 +147,8 @@ def disk_args(endpoint: Endpoint, guest: Guest, tag: str) -> list[str]:
         args += ["--disk-hot", str(tb.disk_hot)]
     if tb.disk_rate:
         args += ["--disk-rate", str(tb.disk_rate)]
+    if tb.disk_prefill:
+        args.append("--disk-prefill")  # the destination ignores it: its image is received
     return args
 
 
@@ -168,6 +172,10 @@ def policy_args(policy: MigrationPolicy, flow: FlowOptions) -> list[str]:
         args.append("--encrypt")
     if not policy.auto_throttle:
         args.append("--no-throttle")
+    if policy.switchover_hook:
+        args += ["--switchover-wait", str(engine_wait_ms(policy.switchover_timeout))]
+    if policy.disks:
+        args.append("--disks")
     if policy.streams > 1:
         args += ["--streams", str(policy.streams)]
     if flow.max_time_ms:
@@ -200,7 +208,7 @@ def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str) -
     ]  # fmt: skip
     proc = endpoint.runner.spawn(argv)
     proc.wait_line("RUNNING", flow.start_timeout_s)
-    return RunningGuest(endpoint, proc, control, port)
+    return RunningGuest(endpoint, proc, control, port, tag)
 
 
 @dataclass
@@ -245,10 +253,15 @@ class TestbedDriver:
             self._keys.append((ep.runner, path))
 
     def remove_keys(self) -> None:
-        # The key is single-use; the destination's report is in ours by now.
-        for runner, path in self._keys:
-            runner.run(["rm", "-f", path], check=False)
-        self.destination.runner.run(["rm", "-f", self.dst_report], check=False)
+        # The key is single-use; the destination's report is in ours by now.  Only the
+        # files written are removed, and an unreachable host does not stop the others.
+        files = [*self._keys, (self.destination.runner, self.dst_report)]
+        self._keys = []
+        for runner, path in files:
+            try:
+                runner.run(["rm", "-f", path], check=False)
+            except HarnessError:
+                continue
 
     def _key(self, ep: Endpoint) -> str:
         return f"{ep.runner.workdir}/migration-{self.tag}.key"
@@ -316,6 +329,25 @@ class TestbedDriver:
     def cancel(self) -> None:
         self.source.tbctl("cancel", timeout=30.0)
 
+    def switchover_continue(self) -> None:
+        self.source.tbctl("switchover-continue", timeout=30.0)
+
+    def hook_environment(self) -> dict[str, str]:
+        src, dst = self.source.endpoint, self.destination
+        env = {
+            "BMIG_KIND": self.kind, "BMIG_GUEST": self.guest.name,
+            "BMIG_SOURCE": src.name, "BMIG_DESTINATION": dst.name,
+            "BMIG_SOURCE_ADDRESS": src.migration_address,
+            "BMIG_DESTINATION_ADDRESS": dst.migration_address,
+            "BMIG_SOURCE_CONTROL": self.source.control,
+            "BMIG_DESTINATION_CONTROL": self.dst_control,
+            "BMIG_TBCTL": src.tool("tbctl"),
+        }  # fmt: skip
+        if (self.guest.testbed or TestbedGuest()).disk:
+            env["BMIG_SOURCE_DISK"] = disk_image(src, self.guest, self.source.tag)
+            env["BMIG_DESTINATION_DISK"] = disk_image(dst, self.guest, self.tag)
+        return env
+
     def _receiver_alive(self) -> bool:
         return self.receiver is not None and self.receiver.alive()
 
@@ -341,7 +373,7 @@ class TestbedDriver:
     def _arrive(self) -> None:
         assert self.receiver is not None
         self.arrived = RunningGuest(self.destination, self.receiver, self.dst_control,
-                                    self.dst_probe)  # fmt: skip
+                                    self.dst_probe, self.tag)  # fmt: skip
 
     def confirm_destination(self) -> str | None:
         assert self.receiver is not None

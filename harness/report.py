@@ -40,6 +40,24 @@ def summary(report: dict[str, Any]) -> str:
         f"{_mib(report.get('bytes_sent', 0))} MiB sent, {report.get('throughput_mb_s', 0)} MB/s, "
         f"stop: {report.get('stop_reason')}"
     )
+    if report.get("downtime_hook_ms"):
+        lines.append(
+            f"  downtime: {_fmt_ms(report.get('downtime_memory_ms'))} memory, "
+            f"{_fmt_ms(report.get('downtime_hook_ms'))} switchover hook, "
+            f"{_fmt_ms(report.get('downtime_state_ms'))} state and switchover"
+        )
+    hook = report.get("switchover_hook")
+    if hook:
+        detail = f": {hook['detail']}" if hook.get("detail") else ""
+        lines.append(
+            f"  switchover hook: {hook.get('outcome')} after {hook.get('duration_ms', 0):.0f} ms"
+            f" (exit {hook.get('exit_status')}){detail}"
+        )
+    if report.get("disk_bytes"):
+        lines.append(
+            f"  disks: {_mib(report['disk_bytes'])} MiB in {report.get('disk_rounds', 0)} "
+            f"rounds, {report.get('disk_mb_s', 0)} MB/s"
+        )
     lines.append(f"  the guest runs on the {report.get('guest_runs_on')}")
     lines.append(
         f"  verification ({ver.get('where', '?')}): {'ok' if ver.get('ok') else 'FAILED'}, "

@@ -11,7 +11,8 @@ Inputs (all in this repository):
   and why the change is made;
 - the project's own FreeBSD-layout files under sys/, lib/ and usr.sbin/;
 - patches/cover-letter.txt: the hand-written cover letter, where `{size:PATH}` stands
-  for the generated size of the change to upstream file PATH.
+  for the generated size of the change to upstream file PATH, `{count:upstream}` and
+  `{count:patches}` for the number of upstream files and of patches.
 
 Outputs (written by export(); `invoke patches.export`):
 
@@ -549,8 +550,8 @@ def _size(series: Series, path: str) -> str:
 
 
 def render_cover_text(series: Series) -> str:
-    """cover-letter.txt with every {size:PATH} filled in; every upstream file the series
-    touches must have one."""
+    """cover-letter.txt with every {size:PATH}, {count:upstream} and {count:patches} filled
+    in; every upstream file the series touches must have a {size:PATH}."""
     text = series.cover_text
     named = set(_SIZE_RE.findall(text))
     missing = sorted(set(series.upstream_files()) - named)
@@ -560,6 +561,8 @@ def render_cover_text(series: Series) -> str:
             + ", ".join(missing)
             + " (add a line with {size:PATH} and the reason)"
         )
+    text = text.replace("{count:upstream}", str(len(series.upstream_files())))
+    text = text.replace("{count:patches}", str(series.total))
     return _SIZE_RE.sub(lambda m: _size(series, m.group(1)), text).rstrip("\n")
 
 
@@ -612,8 +615,8 @@ def render_base(series: Series) -> str:
             "it (whole files, gathered outside the repository with their provenance).  The "
             "hunks are `git diff -U3` of those files (`invoke patches.refresh`), and `invoke "
             "patches.check --src DIR` applies each patch in order with no fuzz and no "
-            "offset.  pmap.c and bhyve.8 were not gathered: their hunks are exact against "
-            "the versions named, not regenerated.",
+            "offset.  Every file below was gathered whole; none is the 15.0-RELEASE blob itself, "
+            "and the ones taken from forks of main or older than 15.0 say so below.",
             WRAP,
         ),
         "",

@@ -18,9 +18,11 @@
 #include "migration.h"
 #include "migration_backend.h"
 #include "migration_devlog.h"
+#include "migration_storage.h"
 
 #include "tb_backend.h"
 #include "tb_dirty.h"
+#include "tb_disk.h"
 #include "tb_guest.h"
 #include "tb_state.h"
 
@@ -48,6 +50,11 @@ tb_vminfo(void *arg, struct mig_vminfo *vi)
 	for (i = 0; i < vi->nsegs; i++)
 		tb_guest_seg(g, i, &vi->segs[i].gpa, &vi->segs[i].len,
 		    &vi->segs[i].host);
+	if (tb_guest_disk(g) != NULL) {
+		vi->ndisks = 1;
+		vi->disks[0].block_size = TB_DISK_BLOCK;
+		vi->disks[0].size = tb_guest_config(g)->disk.size;
+	}
 	vi->nsections = tb_state_nsections(g);
 	for (i = 0; i < vi->nsections; i++) {
 		tb_state_name(g, i, vi->sections[i].name,
@@ -151,21 +158,6 @@ tb_populated_op(void *arg, uint32_t seg, uint64_t first, uint64_t npages,
 }
 
 static int
-tb_dirty_putback_op(void *arg, uint32_t seg, uint64_t first,
-    uint64_t npages, const uint64_t *bitmap)
-{
-	struct tb_backend *tb = arg;
-	uint64_t idx;
-	int error;
-
-	error = chunk_pages(tb, seg, first, npages, &idx);
-	if (error != 0)
-		return (error);
-	return (tb_dirty_putback(tb_guest_dirty(tb->guest), idx, npages,
-	    bitmap));
-}
-
-static int
 tb_devlog_collect_op(void *arg, uint32_t seg, uint64_t first,
     uint64_t npages, uint64_t *bitmap)
 {
@@ -192,6 +184,141 @@ tb_dirty_stop(void *arg)
 	if (tb_guest_dma(tb->guest) != NULL)
 		mig_devlog_disarm(tb_dma_log(tb_guest_dma(tb->guest)));
 	(void)tb_dirty_disarm(tb_guest_dirty(tb->guest));
+}
+
+/* The guest's disk, if blocks [first, first + n) of disk are in it. */
+static struct tb_disk *
+disk_range(struct tb_backend *tb, uint32_t disk, uint64_t first, uint64_t n)
+{
+	struct tb_disk *d = tb_guest_disk(tb->guest);
+	uint64_t nblocks;
+
+	nblocks = d != NULL ? tb_guest_config(tb->guest)->disk.size /
+	    TB_DISK_BLOCK : 0;
+	if (d == NULL || disk != 0 || first > nblocks || n > nblocks - first) {
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg), "blocks %"
+		    PRIu64 "+%" PRIu64 " of disk %u: the guest has %s", first,
+		    n, disk, d == NULL ? "no disk" : "one disk, smaller");
+		return (NULL);
+	}
+	return (d);
+}
+
+/* An I/O error on the image: say which. */
+static int
+disk_error(struct tb_backend *tb, int error, const char *doing)
+{
+
+	if (error != 0)
+		snprintf(tb->mb.errmsg, sizeof(tb->mb.errmsg), "%s disk image "
+		    "%s: %s", doing, tb_disk_image(tb_guest_disk(tb->guest)),
+		    strerror(error));
+	return (error);
+}
+
+static int
+tb_disk_start_op(void *arg, uint32_t disk)
+{
+	struct tb_backend *tb = arg;
+	struct tb_disk *d;
+
+	if ((d = disk_range(tb, disk, 0, 0)) == NULL)
+		return (EINVAL);
+	tb_disk_track(d);
+	return (0);
+}
+
+static int
+tb_disk_collect_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
+    uint64_t *bitmap)
+{
+	struct tb_backend *tb = arg;
+	struct tb_disk *d;
+
+	if ((d = disk_range(tb, disk, first, n)) == NULL || first % 64 != 0)
+		return (EINVAL);
+	tb_disk_collect(d, first, n, bitmap);
+	return (0);
+}
+
+static int
+tb_disk_allocated_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
+    uint64_t *bitmap)
+{
+	struct tb_backend *tb = arg;
+	struct tb_disk *d;
+
+	if ((d = disk_range(tb, disk, first, n)) == NULL)
+		return (EINVAL);
+	return (disk_error(tb, tb_disk_allocated(d, first, n, bitmap),
+	    "finding the data of"));
+}
+
+static int
+tb_disk_read_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
+    void *buf)
+{
+	struct tb_backend *tb = arg;
+	struct tb_disk *d;
+
+	if ((d = disk_range(tb, disk, first, n)) == NULL)
+		return (EINVAL);
+	return (disk_error(tb, tb_disk_read(d, first, n, buf), "reading"));
+}
+
+static void
+tb_disk_stop_op(void *arg __attribute__((unused)),
+    uint32_t disk __attribute__((unused)))
+{
+	/* tb-disk marks every write anyway: nothing to disarm. */
+}
+
+static int
+tb_disk_recv_begin_op(void *arg)
+{
+	struct tb_backend *tb = arg;
+	struct tb_disk *d;
+
+	if ((d = disk_range(tb, 0, 0, 0)) == NULL)
+		return (EINVAL);
+	return (disk_error(tb, tb_disk_mark_incomplete(d), "marking"));
+}
+
+static int
+tb_disk_write_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
+    const void *buf)
+{
+	struct tb_backend *tb = arg;
+	struct tb_disk *d;
+
+	if ((d = disk_range(tb, disk, first, n)) == NULL)
+		return (EINVAL);
+	return (disk_error(tb, tb_disk_write(d, first, n, buf), "writing"));
+}
+
+static int
+tb_disk_zero_op(void *arg, uint32_t disk, uint64_t first, uint64_t n)
+{
+	struct tb_backend *tb = arg;
+	struct tb_disk *d;
+
+	if ((d = disk_range(tb, disk, first, n)) == NULL)
+		return (EINVAL);
+	return (disk_error(tb, tb_disk_zero(d, first, n), "zeroing blocks of"));
+}
+
+static int
+tb_disk_recv_done_op(void *arg)
+{
+	struct tb_backend *tb = arg;
+	struct tb_disk *d;
+	int error;
+
+	if ((d = disk_range(tb, 0, 0, 0)) == NULL)
+		return (EINVAL);
+	if ((error = disk_error(tb, tb_disk_flush(d), "flushing")) != 0)
+		return (error);
+	return (disk_error(tb, tb_disk_mark_complete(d), "completing"));
 }
 
 static int
@@ -254,19 +381,37 @@ tb_progress(void *arg, const struct mig_progress *p)
 		tb->progress(tb->progress_arg, p);
 }
 
+/* As bhyve -R: the disk image again, as the source left it. */
+static int
+tb_before_ready(void *arg)
+{
+	struct tb_backend *b = arg;
+
+	return (mig_storage_reopen(b->mb.errmsg, sizeof(b->mb.errmsg)));
+}
+
 static const struct mig_backend_ops tb_ops = {
 	.vminfo = tb_vminfo,
 	.dirty_start = tb_dirty_start,
 	.dirty_collect = tb_dirty_collect_op,
-	.dirty_putback = tb_dirty_putback_op,
 	.dirty_stop = tb_dirty_stop,
 	.populated = tb_populated_op,
 	.devlog_collect = tb_devlog_collect_op,
 	.pause = tb_pause,
 	.resume = tb_resume,
+	.before_ready = tb_before_ready,
 	.throttle = tb_throttle,
 	.state_save = tb_state_save_op,
 	.state_restore = tb_state_restore_op,
+	.disk_start = tb_disk_start_op,
+	.disk_collect = tb_disk_collect_op,
+	.disk_allocated = tb_disk_allocated_op,
+	.disk_read = tb_disk_read_op,
+	.disk_stop = tb_disk_stop_op,
+	.disk_recv_begin = tb_disk_recv_begin_op,
+	.disk_write = tb_disk_write_op,
+	.disk_zero = tb_disk_zero_op,
+	.disk_recv_done = tb_disk_recv_done_op,
 	.progress = tb_progress,
 };
 

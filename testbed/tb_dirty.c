@@ -12,11 +12,6 @@
  * pages whose protection was lifted and protects them again in the same
  * page-table walk, so no write between the read and the clear is lost.
  *
- * Marks put back after a failed migration are kept in a bitmap of our
- * own and merged into the next collect: un-protecting a page that was
- * never populated leaves it reading as clean, so the page tables cannot
- * hold them.
- *
  * Which pages hold data is taken when tracking is armed, for the engine
  * to skip the rest in round 1 unread.  It cannot be asked later: arming
  * puts a write-protect marker into every empty page table entry, and
@@ -92,9 +87,8 @@ struct tb_dirty {
 	uint64_t	npages;
 	int		uffd;
 	int		pagemap;
-	pthread_mutex_t	mtx;		/* vec and pending */
+	pthread_mutex_t	mtx;		/* vec, populated and armed */
 	struct page_region *vec;
-	uint64_t	*pending;	/* put-back marks, one bit a page */
 	uint64_t	*populated;	/* held data when armed */
 	bool		armed;
 };
@@ -178,9 +172,8 @@ tb_dirty_open(struct tb_dirty **dp, void *base, size_t len, char *msg,
 	d->npages = len >> TB_PAGE_SHIFT;
 	d->pagemap = -1;
 	d->vec = calloc(TB_DIRTY_VEC, sizeof(*d->vec));
-	d->pending = calloc((d->npages + 63) / 64, sizeof(uint64_t));
 	d->populated = calloc((d->npages + 63) / 64, sizeof(uint64_t));
-	if (d->vec == NULL || d->pending == NULL || d->populated == NULL) {
+	if (d->vec == NULL || d->populated == NULL) {
 		snprintf(msg, msglen, "out of memory");
 		error = ENOMEM;
 		goto fail_mem;
@@ -236,7 +229,6 @@ fail_uffd:
 	close(d->uffd);
 fail_mem:
 	free(d->populated);
-	free(d->pending);
 	free(d->vec);
 	free(d);
 	return (error);
@@ -309,7 +301,6 @@ tb_dirty_arm(struct tb_dirty *d)
 
 	words = (d->npages + 63) / 64;
 	pthread_mutex_lock(&d->mtx);
-	memset(d->pending, 0, words * sizeof(uint64_t));
 	memset(d->populated, 0, words * sizeof(uint64_t));
 	/*
 	 * Before arming: resident or swapped.  After: resident, for a page
@@ -362,7 +353,6 @@ tb_dirty_disarm(struct tb_dirty *d)
 {
 
 	pthread_mutex_lock(&d->mtx);
-	memset(d->pending, 0, (d->npages + 63) / 64 * sizeof(uint64_t));
 	d->armed = false;
 	pthread_mutex_unlock(&d->mtx);
 	return (writeprotect(d, 0));
@@ -373,7 +363,6 @@ tb_dirty_collect(struct tb_dirty *d, uint64_t first, uint64_t npages,
     uint64_t *bitmap)
 {
 	struct pm_scan_arg arg;
-	uint64_t i;
 	int error;
 
 	if (first > d->npages || npages > d->npages - first)
@@ -388,31 +377,8 @@ tb_dirty_collect(struct tb_dirty *d, uint64_t first, uint64_t npages,
 	arg.category_mask = PAGE_IS_WRITTEN;
 	arg.return_mask = PAGE_IS_WRITTEN;
 	error = scan_regions(d, &arg, first, npages, bitmap);
-	for (i = 0; error == 0 && i < npages; i++) {
-		if (bit_isset(d->pending, first + i)) {
-			bitmap[i >> 6] |= 1ull << (i & 63);
-			d->pending[(first + i) >> 6] &=
-			    ~(1ull << ((first + i) & 63));
-		}
-	}
 	pthread_mutex_unlock(&d->mtx);
 	return (error);
-}
-
-int
-tb_dirty_putback(struct tb_dirty *d, uint64_t first, uint64_t npages,
-    const uint64_t *bitmap)
-{
-	uint64_t i;
-
-	if (first > d->npages || npages > d->npages - first)
-		return (EINVAL);
-	pthread_mutex_lock(&d->mtx);
-	for (i = 0; i < npages; i++)
-		if (bit_isset(bitmap, i))
-			bits_set(d->pending, first + i, first + i + 1);
-	pthread_mutex_unlock(&d->mtx);
-	return (0);
 }
 
 void
@@ -425,7 +391,6 @@ tb_dirty_close(struct tb_dirty *d)
 	close(d->uffd);
 	pthread_mutex_destroy(&d->mtx);
 	free(d->populated);
-	free(d->pending);
 	free(d->vec);
 	free(d);
 }
@@ -487,7 +452,6 @@ int
 tb_dirty_selftest(char *msg, size_t msglen)
 {
 	const uint64_t npages = 16, probe = 5;
-	uint64_t bitmap[1];
 	struct tb_dirty *d;
 	uint8_t *mem;
 	size_t len;
@@ -533,12 +497,6 @@ tb_dirty_selftest(char *msg, size_t msglen)
 		goto out;
 	error = selftest_expect(d, npages, npages,
 	    "on a second collect with no write", msg, msglen);
-	if (error != 0)
-		goto out;
-	bitmap[0] = 1ull << probe;
-	tb_dirty_putback(d, 0, npages, bitmap);
-	error = selftest_expect(d, npages, probe, "after a put-back", msg,
-	    msglen);
 	if (error != 0)
 		goto out;
 	/* Page 5 was written after arming: the dirty log has it, not this. */

@@ -34,9 +34,6 @@ int	tb_dirty_collect(struct tb_dirty *, uint64_t first, uint64_t npages,
  */
 int	tb_dirty_populated(struct tb_dirty *, uint64_t first, uint64_t npages,
 	    uint64_t *bitmap);
-/* Mark the pages set in bitmap dirty again. */
-int	tb_dirty_putback(struct tb_dirty *, uint64_t first, uint64_t npages,
-	    const uint64_t *bitmap);
 /* Stop tracking: writes no longer fault. */
 int	tb_dirty_disarm(struct tb_dirty *);
 void	tb_dirty_close(struct tb_dirty *);

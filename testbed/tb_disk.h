@@ -30,6 +30,7 @@ struct tb_disk_config {
 	uint64_t	size;		/* bytes; 0: no disk */
 	uint64_t	hot_bytes;
 	uint64_t	rate;		/* block writes per second */
+	bool		prefill;	/* fresh: the sweep covered it once */
 	char		image[TB_DISK_PATH_MAX];
 };
 
@@ -38,16 +39,44 @@ struct tb_verify;
 
 /*
  * Open (creating, sized) the image of a checked configuration
- * (tb_guest_config_check()); the device starts paused.
+ * (tb_guest_config_check()); the device starts paused.  A guest that
+ * starts fresh refuses an image marked incomplete, and with prefill
+ * writes every block first, as if the sweep had gone round once.
  */
 int	tb_disk_create(struct tb_disk **, const struct tb_disk_config *,
-	    uint64_t seed, char *msg, size_t msglen);
+	    uint64_t seed, bool fresh, char *msg, size_t msglen);
 void	tb_disk_destroy(struct tb_disk *);
 /* Finish the write in flight and flush the image; resume restarts. */
 int	tb_disk_pause(struct tb_disk *);
 void	tb_disk_resume(struct tb_disk *);
 uint64_t tb_disk_seq(const struct tb_disk *);
 void	tb_disk_set_seq(struct tb_disk *, uint64_t);
+/*
+ * Disk migration (tb_backend.c), in blocks of TB_DISK_BLOCK.  Every
+ * completed write marks its block in a write bitmap: tb_disk_track()
+ * clears it, tb_disk_collect() takes and clears the marks of n blocks
+ * from first (a multiple of 64).  tb_disk_allocated() marks the blocks
+ * that may hold data (a superset).  The rest return 0 or an errno.
+ */
+const char *tb_disk_image(const struct tb_disk *);
+void	tb_disk_track(struct tb_disk *);
+void	tb_disk_collect(struct tb_disk *, uint64_t first, uint64_t n,
+	    uint64_t *bitmap);
+int	tb_disk_allocated(struct tb_disk *, uint64_t first, uint64_t n,
+	    uint64_t *bitmap);
+int	tb_disk_read(struct tb_disk *, uint64_t first, uint64_t n, void *);
+int	tb_disk_write(struct tb_disk *, uint64_t first, uint64_t n,
+	    const void *);
+int	tb_disk_zero(struct tb_disk *, uint64_t first, uint64_t n);
+/*
+ * The destination's mark, a file "IMAGE.incomplete" beside the image:
+ * made durable before the first block is written, removed once the
+ * guest runs here and the image was flushed (tb_disk_flush()).
+ */
+int	tb_disk_mark_incomplete(struct tb_disk *);
+int	tb_disk_flush(struct tb_disk *);
+int	tb_disk_mark_complete(struct tb_disk *);
+
 /* Check every block of the image; the device is paused. */
 int	tb_disk_verify(struct tb_disk *, struct tb_verify *, char *msg,
 	    size_t msglen);

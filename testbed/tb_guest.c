@@ -417,7 +417,7 @@ tb_guest_create(struct tb_guest **gp, const struct tb_guest_config *cfg,
 			goto fail;
 	}
 	if (cfg->disk.size != 0 && (error = tb_disk_create(&g->disk,
-	    &cfg->disk, cfg->seed, msg, msglen)) != 0)
+	    &cfg->disk, cfg->seed, fresh, msg, msglen)) != 0)
 		goto fail;
 	for (i = 0; i < cfg->nvcpus; i++) {
 		error = pthread_create(&g->vcpus[i].thread, NULL, vcpu_main,

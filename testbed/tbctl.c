@@ -5,8 +5,8 @@
  */
 
 /*
- * tbctl: the test bed's controller.  migrate, check, cancel, resume and
- * guest-status run bhyvectl's own controller (bhyvectl_migrate.c) with
+ * tbctl: the test bed's controller.  migrate, check, cancel,
+ * switchover-continue, resume and guest-status run bhyvectl's own controller (bhyvectl_migrate.c) with
  * the options of the shared request table (migration_ctl.c); the events
  * go to stdout as JSON lines, in words to stderr.  verify, status, stop
  * and checkpoint are the test bed's own.
@@ -50,7 +50,8 @@ usage(void)
 	    "usage: tbctl --control PATH migrate --to HOST:PORT --key-file "
 	    "FILE [options]\n"
 	    "       tbctl --control PATH check --to HOST:PORT --key-file FILE\n"
-	    "       tbctl --control PATH cancel | resume | guest-status\n"
+	    "       tbctl --control PATH cancel | switchover-continue | resume "
+	    "| guest-status\n"
 	    "       tbctl --control PATH verify | status | stop | checkpoint\n"
 	    "       tbctl --control PATH --migrate-live=HOST:PORT ... (bhyvectl's "
 	    "options)\n"
@@ -126,6 +127,7 @@ main(int argc, char **argv)
 		{ "migrate", MIGRATE_OPT_LIVE },
 		{ "check", MIGRATE_OPT_CHECK },
 		{ "cancel", MIGRATE_OPT_CANCEL },
+		{ "switchover-continue", MIGRATE_OPT_CONTINUE },
 		{ "resume", MIGRATE_OPT_RESUME },
 		{ "guest-status", MIGRATE_OPT_STATUS },
 	};
@@ -207,8 +209,8 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "verify") != 0 && strcmp(cmd, "status") != 0 &&
 	    strcmp(cmd, "stop") != 0 && strcmp(cmd, "checkpoint") != 0)
 		die(MIG_EXIT_USAGE, "unknown command '%s' (migrate, check, "
-		    "cancel, resume, guest-status, verify, status, stop or "
-		    "checkpoint)", cmd);
+		    "cancel, switchover-continue, resume, guest-status, verify, "
+		    "status, stop or checkpoint)", cmd);
 	if (simple(control, cmd) != 0) {
 		if (strcmp(cmd, "verify") == 0)
 			fprintf(stderr, "tbctl: the guest's memory or state is "

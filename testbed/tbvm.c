@@ -115,7 +115,7 @@ usage(void)
 	    "[--fill pattern|zero]\n"
 	    "\t    [--seed S] [--dma RATE [--dma-unlogged running|drain]]\n"
 	    "\t    [--disk SIZE --disk-image PATH [--disk-hot SIZE] "
-	    "[--disk-rate N]]\n"
+	    "[--disk-rate N] [--disk-prefill]]\n"
 	    "\t    --control PATH [--probe HOST:PORT]\n"
 	    "\t    [--stateless-device NAME]\n"
 	    "       tbvm receive (the guest options of run) --listen "
@@ -192,6 +192,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "disk-image", required_argument, NULL, 'i' },
 		{ "disk-hot", required_argument, NULL, 'h' },
 		{ "disk-rate", required_argument, NULL, 'R' },
+		{ "disk-prefill", no_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 }
 	};
 	char msg[256];
@@ -312,6 +313,9 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 			cfg->disk.rate = opt_number("disk-rate", optarg, 1,
 			    1000000);
 			break;
+		case 'P':
+			cfg->disk.prefill = true;
+			break;
 		case 'D':
 			cfg->dma.rate = opt_number("dma", optarg, 1, 1000000);
 			break;
@@ -345,9 +349,10 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 	if (cfg->disk.size != 0 && cfg->disk.image[0] == '\0')
 		usage_error("--disk needs --disk-image");
 	if (cfg->disk.size == 0 && (cfg->disk.image[0] != '\0' ||
-	    cfg->disk.hot_bytes != 0 || cfg->disk.rate != 0))
-		usage_error("--disk-image, --disk-hot and --disk-rate need "
-		    "--disk");
+	    cfg->disk.hot_bytes != 0 || cfg->disk.rate != 0 ||
+	    cfg->disk.prefill))
+		usage_error("--disk-image, --disk-hot, --disk-rate and "
+		    "--disk-prefill need --disk");
 	if (cfg->disk.size != 0 && cfg->disk.hot_bytes == 0)
 		cfg->disk.hot_bytes = cfg->disk.size < TB_DISK_HOT_DEFAULT ?
 		    cfg->disk.size : TB_DISK_HOT_DEFAULT;
@@ -515,7 +520,10 @@ cmd_migrate(int fd, struct tb_ctlmsg *m, bool check)
 	    check, msg, sizeof(msg));
 }
 
-/* cancel, resume, migrate-status: the answer on the reply channel. */
+/*
+ * cancel, continue, resume, migrate-status: the answer on the reply
+ * channel.
+ */
 static void
 cmd_operator(int fd, struct tb_ctlmsg *m)
 {
@@ -539,6 +547,8 @@ cmd_operator(int fd, struct tb_ctlmsg *m)
 	}
 	if (strcmp(m->cmd, "migrate_cancel") == 0)
 		error = mig_source_cancel(msg, sizeof(msg));
+	else if (strcmp(m->cmd, "migrate_continue") == 0)
+		error = mig_source_continue(msg, sizeof(msg));
 	else
 		error = mig_source_resume(msg, sizeof(msg));
 	reply_answer(rfd, error == 0, msg);
@@ -677,6 +687,7 @@ serve_main(void *arg)
 	else if (strcmp(m->cmd, "migrate_check") == 0)
 		cmd_migrate(fd, m, true);
 	else if (strcmp(m->cmd, "migrate_cancel") == 0 ||
+	    strcmp(m->cmd, "migrate_continue") == 0 ||
 	    strcmp(m->cmd, "migrate_resume") == 0 ||
 	    strcmp(m->cmd, "migrate_status") == 0)
 		cmd_operator(fd, m);
@@ -694,8 +705,9 @@ serve_main(void *arg)
 		request_exit(0);
 	} else {
 		snprintf(msg, sizeof(msg), "unknown command '%.64s' (migrate, "
-		    "migrate_check, migrate_cancel, migrate_resume, "
-		    "migrate_status, checkpoint, verify, status or stop)",
+		    "migrate_check, migrate_cancel, migrate_continue, "
+		    "migrate_resume, migrate_status, checkpoint, verify, "
+		    "status or stop)",
 		    m->cmd);
 		reply_error(fd, true, msg);
 	}

@@ -92,6 +92,12 @@ CASES = [
     # Ctrl-C inside round 1 (128 MiB at 20 MB/s takes 6 s): the operator's cancel.
     Case("cancelled", Expect("cancelled", "source", "source", "precopy", "cancelled"),
          policy={"bandwidth": 20_000_000}, interrupt_after_s=1.5),
+    # A switchover hook: paused, the harness runs it, then the go-ahead or the cancel.
+    Case("switchover-hook", Expect("completed", "destination"),
+         policy={"switchover_hook": "exit 0", "switchover_timeout": 10}),
+    Case("switchover-hook-fails",
+         Expect("cancelled", "source", "source", "stopcopy", "switchover hook"),
+         policy={"switchover_hook": "exit 1", "switchover_timeout": 10}),
     # Dry runs: no memory moves, the guest keeps running on the source.
     Case("dry-run-compatible", Expect("compatible", "source"), check=True),
     Case("dry-run-incompatible", Expect("incompatible", "source", message="vCPU"),
@@ -134,6 +140,11 @@ def assert_expected(report: Report, case: Case) -> None:
         else:
             assert report.reasons == []
         return
+    if case.policy.get("switchover_hook"):
+        # The hook ran at the paused event; its exit status decided.
+        assert report.switchover_hook is not None
+        assert report.switchover_hook["outcome"] == (
+            "continued" if want.status == "completed" else "failed")
     if want.status == "completed":
         assert report.error is None
         assert report.rounds and report.rounds[-1]["final"]
@@ -146,9 +157,10 @@ def assert_expected(report: Report, case: Case) -> None:
         assert report.error["phase"] == want.phase
         assert want.message in report.error["message"]
         if want.status == "cancelled":
+            hook = (report.switchover_hook or {}).get("detail")
             assert describe_failure(report) == (
-                f"cancelled: the guest kept running on {report.hosts['source']} "
-                "(memory check ok)")  # fmt: skip
+                f"cancelled{f' ({hook})' if hook else ''}: the guest kept running on "
+                f"{report.hosts['source']} (memory check ok)")  # fmt: skip
         else:
             assert want.phase in describe_failure(report)
     if want.status == "failed" and case.kill_destination_after_s is None:

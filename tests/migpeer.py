@@ -169,7 +169,8 @@ def encode_vminfo(ncpus: int, segs: list[tuple[int, int]], sections: list[tuple[
     out += struct.pack("<I", len(sections))
     for name, version in sections:
         out += bytes([len(name)]) + name.encode() + struct.pack("<I", version)
-    return out + bytes([len(features)]) + features.encode()
+    # No disks: disk_flags 0, ndisks 0.
+    return out + bytes([len(features)]) + features.encode() + struct.pack("<II", 0, 0)
 
 
 def round_begin(index: int, final: bool, pages: int) -> bytes:

@@ -108,6 +108,10 @@ def test_good_file_parses(files: Path) -> None:
         ("      workload: hotset:64M", "      workload: idle:4M", "only hotset takes a size"),
         ("  bandwidth: 1gbit", "  bandwidth: 1gbit\n  encrypt: maybe", "true or false"),
         ("  destination: b", "  destination: a", "must differ from migration.source"),
+        ("  bandwidth: 1gbit", "  bandwidth: 1gbit\n  switchover_timeout: 0",
+         "migration.switchover_timeout must be positive, not 0"),
+        ("  bandwidth: 1gbit", "  bandwidth: 1gbit\n  switchover_timeout: 4000",
+         "at most 3595, not 4000"),
     ],
 )
 def test_errors_name_file_line_and_problem(files: Path, old: str, new: str, problem: str) -> None:
@@ -117,6 +121,15 @@ def test_errors_name_file_line_and_problem(files: Path, old: str, new: str, prob
     message = error_of(text, files)
     assert message.startswith(f"{files / 'hosts.yaml'}:{line}: "), message
     assert problem in message
+
+
+def test_switchover_hook_keys(files: Path) -> None:
+    path = files / "hosts.yaml"
+    path.write_text(good(files) + "  switchover_hook: ./zfs-hook.sh\n  switchover_timeout: 90\n")
+    policy = load_hosts(path).migration
+    assert (policy.switchover_hook, policy.switchover_timeout) == ("./zfs-hook.sh", 90)
+    path.write_text(good(files))
+    assert load_hosts(path).migration.switchover_hook is None  # no hook by default
 
 
 def test_unreadable_key_file(files: Path) -> None:

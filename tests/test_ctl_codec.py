@@ -30,8 +30,16 @@ def test_every_case_passes(ctl_test_output: list[str]) -> None:
         "the old key=value format is refused",
         "phase identifiers have no spaces",
         "result event round trip, message escaped",
+        "estimate-missed event round trip",
         "a phase name with a dash is no identifier",
         "words name phases whole and say what to do",
+        "paused event round trip",
+        "result carries the downtime's parts",
+        "a result without the downtime's parts still decodes",
+        "a paused event without its timeout is refused",
+        "switchover wait travels in the request",
+        "a go-ahead with nobody waiting is refused",
+        "the go-ahead releases a waiting hook once",
     ],
 )
 def test_named_case_ran_and_passed(ctl_test_output: list[str], case: str) -> None:

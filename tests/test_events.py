@@ -12,8 +12,10 @@ from harness.events import (
     EXIT_INDETERMINATE,
     EXIT_MIGRATED,
     EXIT_USAGE,
+    EstimateMissedEvent,
     EventError,
     EventLog,
+    PausedEvent,
     PhaseEvent,
     ProgressEvent,
     ResultEvent,
@@ -53,11 +55,30 @@ def test_each_event_kind_is_read_into_its_dataclass() -> None:
     prog = parse_event(line(event="progress", phase="precopy", round=2, remaining_pages=10,
                             bytes_sent=5, rate_bytes_per_s=7, est_downtime_us=3))  # fmt: skip
     assert prog == ProgressEvent("precopy", 2, 10, 5, 7, 3)
+    missed = parse_event(line(event="estimate-missed", phase="switchover",
+                              est_downtime_us=35_000, paused_us=51_000))  # fmt: skip
+    assert missed == EstimateMissedEvent("switchover", 35_000, 51_000)
     res = parse_event(line(**RESULT_FAILED))
     assert isinstance(res, ResultEvent)
     assert res.error is not None and res.error.side == "destination"
     assert res.error.peer_message == "refused: vCPU count"
     assert res.stats.total_time_us is None  # no stats: every total unknown
+
+
+def test_paused_event_and_the_downtime_parts_are_read() -> None:
+    log = EventLog("tbctl migrate")
+    paused = log.feed(line(event="paused", round=3, dirty_pages=2048, dirty_bytes=2048 * 4096,
+                           timeout_ms=65000))  # fmt: skip
+    assert paused == PausedEvent(3, 2048, 2048 * 4096, 65000) and log.paused == paused
+    stats = {**RESULT_OK["stats"], "downtime_memory_us": 1000, "downtime_hook_us": 19_000,
+             "downtime_state_us": 1000}  # fmt: skip
+    res = parse_event(line(**{**RESULT_OK, "stats": stats}))
+    assert isinstance(res, ResultEvent)
+    assert (res.stats.downtime_memory_us, res.stats.downtime_hook_us,
+            res.stats.downtime_state_us) == (1000, 19_000, 1000)  # fmt: skip
+    # From a source without the parts: unknown, not zero.
+    old = parse_event(line(**RESULT_OK))
+    assert isinstance(old, ResultEvent) and old.stats.downtime_hook_us is None
 
 
 def test_text_and_unknown_kinds_are_not_events() -> None:
@@ -77,6 +98,8 @@ def test_text_and_unknown_kinds_are_not_events() -> None:
         ('{"event":"result","result":"ok","error":"x"}', "'error' should be an object"),
         ('{"event":"result","result":"ok","reasons":"x"}', "'reasons' should be a list"),
         ('{"event":"phase",', "not valid JSON"),
+        ('{"event":"paused","round":1,"dirty_pages":2,"dirty_bytes":8192}',
+         "'timeout_ms' should be a non-negative integer"),
     ],
 )
 def test_malformed_events_are_errors_naming_the_line(text: str, complaint: str) -> None:

@@ -252,7 +252,8 @@ def run_freebsd(b: Bed, policy: MigrationPolicy | None = None, **opts) -> Report
 AFTER = {"completed": "runs", "incompatible": "exits", "wrong-key": "listens",
          "lose-running": "runs-silently", "die-after-go": "dies", "cancelled": "exits",
          "dry-run-compatible": "listens", "dry-run-incompatible": "listens",
-         "destination-killed": "exits"}
+         "destination-killed": "exits", "switchover-hook": "runs",
+         "switchover-hook-fails": "exits"}
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +279,14 @@ def _run_case(driver: str, case: Case, request) -> Report:
         assert b.src.vm and b.src.pid == 500 and b.dst.pid is None
         return report
     if case.interrupt_after_s is None:
-        return run_freebsd(bed(lines, code, after=AFTER[case.name]))
+        b = bed(lines, code, after=AFTER[case.name])
+        report = run_freebsd(b, policy=MigrationPolicy(**case.policy))
+        if case.policy.get("switchover_hook"):
+            argv = b.events[b.index("alpha", "spawn", "^bhyvectl ")][2]
+            assert "--migrate-switchover-wait=15000" in argv
+            answer = "--migrate-continue" if code == 0 else "--migrate-cancel"
+            assert f"bhyvectl --vm={VM} --migrate-json {answer}" in b.commands("alpha")
+        return report
     # Ctrl-C while bhyvectl runs; after --migrate-cancel it prints the recorded run.
     b = bed([], None, after=AFTER[case.name], interrupt=True)
     bhyvectl = b.src.on_spawn["bhyvectl"]

@@ -234,3 +234,10 @@ def test_migration_command_lines() -> None:
         "g", "h:1", "/k", MigrationPolicy(streams=4))
     cold = freebsd.bhyvectl_migrate_argv("g", "h:1", "/k", MigrationPolicy(), live=False)
     assert "--migrate=h:1" in cold and not any("rounds" in a for a in cold)
+    # A switchover hook: the engine waits the hook's limit and a margin for the answer.
+    assert not any("switchover" in a for a in default)
+    hooked = freebsd.bhyvectl_migrate_argv("g", "h:1", "/k", MigrationPolicy(
+        switchover_hook="./zfs-hook.sh", switchover_timeout=90))
+    assert "--migrate-switchover-wait=95000" in hooked
+    assert freebsd.bhyvectl_operator_argv("g", "continue") == [
+        "bhyvectl", "--vm=g", "--migrate-json", "--migrate-continue"]

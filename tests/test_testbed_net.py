@@ -185,6 +185,13 @@ def test_down_leaves_nothing() -> None:
     proc = runner.spawn(["sh", "-c", "echo started; exec sleep 300"])  # goes down too
     proc.wait_line("started", 10)
     assert proc.pid is not None
+    # What an interrupted migration can leave on a host: its key file and a control socket.
+    work = spec.workdir("bmigd-a")
+    runner.put_text(f"{work}/migration-left.key", "00\n")
+    left_socket = socket.socket(socket.AF_UNIX)
+    left_socket.bind(str(work / "left-in.ctl"))
+    left_socket.close()
+    assert (work / "migration-left.key").exists() and (work / "left-in.ctl").exists()
     removed = tb.down()
     assert any("namespace bmigd-a" in r for r in removed)
     assert "bmigd" not in sh("ip", "netns", "list")
@@ -193,6 +200,6 @@ def test_down_leaves_nothing() -> None:
     assert "fd4d:6967:7276" not in sh("ip", "-6", "route", "show", "table", "all")
     for pid in [*pids, proc.pid]:
         assert pid is not None and not netns._alive(pid)  # gone (or a zombie being reaped)
-    assert not spec.state_dir.exists()
+    assert not spec.state_dir.exists()  # with the key files and sockets in the workdirs
     assert netns.Testbed(spec).down() == []  # twice is fine
     runner.close()

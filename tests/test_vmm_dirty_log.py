@@ -2,10 +2,11 @@
 
 The same file compiles into vmm.ko; here the host's cc builds it in userland with the
 driver in tests/c/dirty_log_test.c, which checks request validation (misaligned, zero,
-overflow, over the per-call cap, out of segment), get-and-clear, put-back, sticky bits
-across collections, a random model, a marker/collector race, the record of a superpage
-the harvest could not split (failed demotion, 1 GiB leaf), the owner rule, the order of
-the two ways tracking ends, and markers racing other VMs' start/stop.
+overflow, over the per-call cap, out of segment), get-and-clear, merging into the log (a
+harvest, a failed copyout), sticky bits across collections, a random model, a
+marker/collector race, the record of a superpage the harvest could not split (failed
+demotion, 1 GiB leaf), the owner rule, the order of the two ways tracking ends, and
+markers racing other VMs' start/stop.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ CASES = [
     "validation",
     "lookup",
     "get_and_clear",
-    "put_back",
+    "merge",
     "sticky",
     "model",
     "race",

@@ -21,15 +21,17 @@ from harness.config import (
 )
 from harness.deploy import endpoints_for, load_or_testbed
 from harness.errors import HarnessError
-from harness.flow import FlowOptions, Report, require_ok
+from harness.flow import FlowOptions, Report, interrupt_on_terminate, require_ok
 from harness.migrate import PingPong, resolve_testbed
 from harness.progress import Display, PlainDisplay, make_display
 from harness.report import plot_rounds, summary, write_json
 from harness.ssh import SSHRunner
+from harness.switchover import HOOK_TIMEOUT_MAX_S
 from harness.units import parse_size
 
 
-def _guest(base: Guest | None, memory, vcpus, workload, fill, segments) -> Guest:
+def _guest(base: Guest | None, memory, vcpus, workload, fill, segments,
+           disk=None) -> Guest:  # fmt: skip
     """The hosts file's guest (or the default one) with command-line overrides."""
     guest = copy.deepcopy(base) if base else Guest(name="tbguest", memory=256 << 20, vcpus=2)
     tb = guest.testbed or TestbedGuest(workload="hotset:64M", fill="pattern", segments=1)
@@ -43,12 +45,15 @@ def _guest(base: Guest | None, memory, vcpus, workload, fill, segments) -> Guest
         tb.fill = fill
     if segments is not None:
         tb.segments = int(segments)
+    if disk is not None:
+        tb.disk = parse_size(disk, "--disk")
     guest.testbed = tb
     return guest
 
 
 def _policy(base: MigrationPolicy | None, downtime_limit, max_rounds, fixed_rounds, bandwidth,
-            encrypt, no_throttle, streams=None) -> MigrationPolicy:  # fmt: skip
+            encrypt, no_throttle, switchover_hook=None, switchover_timeout=None,
+            streams=None) -> MigrationPolicy:  # fmt: skip
     """The hosts file's policy (or the defaults) with command-line overrides."""
     policy = copy.deepcopy(base) if base else MigrationPolicy()
     if streams is not None:
@@ -70,6 +75,13 @@ def _policy(base: MigrationPolicy | None, downtime_limit, max_rounds, fixed_roun
         policy.encrypt = True
     if no_throttle:
         policy.auto_throttle = False
+    if switchover_hook:
+        policy.switchover_hook = switchover_hook
+    if switchover_timeout is not None:
+        policy.switchover_timeout = float(switchover_timeout)
+        if not 0 < policy.switchover_timeout <= HOOK_TIMEOUT_MAX_S:
+            raise HarnessError(f"--switchover-timeout: give seconds, more than 0 and at most "
+                               f"{HOOK_TIMEOUT_MAX_S:g}")  # fmt: skip
     return policy
 
 
@@ -136,6 +148,9 @@ def _testbed_check(endpoints, guest: Guest, flow: FlowOptions, display: Display)
         "bandwidth": "migration bandwidth limit, e.g. 100M (bytes/s)",
         "encrypt": "encrypt the stream (it is always authenticated)",
         "no_throttle": "never slow the vCPUs down to converge",
+        "disks": "move the guest's disks too (no shared storage): each host has its own image",
+        "disk": "test bed: give the guest a disk of this size, e.g. 1G, written while it runs",
+        "disk_prefill": "test bed: the source's disk starts fully written (not sparse)",
         "streams": "move memory over this many connections at once (1 to 8, default 1)",
         "count": "number of migrations (with --ping-pong)",
         "ping_pong": "migrate back and forth --count times",
@@ -146,52 +161,65 @@ def _testbed_check(endpoints, guest: Guest, flow: FlowOptions, display: Display)
         "no memory moves (exit 0 if compatible)",
         "no_resolve": "leave an indeterminate outcome alone (default: ask the destination, "
         "then resume or destroy the source)",
+        "switchover_hook": "run this shell command while the guest is paused before the "
+        "switchover (BMIG_* variables name the hosts and guest); exit 0 finishes the "
+        "migration, anything else rolls it back",
+        "switchover_timeout": "seconds the switchover hook may run (default 60)",
     }
 )
 def migrate(
     c, hosts=None, local=False, memory=None, vcpus=None, workload=None, fill=None,
     segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
     encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
-    plain=False, no_resolve=False, check=False, lazy_memory=False, streams=None,
+    plain=False, no_resolve=False, check=False, lazy_memory=False, switchover_hook=None,
+    switchover_timeout=None, disks=False, disk=None, disk_prefill=False, streams=None,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
 
     display: Display | None = None
-    try:
-        if local or (hosts is None and os.geteuid() != 0):
-            if not local:
-                print("not root: migrating between two local processes over loopback")
-            config = None
-            endpoints = local_endpoints()
-        else:
-            config = load_or_testbed(hosts)
-        guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
-                       segments)  # fmt: skip
-        if lazy_memory and guest.testbed:
-            guest.testbed.lazy_memory = True
-        policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
-                         fixed_rounds, bandwidth, encrypt, no_throttle, streams)  # fmt: skip
-        runs = count if ping_pong else 1
-        flow = FlowOptions(run_after_s=run_after, resolve=not no_resolve)
-        display = make_display(guest.memory, plain)
-        if config is not None and config.migration_pair()[0].kind == "freebsd":
-            if check:
-                reports = [_freebsd_check(config, guest, display)]
+    # SIGTERM/SIGHUP cancel like Ctrl-C: the hosts are cleaned up either way.
+    with interrupt_on_terminate():
+        try:
+            if local or (hosts is None and os.geteuid() != 0):
+                if not local:
+                    print("not root: migrating between two local processes over loopback")
+                config = None
+                endpoints = local_endpoints()
             else:
-                reports = _freebsd_migrations(config, guest, policy, runs, display, flow)
-        else:
-            if config is not None:
-                endpoints = endpoints_for(config)
-            if check:
-                reports = [_testbed_check(endpoints, guest, flow, display)]
+                config = load_or_testbed(hosts)
+            guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
+                           segments, disk)  # fmt: skip
+            if lazy_memory and guest.testbed:
+                guest.testbed.lazy_memory = True
+            if disk_prefill and guest.testbed:
+                guest.testbed.disk_prefill = True
+            policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
+                             fixed_rounds, bandwidth, encrypt, no_throttle,
+                             switchover_hook, switchover_timeout, streams)  # fmt: skip
+            policy.disks = policy.disks or disks
+            runs = count if ping_pong else 1
+            flow = FlowOptions(run_after_s=run_after, resolve=not no_resolve)
+            display = make_display(guest.memory, plain)
+            if config is not None and config.migration_pair()[0].kind == "freebsd":
+                if check:
+                    reports = [_freebsd_check(config, guest, display)]
+                else:
+                    reports = _freebsd_migrations(config, guest, policy, runs, display, flow)
             else:
-                reports = PingPong(*endpoints, guest, policy, flow).run(runs, display)
-    except (HarnessError, ValueError) as exc:
-        sys.exit(f"migrate: {exc}")
-    finally:
-        if display is not None:
-            display.close()
+                if config is not None:
+                    endpoints = endpoints_for(config)
+                if check:
+                    reports = [_testbed_check(endpoints, guest, flow, display)]
+                else:
+                    reports = PingPong(*endpoints, guest, policy, flow).run(runs, display)
+        except (HarnessError, ValueError) as exc:
+            sys.exit(f"migrate: {exc}")
+        except KeyboardInterrupt as exc:
+            sys.exit(f"migrate: interrupted ({exc or 'SIGINT'}) before a report was made")
+        finally:
+            if display is not None:
+                display.close()
     for rep in reports:
         print(summary(rep.as_json()))
     if report:

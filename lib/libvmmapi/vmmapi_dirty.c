@@ -6,7 +6,7 @@
 
 /*
  * Dirty page tracking for live migration: wrappers of VM_DIRTY_TRACK,
- * VM_DIRTY_GET and VM_DIRTY_SET.  Like the rest of libvmmapi they return 0,
+ * VM_DIRTY_GET and VM_POPULATED.  Like the rest of libvmmapi they return 0,
  * or -1 with errno set.
  */
 
@@ -28,9 +28,9 @@
 /*
  * Start (enable) or stop dirty page tracking for the whole VM.  The
  * descriptor that starts it owns it: only that descriptor, in this process,
- * may fetch or put back bits, and closing it stops tracking.  Fails with
- * EOPNOTSUPP when a passthrough device is attached, ENOMEM when guest
- * memory cannot be wired (vm.max_user_wired), EBUSY when another
+ * may fetch bits or stop it, and closing the descriptor stops it too.
+ * Fails with EOPNOTSUPP when a passthrough device is attached, ENOMEM when
+ * guest memory cannot be wired (vm.max_user_wired), EBUSY when another
  * descriptor already tracks the VM.
  */
 int
@@ -45,7 +45,7 @@ vm_dirty_track(struct vmctx *ctx, bool enable)
 
 static int
 vm_dirty_bitmap(struct vmctx *ctx, u_long cmd, vm_paddr_t gpa, size_t npages,
-    const uint64_t *bitmap)
+    uint64_t *bitmap)
 {
 	struct vm_dirty_bitmap db;
 
@@ -56,7 +56,7 @@ vm_dirty_bitmap(struct vmctx *ctx, u_long cmd, vm_paddr_t gpa, size_t npages,
 	memset(&db, 0, sizeof(db));
 	db.gpa = gpa;
 	db.npages = npages;
-	db.bitmap = __DECONST(uint64_t *, bitmap);
+	db.bitmap = bitmap;
 	db.pagesize = (uint32_t)getpagesize();
 	return (ioctl(ctx->fd, cmd, &db));
 }
@@ -73,14 +73,6 @@ vm_dirty_get(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
     uint64_t *bitmap)
 {
 	return (vm_dirty_bitmap(ctx, VM_DIRTY_GET, gpa, npages, bitmap));
-}
-
-/* Mark the pages set in bitmap dirty again (after a failed round). */
-int
-vm_dirty_set(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
-    const uint64_t *bitmap)
-{
-	return (vm_dirty_bitmap(ctx, VM_DIRTY_SET, gpa, npages, bitmap));
 }
 
 /*

@@ -183,13 +183,13 @@ test_get_and_clear(void)
 }
 
 static void
-test_put_back(void)
+test_merge(void)
 {
 	uint64_t bits[4], in[2], out[2], n;
 	struct vdl_log log;
 
 	vdl_log_init(&log, bits, 200);
-	/* A failed round returns what it had cleared. */
+	/* A get whose copyout fails merges what it fetched back. */
 	vdl_log_mark(&log, 10);
 	vdl_log_mark(&log, 75);
 	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 100, out, &n), 0);
@@ -198,7 +198,7 @@ test_put_back(void)
 	CHECK_EQ(vdl_log_fetch_clear(&log, 0, 100, in, &n), 0);
 	CHECK_EQ(n, 2);
 	CHECK(in[0] == out[0] && in[1] == out[1]);
-	/* Put-back ORs (never clears) and ignores bits past npages. */
+	/* A merge ORs (never clears) and ignores bits past npages. */
 	vdl_log_mark(&log, 150);
 	in[0] = UINT64_C(1) << 1;
 	in[1] = ~UINT64_C(0);		/* only bit 64 (page 164) counts */
@@ -206,7 +206,7 @@ test_put_back(void)
 	CHECK_EQ(vdl_log_fetch_clear(&log, 100, 100, out, &n), 0);
 	CHECK_EQ(n, 3);
 	CHECK(bit(out, 1) && bit(out, 50) && bit(out, 64) && !bit(out, 65));
-	/* Unaligned put-back crossing a word boundary. */
+	/* Unaligned merge (a harvest's range) crossing a word boundary. */
 	memset(in, 0, sizeof(in));
 	setbit(in, 0);
 	setbit(in, 5);
@@ -561,7 +561,7 @@ static const struct {
 	{ "validation", test_validation },
 	{ "lookup", test_lookup },
 	{ "get_and_clear", test_get_and_clear },
-	{ "put_back", test_put_back },
+	{ "merge", test_merge },
 	{ "sticky", test_sticky },
 	{ "model", test_model },
 	{ "race", test_race },

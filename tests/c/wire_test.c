@@ -180,6 +180,7 @@ test_small_messages(void)
 	struct mig_round_end re, reo;
 	struct mig_state_hdr sh, sho;
 	struct mig_ready rd, rdo;
+	struct mig_hold hd, hdo;
 	struct mig_errmsg em, emo;
 	uint8_t buf[512];
 	char why[MIG_ERRMSG_MAX];
@@ -211,6 +212,21 @@ test_small_messages(void)
 	n = mig_ready_encode(buf, sizeof(buf), &rd);
 	check(n == MIG_READY_LEN && mig_ready_decode(buf, n, &rdo, why,
 	    sizeof(why)) == 0 && rdo.nsections == 7, "READY round trip", NULL);
+
+	hd.hold_ms = 65000;
+	n = mig_hold_encode(buf, sizeof(buf), &hd);
+	check(n == MIG_HOLD_LEN && mig_hold_decode(buf, n, &hdo, why,
+	    sizeof(why)) == 0 && hdo.hold_ms == 65000, "HOLD round trip", NULL);
+	check(mig_hold_decode(buf, n - 1, &hdo, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "truncated") != NULL, "truncated HOLD refused", why);
+	hd.hold_ms = 0;
+	(void)mig_hold_encode(buf, sizeof(buf), &hd);
+	check(mig_hold_decode(buf, n, &hdo, why, sizeof(why)) == EPROTO,
+	    "HOLD of no time refused", why);
+	hd.hold_ms = MIG_MAX_HOLD_MS + 1;
+	(void)mig_hold_encode(buf, sizeof(buf), &hd);
+	check(mig_hold_decode(buf, n, &hdo, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "not 1 to") != NULL, "HOLD past an hour refused", why);
 
 	sh.section = 2;
 	sh.total = 100;
@@ -345,6 +361,224 @@ test_zero_ranges(void)
 	z.count = 0;
 	check(zero_ranges_roundtrip(&z, 0, &out, why, sizeof(why)) ==
 	    EPROTO, "ZERO_RANGES without ranges refused", why);
+}
+
+/* Two disks: 10 full blocks of 4096 and a 100-byte one; 64 of 512. */
+static void
+fill_disks(struct mig_vminfo *vi)
+{
+	vi->ndisks = 2;
+	vi->disks[0].block_size = 4096;
+	vi->disks[0].size = 10 * 4096 + 100;
+	vi->disks[1].block_size = 512;
+	vi->disks[1].size = 64 * 512;
+}
+
+static void
+test_vminfo_disks(void)
+{
+	struct mig_vminfo vi, out, other;
+	uint8_t buf[8192];
+	char why[MIG_ERRMSG_MAX];
+	size_t n;
+
+	fill_vminfo(&vi);
+	fill_disks(&vi);
+	vi.disk_flags = MIG_DISKS_MOVE;
+	n = mig_vminfo_encode(buf, sizeof(buf), &vi);
+	check(n > 0 && mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == 0 &&
+	    out.ndisks == 2 && out.disk_flags == MIG_DISKS_MOVE &&
+	    out.disks[0].size == 10 * 4096 + 100 &&
+	    mig_vminfo_compare(&vi, &out, why, sizeof(why)) == 0,
+	    "VMINFO with disks round trip", why);
+	check(mig_vminfo_decode(buf, n - 1, &out, why, sizeof(why)) == EPROTO,
+	    "VMINFO with a truncated disk list refused", why);
+	/* The trailer: u32 flags, u32 ndisks, then 12 bytes a disk. */
+	mig_le32enc(buf + n - 2 * 12 - 8, 0x2);
+	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "disk flags") != NULL, "unknown disk flags refused",
+	    why);
+	mig_le32enc(buf + n - 2 * 12 - 8, MIG_DISKS_MOVE);
+	mig_le32enc(buf + n - 2 * 12 - 4, MIG_MAX_DISKS + 1);
+	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "disks") != NULL, "too many disks refused", why);
+	mig_le32enc(buf + n - 2 * 12 - 4, 2);
+	mig_le32enc(buf + n - 12, 1000);	/* disk 1: not a power of two */
+	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "disk 1") != NULL, "odd disk block size refused", why);
+	mig_le32enc(buf + n - 12, 512);
+	mig_le64enc(buf + n - 8, 0);
+	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO,
+	    "empty disk refused", why);
+	vi.ndisks = 0;
+	n = mig_vminfo_encode(buf, sizeof(buf), &vi);
+	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "lists none") != NULL,
+	    "moving disks without a disk refused", why);
+
+	fill_disks(&vi);
+	other = vi;
+	other.disks[0].size -= 100;
+	check(mig_vminfo_compare(&vi, &other, why, sizeof(why)) == EINVAL &&
+	    strstr(why, "disk 0 differs") != NULL, "disk size mismatch named",
+	    why);
+	other = vi;
+	other.disks[1].block_size = 4096;
+	check(mig_vminfo_compare(&vi, &other, why, sizeof(why)) == EINVAL &&
+	    strstr(why, "disk 1 differs") != NULL,
+	    "disk block size mismatch named", why);
+	other = vi;
+	other.ndisks = 1;
+	check(mig_vminfo_compare(&vi, &other, why, sizeof(why)) == EINVAL &&
+	    strstr(why, "2 disks") != NULL, "disk count mismatch named", why);
+}
+
+/*
+ * Encode b's header and indices, then datalen bytes of data, and decode
+ * the whole frame against fill_disks()'s two disks.
+ */
+static int
+disk_blocks_roundtrip(const struct mig_disk_blocks *b, size_t datalen,
+    struct mig_disk_blocks *out, char *why, size_t whylen)
+{
+	static uint8_t buf[MIG_PAYLOAD_MAX];
+	static struct mig_vminfo vi;
+	size_t len;
+
+	fill_disks(&vi);
+	len = mig_disk_blocks_encode(buf, sizeof(buf), b);
+	if (len == 0 || len + datalen > sizeof(buf))
+		return (-1);
+	memset(buf + len, 0xa5, datalen);
+	return (mig_disk_blocks_decode(buf, len + datalen, &vi, out, why,
+	    whylen));
+}
+
+static void
+test_disk_blocks(void)
+{
+	static struct mig_disk_blocks b, out;
+	char why[MIG_ERRMSG_MAX];
+	uint8_t hdr[4];
+
+	b.disk = 0;
+	b.count = 3;
+	b.idx[0] = 0;
+	b.idx[1] = 1 | MIG_BLOCK_ZERO;
+	b.idx[2] = 10;				/* the short last block */
+	check(disk_blocks_roundtrip(&b, 4096 + 100, &out, why, sizeof(why)) ==
+	    0 && out.count == 3 && out.ndata == 2 &&
+	    out.idx[1] == (1 | MIG_BLOCK_ZERO) && out.data[0] == 0xa5,
+	    "DISK_BLOCKS round trip", why);
+	check(disk_blocks_roundtrip(&b, 4096 + 99, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "need") != NULL,
+	    "DISK_BLOCKS with short data refused", why);
+	check(disk_blocks_roundtrip(&b, 2 * 4096, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "need") != NULL,
+	    "DISK_BLOCKS with a full-size last block refused", why);
+	b.idx[2] = 11;
+	check(disk_blocks_roundtrip(&b, 2 * 4096, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "beyond") != NULL,
+	    "DISK_BLOCKS block past the disk refused", why);
+	b.idx[2] = 1;
+	check(disk_blocks_roundtrip(&b, 2 * 4096, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "not after") != NULL,
+	    "DISK_BLOCKS duplicate block refused", why);
+	b.idx[2] = 0;
+	check(disk_blocks_roundtrip(&b, 2 * 4096, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "not after") != NULL,
+	    "DISK_BLOCKS block out of order refused", why);
+	b.disk = 2;
+	check(disk_blocks_roundtrip(&b, 0, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "disk 2") != NULL, "DISK_BLOCKS unknown disk refused",
+	    why);
+	b.disk = 0;
+	b.count = 0;
+	check(disk_blocks_roundtrip(&b, 0, &out, why, sizeof(why)) == EPROTO,
+	    "DISK_BLOCKS without blocks refused", why);
+	/* 512-byte blocks: 256 a frame, as many as PAGES' entries. */
+	b.disk = 1;
+	b.count = MIG_PAGES_PER_MSG + 1;
+	check(mig_disk_blocks_per_msg(512) == MIG_PAGES_PER_MSG &&
+	    mig_disk_blocks_per_msg(MIG_DISK_BLOCK_MAX) == 1 &&
+	    disk_blocks_roundtrip(&b, 0, &out, why, sizeof(why)) == -1,
+	    "DISK_BLOCKS entries bounded by the frame", NULL);
+	mig_le32enc(hdr, 0);
+	check(mig_disk_blocks_decode(hdr, sizeof(hdr), &(struct mig_vminfo){
+	    .ndisks = 1, .disks = { { 4096, 4096 } } }, &out, why,
+	    sizeof(why)) == EPROTO && strstr(why, "truncated") != NULL,
+	    "DISK_BLOCKS truncated header refused", why);
+	{
+		static uint8_t big[MIG_DISK_BLOCKS_HDR_LEN + 16];
+		static struct mig_vminfo vi;
+
+		fill_disks(&vi);
+		mig_le32enc(big, 1);
+		mig_le32enc(big + 4, 3);	/* three indices, room for two */
+		check(mig_disk_blocks_decode(big, sizeof(big), &vi, &out, why,
+		    sizeof(why)) == EPROTO && strstr(why, "too short") != NULL,
+		    "DISK_BLOCKS too short for its indices refused", why);
+		mig_le32enc(big + 4, MIG_PAGES_PER_MSG + 1);
+		check(mig_disk_blocks_decode(big, sizeof(big), &vi, &out, why,
+		    sizeof(why)) == EPROTO && strstr(why, "1 to 256") != NULL,
+		    "DISK_BLOCKS announcing too many blocks refused", why);
+	}
+}
+
+static int
+disk_zero_roundtrip(const struct mig_disk_zero *z, size_t trim,
+    struct mig_disk_zero *out, char *why, size_t whylen)
+{
+	static struct mig_vminfo vi;
+	uint8_t buf[MIG_ZERO_RANGES_HDR_LEN +
+	    MIG_ZERO_RANGES_MAX * MIG_ZERO_RANGE_LEN];
+	size_t len;
+
+	fill_disks(&vi);
+	len = mig_disk_zero_encode(buf, sizeof(buf), z);
+	if (len == 0)
+		return (-1);
+	return (mig_disk_zero_decode(buf, len - trim, &vi, out, why, whylen));
+}
+
+static void
+test_disk_zero(void)
+{
+	static struct mig_disk_zero z, out;
+	char why[MIG_ERRMSG_MAX];
+
+	z.disk = 1;
+	z.count = 2;
+	z.r[0].first = 0;
+	z.r[0].npages = 8;
+	z.r[1].first = 32;
+	z.r[1].npages = 32;
+	check(disk_zero_roundtrip(&z, 0, &out, why, sizeof(why)) == 0 &&
+	    out.disk == 1 && out.count == 2 && out.r[1].npages == 32,
+	    "DISK_ZERO round trip", why);
+	check(disk_zero_roundtrip(&z, 1, &out, why, sizeof(why)) == EPROTO,
+	    "DISK_ZERO truncated refused", why);
+	z.r[1].npages = 33;
+	check(disk_zero_roundtrip(&z, 0, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "beyond") != NULL, "DISK_ZERO past the disk refused",
+	    why);
+	z.r[1].first = 4;
+	z.r[1].npages = 1;
+	check(disk_zero_roundtrip(&z, 0, &out, why, sizeof(why)) == EPROTO,
+	    "DISK_ZERO overlapping refused", why);
+	z.r[1].first = UINT64_MAX;
+	z.r[1].npages = 2;
+	check(disk_zero_roundtrip(&z, 0, &out, why, sizeof(why)) == EPROTO,
+	    "DISK_ZERO wrapping range refused", why);
+	z.disk = 2;
+	z.count = 1;
+	check(disk_zero_roundtrip(&z, 0, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "disk 2") != NULL, "DISK_ZERO unknown disk refused",
+	    why);
+	z.disk = 0;
+	z.count = 0;
+	check(disk_zero_roundtrip(&z, 0, &out, why, sizeof(why)) == EPROTO,
+	    "DISK_ZERO without ranges refused", why);
 }
 
 static void
@@ -483,6 +717,19 @@ test_policy(void)
 	mig_policy_decide(&pol, 200000, 0, &d);
 	check(d.stop && d.reason == MIG_STOP_MAX_ROUNDS,
 	    "max rounds bounds a guest that never converges", NULL);
+
+	/* Disk blocks owed count: clean memory alone does not converge. */
+	mig_params_init(&p);
+	mig_policy_init(&pol, &p, 0, 0, 0);
+	mig_policy_round(&pol, &r);
+	mig_policy_disk(&pol, 1ull << 30);
+	mig_policy_decide(&pol, 0, 1, &d);
+	check(!d.stop && d.est_downtime_us > 1000000,
+	    "owed disk blocks keep pre-copy going", NULL);
+	mig_policy_disk(&pol, 4096);
+	mig_policy_decide(&pol, 0, 2, &d);
+	check(d.stop && d.reason == MIG_STOP_CONVERGED,
+	    "a few owed disk blocks converge", NULL);
 }
 
 /* The key file as bhyve -R, bhyvectl and the test bed read it. */
@@ -664,6 +911,9 @@ main(void)
 	test_small_messages();
 	test_pages();
 	test_zero_ranges();
+	test_vminfo_disks();
+	test_disk_blocks();
+	test_disk_zero();
 	test_streams();
 	test_policy();
 	test_key();

@@ -29,6 +29,7 @@ struct mig_conn;
 #define	MIG_MAX_ROUNDS_LIMIT	1000	/* upper bound of max_rounds */
 #define	MIG_DEFAULT_PORT	24981
 #define	MIG_STREAMS_MAX		8	/* connections in one session */
+#define	MIG_MAX_HOLD_MS		3600000u /* longest switchover hook wait */
 
 /* Where a migration was when it stopped; also reported in progress. */
 enum mig_phase {
@@ -88,13 +89,20 @@ struct mig_params {
 	uint32_t	io_timeout_ms;		/* per socket operation */
 	uint64_t	max_pause_ms;		/* 0: see pause_bound_ms() */
 	uint32_t	nstreams;		/* connections, 1..8 */
+	/*
+	 * The switchover hook: once paused, wait this long at most for
+	 * the controller's go-ahead (hook), else roll back; 0: no hook.
+	 */
+	uint64_t	switchover_wait_ms;
 	enum mig_fault	fault;
+	bool		migrate_disks;		/* no shared storage */
 	/*
 	 * Source: a dry run (handshake, authentication, the compatibility
 	 * check; no memory moves), and the operator's cancel, or NULL.
 	 */
 	bool		check_only;
 	struct mig_cancel *cancel;
+	struct mig_hook	*hook;
 };
 
 /*
@@ -109,6 +117,18 @@ void	mig_cancel_init(struct mig_cancel *);
 bool	mig_cancel_request(struct mig_cancel *);
 bool	mig_cancel_commit(struct mig_cancel *);
 bool	mig_cancelled(const struct mig_cancel *);
+
+/*
+ * The switchover hook's go-ahead (migration_switchover.c): the engine
+ * waits at it with the guest paused, the controller releases it.
+ * mig_hook_release() is true only while the engine waits there.
+ */
+struct mig_hook {
+	int		state;		/* __atomic: idle, waiting, released */
+};
+
+void	mig_hook_init(struct mig_hook *);
+bool	mig_hook_release(struct mig_hook *);
 
 /* Fill in the defaults (live, 300 ms downtime, 30 rounds, 10 s timeouts). */
 void	mig_params_init(struct mig_params *);
@@ -137,6 +157,10 @@ struct mig_round_stats {
 	uint64_t	duration_us;
 	uint32_t	throttle_pct;	/* vCPU throttle in force */
 	uint64_t	est_downtime_us; /* policy's estimate after round */
+	uint64_t	disk_dirty_blocks; /* disk blocks to send */
+	uint64_t	disk_blocks_sent; /* with data */
+	uint64_t	disk_zero_blocks; /* as zero markers or ranges */
+	uint64_t	disk_bytes;	/* of bytes: disk frames on the wire */
 };
 
 #define	MIG_STATS_MAX_ROUNDS	(MIG_MAX_ROUNDS_LIMIT + 1)
@@ -146,6 +170,10 @@ struct mig_stats {
 	struct mig_round_stats *rounds;	/* MIG_STATS_MAX_ROUNDS entries */
 	uint64_t	total_time_us;
 	uint64_t	downtime_us;	/* source pause to destination run */
+	/* Its parts: last memory, the hook's wait, state and switchover. */
+	uint64_t	downtime_memory_us;
+	uint64_t	downtime_hook_us;
+	uint64_t	downtime_state_us;
 	uint64_t	state_bytes;	/* vCPU + device state */
 	uint64_t	bytes_sent;	/* everything on the wire, both ways */
 	uint64_t	memory_bytes;	/* guest memory size */
@@ -185,6 +213,12 @@ struct mig_progress {
 	uint32_t	round;
 	uint64_t	remaining_pages;
 	const struct mig_round_stats *last_round; /* on a round's end */
+	/* Once: the pause outlasted the policy's final estimate. */
+	bool		estimate_missed;
+	uint64_t	est_downtime_us;
+	uint64_t	paused_us;
+	/* Nonzero: paused, waiting this long at most for the hook. */
+	uint64_t	hold_ms;
 };
 
 const char *mig_phase_name(enum mig_phase);

@@ -7,7 +7,9 @@
 /*
  * The bhyve backend of the live migration engine: guest memory as
  * libvmmapi maps it, dirty pages from vmm's tracker, vCPU and device
- * state through the snapshot code.
+ * state through the snapshot code, and for a migration without shared
+ * storage the block_if disks with their write bitmaps
+ * (migration_bdisk.c).
  *
  * State sections, in the order the destination restores them (the
  * order "bhyve -r" uses): each PCI device by its instance name, the
@@ -47,11 +49,15 @@
 #include "amd64/atkbdc.h"
 #endif
 #include "bhyverun.h"
+#include "config.h"
 #include "debug.h"
 #include "migration.h"
 #include "migration_backend.h"
+#include "migration_bdisk.h"
 #include "migration_bhyve.h"
 #include "migration_devlog.h"
+#include "migration_storage.h"
+#include "migration_wire.h"
 #include "pci_emul.h"
 #include "snapshot.h"
 
@@ -335,6 +341,7 @@ static int
 mig_bhyve_vminfo(void *arg, struct mig_vminfo *vi)
 {
 	struct bhyve_mig *bm = arg;
+	uint32_t i;
 	int error;
 
 	memset(vi, 0, sizeof(*vi));
@@ -347,7 +354,129 @@ mig_bhyve_vminfo(void *arg, struct mig_vminfo *vi)
 	if (error != 0)
 		return (error);
 	mig_bhyve_cpu_features(vi->cpu_features, sizeof(vi->cpu_features));
+	vi->ndisks = mig_bdisk_count();
+	for (i = 0; i < vi->ndisks; i++)
+		mig_bdisk_describe(i, &vi->disks[i]);
 	return (0);
+}
+
+/* Disk i, if blocks [first, first + n) are on it. */
+static bool
+mig_bhyve_disk_range(struct bhyve_mig *bm, uint32_t i, uint64_t first,
+    uint64_t n)
+{
+	struct mig_disk d;
+	uint64_t nblocks;
+
+	if (i < mig_bdisk_count()) {
+		mig_bdisk_describe(i, &d);
+		nblocks = mig_disk_nblocks(&d);
+		if (first <= nblocks && n <= nblocks - first)
+			return (true);
+	}
+	mig_bhyve_msg(bm, "blocks %ju+%ju of disk %u: the guest has %u "
+	    "disks", (uintmax_t)first, (uintmax_t)n, i, mig_bdisk_count());
+	return (false);
+}
+
+static int
+mig_bhyve_disk_start(void *arg, uint32_t disk)
+{
+	struct bhyve_mig *bm = arg;
+
+	if (!mig_bhyve_disk_range(bm, disk, 0, 0))
+		return (EINVAL);
+	mig_bdisk_track(disk);
+	return (0);
+}
+
+static int
+mig_bhyve_disk_collect(void *arg, uint32_t disk, uint64_t first,
+    uint64_t n, uint64_t *bitmap)
+{
+	struct bhyve_mig *bm = arg;
+
+	/* Chunks start at a multiple of 64 blocks: whole bitmap words. */
+	if (!mig_bhyve_disk_range(bm, disk, first, n) || first % 64 != 0)
+		return (EINVAL);
+	mig_bdisk_collect(disk, first, n, bitmap);
+	return (0);
+}
+
+static int
+mig_bhyve_disk_allocated(void *arg, uint32_t disk, uint64_t first,
+    uint64_t n, uint64_t *bitmap)
+{
+	struct bhyve_mig *bm = arg;
+
+	if (!mig_bhyve_disk_range(bm, disk, first, n))
+		return (EINVAL);
+	return (mig_bdisk_allocated(disk, first, n, bitmap, bm->be.errmsg,
+	    sizeof(bm->be.errmsg)));
+}
+
+static int
+mig_bhyve_disk_read(void *arg, uint32_t disk, uint64_t first, uint64_t n,
+    void *buf)
+{
+	struct bhyve_mig *bm = arg;
+
+	if (!mig_bhyve_disk_range(bm, disk, first, n))
+		return (EINVAL);
+	return (mig_bdisk_read(disk, first, n, buf, bm->be.errmsg,
+	    sizeof(bm->be.errmsg)));
+}
+
+static void
+mig_bhyve_disk_stop(void *arg __unused, uint32_t disk __unused)
+{
+	/* block_if marks every write anyway: nothing to disarm. */
+}
+
+static int
+mig_bhyve_disk_recv_begin(void *arg)
+{
+	struct bhyve_mig *bm = arg;
+	const char *name;
+
+	name = get_config_value("name");
+	return (mig_bdisk_mark(name != NULL ? name : "vm", bm->be.errmsg,
+	    sizeof(bm->be.errmsg)));
+}
+
+static int
+mig_bhyve_disk_write(void *arg, uint32_t disk, uint64_t first, uint64_t n,
+    const void *buf)
+{
+	struct bhyve_mig *bm = arg;
+
+	if (!mig_bhyve_disk_range(bm, disk, first, n))
+		return (EINVAL);
+	return (mig_bdisk_write(disk, first, n, buf, bm->be.errmsg,
+	    sizeof(bm->be.errmsg)));
+}
+
+static int
+mig_bhyve_disk_zero(void *arg, uint32_t disk, uint64_t first, uint64_t n)
+{
+	struct bhyve_mig *bm = arg;
+
+	if (!mig_bhyve_disk_range(bm, disk, first, n))
+		return (EINVAL);
+	return (mig_bdisk_zero(disk, first, n, bm->be.errmsg,
+	    sizeof(bm->be.errmsg)));
+}
+
+static int
+mig_bhyve_disk_recv_done(void *arg)
+{
+	struct bhyve_mig *bm = arg;
+	int error;
+
+	if ((error = mig_bdisk_flush(bm->be.errmsg, sizeof(bm->be.errmsg)))
+	    != 0)
+		return (error);
+	return (mig_bdisk_unmark(bm->be.errmsg, sizeof(bm->be.errmsg)));
 }
 
 /* The guest-physical range of npages pages from page first of seg. */
@@ -463,26 +592,6 @@ mig_bhyve_populated(void *arg, uint32_t seg, uint64_t first,
 	return (0);
 }
 
-static int
-mig_bhyve_dirty_putback(void *arg, uint32_t seg, uint64_t first,
-    uint64_t npages, const uint64_t *bitmap)
-{
-	struct bhyve_mig *bm = arg;
-	vm_paddr_t gpa;
-	int error;
-
-	error = mig_bhyve_range(bm, seg, first, npages, &gpa);
-	if (error != 0)
-		return (error);
-	if (vm_dirty_set(bm->ctx, gpa, npages, bitmap) != 0) {
-		error = errno;
-		mig_bhyve_msg(bm, "cannot put back dirty pages at %#jx: %s",
-		    (uintmax_t)gpa, strerror(error));
-		return (error);
-	}
-	return (0);
-}
-
 static void
 mig_bhyve_dirty_stop(void *arg)
 {
@@ -513,9 +622,13 @@ mig_bhyve_pause(void *arg)
 	mig_bhyve_throttle_stop(bm);
 	vm_vcpu_pause(bm->ctx);
 	error = vm_pause_devices();
-	if (error != 0) {
+	if (error != 0)
 		mig_bhyve_msg(bm, "a device emulation could not be paused "
 		    "(error %d)", error);
+	/* blockif_pause() flushed too, but only warns when that fails. */
+	else
+		error = mig_storage_flush(bm->be.errmsg, sizeof(bm->be.errmsg));
+	if (error != 0) {
 		(void)vm_resume_devices();
 		vm_vcpu_resume(bm->ctx);
 		return (error);
@@ -541,6 +654,15 @@ mig_bhyve_resume(void *arg)
 		return (error);
 	}
 	return (0);
+}
+
+/* bhyve -R: reopen the disk images the source has flushed. */
+static int
+mig_bhyve_before_ready(void *arg)
+{
+	struct bhyve_mig *bm = arg;
+
+	return (mig_storage_reopen(bm->be.errmsg, sizeof(bm->be.errmsg)));
 }
 
 static void
@@ -777,14 +899,23 @@ static const struct mig_backend_ops mig_bhyve_ops = {
 	.dirty_start = mig_bhyve_dirty_start,
 	.dirty_collect = mig_bhyve_dirty_collect,
 	.populated = mig_bhyve_populated,
-	.dirty_putback = mig_bhyve_dirty_putback,
 	.dirty_stop = mig_bhyve_dirty_stop,
 	.devlog_collect = mig_bhyve_devlog_collect,
 	.pause = mig_bhyve_pause,
 	.resume = mig_bhyve_resume,
+	.before_ready = mig_bhyve_before_ready,
 	.throttle = mig_bhyve_throttle,
 	.state_save = mig_bhyve_state_save,
 	.state_restore = mig_bhyve_state_restore,
+	.disk_start = mig_bhyve_disk_start,
+	.disk_collect = mig_bhyve_disk_collect,
+	.disk_allocated = mig_bhyve_disk_allocated,
+	.disk_read = mig_bhyve_disk_read,
+	.disk_stop = mig_bhyve_disk_stop,
+	.disk_recv_begin = mig_bhyve_disk_recv_begin,
+	.disk_write = mig_bhyve_disk_write,
+	.disk_zero = mig_bhyve_disk_zero,
+	.disk_recv_done = mig_bhyve_disk_recv_done,
 	.progress = mig_bhyve_progress,
 };
 

@@ -35,6 +35,7 @@ struct mig_chan {
 	bool		peer_gave_up;	/* it sent ERROR */
 	bool		check_only;	/* the source asked for a dry run */
 	bool		zero_ranges;	/* both sides speak ZERO_RANGES */
+	bool		hold;		/* both sides speak HOLD */
 	bool		streams;	/* the source announced STREAMS */
 	struct mig_aead	tx;
 	struct mig_aead	rx;

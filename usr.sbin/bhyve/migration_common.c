@@ -121,6 +121,8 @@ mig_params_check(const struct mig_params *p, char *msg, size_t msglen)
 		why = "a bandwidth limit below 64 KiB/s cannot work";
 	else if (p->max_time_ms > MIG_MAX_TIME_LIMIT_MS)
 		why = "the live phase may last at most 24 hours";
+	else if (p->switchover_wait_ms > MIG_MAX_HOLD_MS)
+		why = "the switchover hook may hold the guest at most 1 hour";
 	else if (p->nstreams == 0 || p->nstreams > MIG_STREAMS_MAX)
 		why = "the number of streams must be between 1 and 8";
 	if (why == NULL)

@@ -21,6 +21,7 @@
 #include "migration.h"
 #include "migration_ctl.h"
 #include "migration_json.h"
+#include "migration_wire.h"
 
 #define	MS(v)		((v) * 1000)
 #define	NITEMS(a)	(sizeof(a) / sizeof((a)[0]))
@@ -58,7 +59,15 @@ const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
 	[MIG_OPT_MAX_PAUSE] = { "max-pause", "max_pause_ms", MIG_OPT_UINT, 0,
 	    3600 * 1000, 0, 0, NULL, "ms",
 	    "resume the guest here if it stays paused longer, before GO "
-	    "(0: 10 x downtime-limit, at least 5000)", 0 },
+	    "(0: 10 x downtime-limit, at least 5000; the switchover "
+	    "hook's wait not counted)", 0 },
+	[MIG_OPT_DISKS] = { "disks", "disks", MIG_OPT_FLAG, 0, 1, 0, 1, NULL,
+	    NULL, "move the guest's disks too (no shared storage): the "
+	    "destination writes its own images", 0 },
+	[MIG_OPT_SWITCHOVER_WAIT] = { "switchover-wait", "switchover_wait_ms",
+	    MIG_OPT_UINT, 0, MIG_MAX_HOLD_MS, 0, 0, NULL, "ms",
+	    "once paused, wait this long at most for a switchover hook's "
+	    "go-ahead, else resume the guest here (0: no hook)", 0 },
 	[MIG_OPT_STREAMS] = { "streams", "streams", MIG_OPT_UINT, 1,
 	    MIG_STREAMS_MAX, 1, 0, NULL, "n",
 	    "move memory over this many connections at once", 0 },
@@ -353,6 +362,12 @@ apply(struct mig_params *p, int id, uint64_t v)
 	case MIG_OPT_MAX_PAUSE:
 		p->max_pause_ms = v;
 		break;
+	case MIG_OPT_DISKS:
+		p->migrate_disks = v != 0;
+		break;
+	case MIG_OPT_SWITCHOVER_WAIT:
+		p->switchover_wait_ms = v;
+		break;
 	case MIG_OPT_STREAMS:
 		p->nstreams = (uint32_t)v;
 		break;
@@ -497,6 +512,9 @@ mig_event_result(struct mig_event *ev, enum mig_outcome outcome,
 		ev->has_stats = true;
 		ev->stats.total_time_us = st->total_time_us;
 		ev->stats.downtime_us = st->downtime_us;
+		ev->stats.downtime_memory_us = st->downtime_memory_us;
+		ev->stats.downtime_hook_us = st->downtime_hook_us;
+		ev->stats.downtime_state_us = st->downtime_state_us;
 		ev->stats.state_bytes = st->state_bytes;
 		ev->stats.bytes_sent = st->bytes_sent;
 		ev->stats.memory_bytes = st->memory_bytes;
@@ -537,12 +555,15 @@ encode_result(FILE *f, const struct mig_event *ev)
 	}
 	if (ev->has_stats)
 		fprintf(f, ",\"stats\":{\"total_time_us\":%" PRIu64
-		    ",\"downtime_us\":%" PRIu64 ",\"state_bytes\":%" PRIu64
+		    ",\"downtime_us\":%" PRIu64 ",\"downtime_memory_us\":%"
+		    PRIu64 ",\"downtime_hook_us\":%" PRIu64
+		    ",\"downtime_state_us\":%" PRIu64 ",\"state_bytes\":%" PRIu64
 		    ",\"bytes_sent\":%" PRIu64 ",\"memory_bytes\":%" PRIu64
 		    ",\"rtt_us\":%" PRIu64 ",\"protocol_version\":%" PRIu32
 		    ",\"encrypted\":%s,\"stop_reason\":\"%s\",\"nrounds\":%"
 		    PRIu32 ",\"streams\":%" PRIu32 "}", t->total_time_us,
-		    t->downtime_us, t->state_bytes, t->bytes_sent,
+		    t->downtime_us, t->downtime_memory_us, t->downtime_hook_us,
+		    t->downtime_state_us, t->state_bytes, t->bytes_sent,
 		    t->memory_bytes, t->rtt_us, t->protocol_version,
 		    t->encrypted ? "true" : "false",
 		    (unsigned)t->stop_reason < NITEMS(stop_names) ?
@@ -572,12 +593,16 @@ mig_event_encode(const struct mig_event *ev)
 		    PRIu64 ",\"zero_pages\":%" PRIu64 ",\"unpopulated_pages\":%"
 		    PRIu64 ",\"rewritten_pages\":%" PRIu64 ",\"bytes\":%" PRIu64
 		    ",\"duration_us\":%" PRIu64 ",\"throttle_pct\":%" PRIu32
-		    ",\"est_downtime_us\":%" PRIu64 "}", r->index,
+		    ",\"est_downtime_us\":%" PRIu64, r->index,
 		    r->final ? "true" : "false", r->dirty_pages, r->pages_sent,
 		    r->zero_pages, r->unpopulated_pages, r->rewritten_pages,
 		    r->bytes, r->duration_us,
 		    r->throttle_pct,
 		    r->est_downtime_us);
+		fprintf(f, ",\"disk_dirty_blocks\":%" PRIu64
+		    ",\"disk_blocks_sent\":%" PRIu64 ",\"disk_zero_blocks\":%"
+		    PRIu64 ",\"disk_bytes\":%" PRIu64 "}", r->disk_dirty_blocks,
+		    r->disk_blocks_sent, r->disk_zero_blocks, r->disk_bytes);
 		break;
 	case MIG_EV_PROGRESS:
 		fprintf(f, "{\"event\":\"progress\",\"phase\":\"%s\","
@@ -590,6 +615,19 @@ mig_event_encode(const struct mig_event *ev)
 		break;
 	case MIG_EV_RESULT:
 		encode_result(f, ev);
+		break;
+	case MIG_EV_ESTIMATE_MISSED:
+		fprintf(f, "{\"event\":\"estimate-missed\",\"phase\":\"%s\","
+		    "\"est_downtime_us\":%" PRIu64 ",\"paused_us\":%" PRIu64 "}",
+		    mig_phase_id(ev->phase), ev->est_downtime_us,
+		    ev->paused_us);
+		break;
+	case MIG_EV_PAUSED:
+		fprintf(f, "{\"event\":\"paused\",\"round\":%" PRIu32
+		    ",\"dirty_pages\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
+		    ",\"timeout_ms\":%" PRIu64 "}", ev->round_index,
+		    ev->remaining_pages, ev->remaining_pages * MIG_PAGE_SIZE,
+		    ev->hold_ms);
 		break;
 	}
 	if (fclose(f) != 0) {
@@ -687,6 +725,13 @@ decode_result(struct dec *d, struct mig_event *ev)
 		ev->has_stats = true;
 		ev->stats.total_time_us = dec_u64(d, "stats.total_time_us");
 		ev->stats.downtime_us = dec_u64(d, "stats.downtime_us");
+		/* Newer than the rest: absent from older sources. */
+		(void)mig_json_get_u64(d->line, "stats.downtime_memory_us",
+		    &ev->stats.downtime_memory_us);
+		(void)mig_json_get_u64(d->line, "stats.downtime_hook_us",
+		    &ev->stats.downtime_hook_us);
+		(void)mig_json_get_u64(d->line, "stats.downtime_state_us",
+		    &ev->stats.downtime_state_us);
 		ev->stats.state_bytes = dec_u64(d, "stats.state_bytes");
 		ev->stats.bytes_sent = dec_u64(d, "stats.bytes_sent");
 		ev->stats.memory_bytes = dec_u64(d, "stats.memory_bytes");
@@ -713,10 +758,12 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 		[MIG_EV_ROUND] = "round",
 		[MIG_EV_PROGRESS] = "progress",
 		[MIG_EV_RESULT] = "result",
+		[MIG_EV_ESTIMATE_MISSED] = "estimate-missed",
+		[MIG_EV_PAUSED] = "paused",
 	};
 	struct mig_round_stats *r = &ev->round;
 	struct dec d;
-	char type[16];
+	char type[24];
 	int t;
 
 	memset(ev, 0, sizeof(*ev));
@@ -724,7 +771,7 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 	d.missing = NULL;
 	if (strlen(line) >= MIG_EVENT_MAX ||
 	    !mig_json_get_string(line, "event", type, sizeof(type)) ||
-	    (t = name_index(types, 4, type)) < 0) {
+	    (t = name_index(types, (int)NITEMS(types), type)) < 0) {
 		snprintf(msg, msglen, "not a migration event: '%.80s'", line);
 		return (EINVAL);
 	}
@@ -745,6 +792,14 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 		r->duration_us = dec_u64(&d, "duration_us");
 		r->throttle_pct = (uint32_t)dec_u64(&d, "throttle_pct");
 		r->est_downtime_us = dec_u64(&d, "est_downtime_us");
+		/* Absent from controllers older than disk migration. */
+		(void)mig_json_get_u64(line, "disk_dirty_blocks",
+		    &r->disk_dirty_blocks);
+		(void)mig_json_get_u64(line, "disk_blocks_sent",
+		    &r->disk_blocks_sent);
+		(void)mig_json_get_u64(line, "disk_zero_blocks",
+		    &r->disk_zero_blocks);
+		(void)mig_json_get_u64(line, "disk_bytes", &r->disk_bytes);
 		break;
 	case MIG_EV_PROGRESS:
 		ev->phase = dec_name(&d, "phase", phase_ids, MIG_PHASE_COUNT);
@@ -756,6 +811,17 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 		break;
 	case MIG_EV_RESULT:
 		decode_result(&d, ev);
+		break;
+	case MIG_EV_ESTIMATE_MISSED:
+		ev->phase = dec_name(&d, "phase", phase_ids, MIG_PHASE_COUNT);
+		ev->est_downtime_us = dec_u64(&d, "est_downtime_us");
+		ev->paused_us = dec_u64(&d, "paused_us");
+		break;
+	case MIG_EV_PAUSED:
+		ev->round_index = (uint32_t)dec_u64(&d, "round");
+		ev->remaining_pages = dec_u64(&d, "dirty_pages");
+		(void)dec_u64(&d, "dirty_bytes");
+		ev->hold_ms = dec_u64(&d, "timeout_ms");
 		break;
 	}
 	if (d.missing != NULL) {
@@ -815,6 +881,12 @@ print_result(FILE *f, const struct mig_event *ev)
 		    (double)t->bytes_sent / (1 << 20), t->encrypted ?
 		    " (encrypted)" : "", (double)t->total_time_us / 1e6,
 		    (double)t->downtime_us / 1e3);
+	if (ev->has_stats && t->downtime_hook_us > 0)
+		fprintf(f, "Downtime: %.1f ms memory, %.1f ms switchover hook, "
+		    "%.1f ms state and switchover\n",
+		    (double)t->downtime_memory_us / 1e3,
+		    (double)t->downtime_hook_us / 1e3,
+		    (double)t->downtime_state_us / 1e3);
 }
 
 void
@@ -836,6 +908,12 @@ mig_event_print(FILE *f, const struct mig_event *ev)
 		    (uintmax_t)r->pages_sent, (uintmax_t)r->zero_pages,
 		    (double)r->bytes / (1 << 20),
 		    (double)r->duration_us / 1e3);
+		if (r->disk_dirty_blocks != 0)
+			fprintf(f, "; disk: %ju blocks, %ju sent, %ju zero, "
+			    "%.1f MiB", (uintmax_t)r->disk_dirty_blocks,
+			    (uintmax_t)r->disk_blocks_sent,
+			    (uintmax_t)r->disk_zero_blocks,
+			    (double)r->disk_bytes / (1 << 20));
 		if (r->throttle_pct != 0)
 			fprintf(f, "; vCPUs slowed by %u%%", r->throttle_pct);
 		if (!r->final)
@@ -847,6 +925,20 @@ mig_event_print(FILE *f, const struct mig_event *ev)
 		break;
 	case MIG_EV_RESULT:
 		print_result(f, ev);
+		break;
+	case MIG_EV_ESTIMATE_MISSED:
+		fprintf(f, "Downtime estimate missed: the guest has been paused "
+		    "%.1f ms, %.1f ms were estimated (%s)\n",
+		    (double)ev->paused_us / 1e3,
+		    (double)ev->est_downtime_us / 1e3,
+		    mig_phase_name(ev->phase));
+		break;
+	case MIG_EV_PAUSED:
+		fprintf(f, "Guest paused for the switchover hook: %ju dirty "
+		    "pages (%.1f MiB) still to send; waiting up to %.1f s for "
+		    "its go-ahead\n", (uintmax_t)ev->remaining_pages,
+		    (double)ev->remaining_pages * MIG_PAGE_SIZE / (1 << 20),
+		    (double)ev->hold_ms / 1e3);
 		break;
 	}
 	fflush(f);

@@ -20,6 +20,10 @@
  *	{"event":"phase","phase":ID}
  *	{"event":"round","index":N,"final":B,"dirty_pages":N,...}
  *	{"event":"progress","phase":ID,"round":N,"remaining_pages":N,...}
+ *	{"event":"estimate-missed","phase":ID,"est_downtime_us":N,
+ *	    "paused_us":N}
+ *	{"event":"paused","round":N,"dirty_pages":N,"dirty_bytes":N,
+ *	    "timeout_ms":N}
  *	{"event":"result","result":R,"guest_runs_on":W,"error":{...},
  *	    "reasons":[...],"stats":{...}}
  *
@@ -65,6 +69,8 @@ enum mig_opt_id {
 	MIG_OPT_NO_LIVE,
 	MIG_OPT_TIMEOUT,
 	MIG_OPT_MAX_PAUSE,
+	MIG_OPT_DISKS,
+	MIG_OPT_SWITCHOVER_WAIT,
 	MIG_OPT_STREAMS,
 	MIG_OPT_FAULT,			/* the test bed's; stays last */
 	MIG_OPT_COUNT
@@ -116,7 +122,9 @@ enum mig_event_type {
 	MIG_EV_PHASE = 0,
 	MIG_EV_ROUND,
 	MIG_EV_PROGRESS,
-	MIG_EV_RESULT
+	MIG_EV_RESULT,
+	MIG_EV_ESTIMATE_MISSED,	/* once: paused longer than estimated */
+	MIG_EV_PAUSED		/* waiting for the switchover hook */
 };
 
 enum mig_outcome {
@@ -140,6 +148,9 @@ enum mig_runs_on {
 struct mig_totals {
 	uint64_t	total_time_us;
 	uint64_t	downtime_us;
+	uint64_t	downtime_memory_us;
+	uint64_t	downtime_hook_us;
+	uint64_t	downtime_state_us;
 	uint64_t	state_bytes;
 	uint64_t	bytes_sent;
 	uint64_t	memory_bytes;
@@ -155,12 +166,14 @@ struct mig_event {
 	enum mig_event_type type;
 	enum mig_phase	phase;		/* phase, progress */
 	struct mig_round_stats round;	/* round */
-	/* progress */
+	/* progress; paused: round_index, remaining_pages, hold_ms */
 	uint32_t	round_index;
 	uint64_t	remaining_pages;
+	uint64_t	hold_ms;
 	uint64_t	bytes_sent;
 	uint64_t	rate_bytes_per_s;
-	uint64_t	est_downtime_us;
+	uint64_t	est_downtime_us;	/* and estimate-missed */
+	uint64_t	paused_us;		/* estimate-missed */
 	/* result */
 	enum mig_outcome outcome;
 	enum mig_runs_on runs_on;

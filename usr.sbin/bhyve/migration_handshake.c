@@ -19,6 +19,7 @@
 
 #include "migration_crypto.h"
 #include "migration_internal.h"
+#include "migration_net.h"
 #include "migration_wire.h"
 
 struct hs_state {
@@ -125,6 +126,7 @@ hs_negotiate(struct hs_state *hs, uint32_t nstreams, uint32_t *version,
 	*version = hi;
 	*encrypt = (hs->peer.caps & MIG_CAP_WANT_ENCRYPT) != 0;
 	hs->ch->zero_ranges = (common & MIG_CAP_ZERO_RANGES) != 0;
+	hs->ch->hold = (common & MIG_CAP_HOLD) != 0;
 	hs->ch->check_only = hs->ch->role == MIG_ROLE_DEST &&
 	    (hs->peer.caps & MIG_CAP_CHECK_ONLY) != 0;
 	hs->ch->streams = hs->ch->role == MIG_ROLE_DEST &&
@@ -146,6 +148,7 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 	struct hs_state hs;
 	uint8_t transcript[MIG_HASH_LEN];
 	const uint8_t *mine_proof, *their_proof;
+	uint64_t kernel_rtt;
 	void *payload;
 	uint32_t len;
 	bool encrypt;
@@ -191,6 +194,14 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 	    "waiting for AUTH", &payload, &len)) != 0)
 		goto out;
 	*rtt_us = mig_now_us() - *rtt_us;
+	/*
+	 * HELLO to AUTH includes however long the peer took to answer,
+	 * and a slow AUTH would make the source subtract more than the
+	 * real round trip from the downtime it reports.  The kernel's TCP
+	 * measure cannot be slowed by the peer's process: take the lower.
+	 */
+	if (mig_socket_rtt(ch->fd, &kernel_rtt) == 0 && kernel_rtt < *rtt_us)
+		*rtt_us = kernel_rtt;
 	if (len != MIG_AUTH_LEN || !mig_mac_equal(payload, their_proof,
 	    MIG_AUTH_LEN)) {
 		error = hs_refuse(&hs, MIG_PHASE_AUTH, EACCES,

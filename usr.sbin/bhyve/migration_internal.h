@@ -46,10 +46,24 @@ const char *mig_role_name(enum mig_role);
 /*
  * Version and capability negotiation and proof of the key.  On success
  * the channel is keyed, *version holds the agreed protocol version and
- * *rtt_us the time from sending HELLO to the peer's AUTH: a round trip.
+ * *rtt_us a round trip: the time from sending HELLO to the peer's AUTH or
+ * the kernel's TCP measure, whichever is lower (a slow peer cannot raise
+ * it).
  */
 int	mig_handshake(struct mig_chan *, const struct mig_params *,
 	    bool require_encrypt, uint32_t *version, uint64_t *rtt_us,
 	    struct mig_error *);
+
+/*
+ * The source's switchover hook (migration_switchover.c): the guest is
+ * paused and dirty pages still to send in round.  Send HOLD, report the
+ * wait through the backend's progress hook (hold_ms), wait for the
+ * go-ahead.  0 once given; else the failure, recorded in err: timeout,
+ * cancel, or the destination's.  *waited_us: the time it waited.
+ */
+struct mig_backend;
+int	mig_switchover_hold(struct mig_chan *, struct mig_backend *,
+	    const struct mig_params *, uint32_t round, uint64_t dirty,
+	    struct mig_error *, uint64_t *waited_us);
 
 #endif /* _MIGRATION_INTERNAL_H_ */

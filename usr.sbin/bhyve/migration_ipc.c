@@ -12,7 +12,8 @@
  * connects to the destination and passes the connected socket.
  *
  *	cmd		"migrate", "migrate_check", "migrate_cancel",
- *			"migrate_resume" or "migrate_status"
+ *			"migrate_continue", "migrate_resume" or
+ *			"migrate_status"
  *	request		string: the request payload (migration_ctl.h),
  *			the same bytes the test bed's tbctl sends
  *	socket		descriptor: the connected migration stream
@@ -206,6 +207,20 @@ migrate_cancel_cmd(struct vmctx *ctx, const nvlist_t *nvl)
 	return (error);
 }
 IPC_COMMAND(ipc_cmd_set, migrate_cancel, migrate_cancel_cmd);
+
+/* The switchover hook's go-ahead. */
+static int
+migrate_continue_cmd(struct vmctx *ctx, const nvlist_t *nvl)
+{
+	char msg[MIG_ERRMSG_MAX];
+	int error;
+
+	migrate_seam(ctx);
+	error = mig_source_continue(msg, sizeof(msg));
+	migrate_answer(nvl, error == 0, NULL, msg);
+	return (error);
+}
+IPC_COMMAND(ipc_cmd_set, migrate_continue, migrate_continue_cmd);
 
 static int
 migrate_resume_cmd(struct vmctx *ctx, const nvlist_t *nvl)

@@ -14,35 +14,39 @@
 
 #define	MAX_DEPTH	32
 
+/* Characters a string escapes as a backslash and a letter: each, its letter. */
+static const char escapes[][2] = {
+	{ '"', '"' }, { '\\', '\\' }, { '\n', 'n' }, { '\r', 'r' },
+	{ '\t', 't' },
+};
+#define	NESCAPES	(sizeof(escapes) / sizeof(escapes[0]))
+
+/* The escapes entry whose column col is c; NESCAPES if none. */
+static size_t
+escape_find(int col, char c)
+{
+	size_t i;
+
+	for (i = 0; i < NESCAPES; i++)
+		if (escapes[i][col] == c)
+			break;
+	return (i);
+}
+
 void
 mig_json_string(FILE *f, const char *s)
 {
 	const unsigned char *p;
+	size_t i;
 
 	fputc('"', f);
 	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		switch (*p) {
-		case '"':
-			fputs("\\\"", f);
-			break;
-		case '\\':
-			fputs("\\\\", f);
-			break;
-		case '\n':
-			fputs("\\n", f);
-			break;
-		case '\r':
-			fputs("\\r", f);
-			break;
-		case '\t':
-			fputs("\\t", f);
-			break;
-		default:
-			if (*p < 0x20)
-				fprintf(f, "\\u%04x", *p);
-			else
-				fputc(*p, f);
-		}
+		if ((i = escape_find(0, (char)*p)) < NESCAPES)
+			fprintf(f, "\\%c", escapes[i][1]);
+		else if (*p < 0x20)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
 	}
 	fputc('"', f);
 }
@@ -109,19 +113,43 @@ skip_value(const char *p, int depth)
 	}
 }
 
+/*
+ * The first element of the object or array (open '{' or '[') at p; NULL
+ * if p is NULL, is no such container or the container is empty.
+ */
+static const char *
+first_element(const char *p, char open)
+{
+
+	if (p == NULL)
+		return (NULL);
+	p = skip_ws(p);
+	if (*p++ != open)
+		return (NULL);
+	p = skip_ws(p);
+	return (*p == (open == '{' ? '}' : ']') ? NULL : p);
+}
+
+/* p at an array value or an object member's value: the next element. */
+static const char *
+next_element(const char *p)
+{
+
+	if ((p = skip_value(p, 0)) == NULL)
+		return (NULL);
+	p = skip_ws(p);
+	if (*p++ != ',')
+		return (NULL);
+	return (skip_ws(p));
+}
+
 /* Find member key (keylen bytes) of the object at p. */
 static const char *
 find_member(const char *p, const char *key, size_t keylen)
 {
 	const char *k, *end;
 
-	p = skip_ws(p);
-	if (*p++ != '{')
-		return (NULL);
-	p = skip_ws(p);
-	if (*p == '}')
-		return (NULL);
-	for (;;) {
+	for (p = first_element(p, '{'); p != NULL; p = next_element(p)) {
 		if (*p != '"' || (end = skip_string(p)) == NULL)
 			return (NULL);
 		k = p + 1;
@@ -132,13 +160,8 @@ find_member(const char *p, const char *key, size_t keylen)
 		if ((size_t)(end - 1 - k) == keylen &&
 		    memcmp(k, key, keylen) == 0)
 			return (p);
-		if ((p = skip_value(p, 0)) == NULL)
-			return (NULL);
-		p = skip_ws(p);
-		if (*p++ != ',')
-			return (NULL);
-		p = skip_ws(p);
 	}
+	return (NULL);
 }
 
 const char *
@@ -158,24 +181,10 @@ mig_json_index(const char *value, unsigned int idx)
 {
 	const char *p;
 
-	if (value == NULL)
-		return (NULL);
-	p = skip_ws(value);
-	if (*p++ != '[')
-		return (NULL);
-	p = skip_ws(p);
-	if (*p == ']')
-		return (NULL);
-	for (;;) {
+	for (p = first_element(value, '['); p != NULL; p = next_element(p))
 		if (idx-- == 0)
 			return (p);
-		if ((p = skip_value(p, 0)) == NULL)
-			return (NULL);
-		p = skip_ws(p);
-		if (*p++ != ',')
-			return (NULL);
-		p = skip_ws(p);
-	}
+	return (NULL);
 }
 
 bool
@@ -189,39 +198,29 @@ mig_json_get_string(const char *text, const char *path, char *buf,
 bool
 mig_json_string_at(const char *p, char *buf, size_t buflen)
 {
-	size_t n;
+	size_t i, n;
 	unsigned int u;
 
 	if (p == NULL || *p != '"' || buflen == 0)
 		return (false);
 	n = 0;
 	for (p++; *p != '"' && *p != '\0'; p++) {
-		if (*p == '\\') {
-			p++;
-			switch (*p) {
-			case 'n':
-				u = '\n';
-				break;
-			case 't':
-				u = '\t';
-				break;
-			case 'r':
-				u = '\r';
-				break;
-			case 'u':
-				if (sscanf(p + 1, "%4x", &u) != 1)
-					return (false);
-				p += 4;
-				/* Only control characters are escaped so. */
-				if (u > 0x7f)
-					u = '?';
-				break;
-			case '\0':
+		if (*p != '\\')
+			u = (unsigned char)*p;
+		else if (*++p == '\0')
+			return (false);
+		else if (*p == 'u') {
+			/* Four digits, or p + 4 would pass the end. */
+			if (strspn(p + 1, "0123456789abcdefABCDEF") < 4 ||
+			    sscanf(p + 1, "%4x", &u) != 1)
 				return (false);
-			default:
-				u = (unsigned char)*p;
-			}
-		} else
+			p += 4;
+			/* Only control characters are escaped so. */
+			if (u > 0x7f)
+				u = '?';
+		} else if ((i = escape_find(1, *p)) < NESCAPES)
+			u = (unsigned char)escapes[i][0];
+		else
 			u = (unsigned char)*p;
 		if (n + 1 < buflen)
 			buf[n++] = (char)u;
@@ -242,19 +241,6 @@ mig_json_get_u64(const char *text, const char *path, uint64_t *v)
 	errno = 0;
 	*v = strtoull(p, &end, 10);
 	return (errno == 0 && end != p);
-}
-
-bool
-mig_json_get_double(const char *text, const char *path, double *v)
-{
-	const char *p;
-	char *end;
-
-	p = mig_json_find(text, path);
-	if (p == NULL)
-		return (false);
-	*v = strtod(p, &end);
-	return (end != p);
 }
 
 bool

@@ -34,7 +34,6 @@ bool	mig_json_string_at(const char *p, char *buf, size_t buflen);
 bool	mig_json_get_string(const char *text, const char *path, char *buf,
 	    size_t buflen);
 bool	mig_json_get_u64(const char *text, const char *path, uint64_t *);
-bool	mig_json_get_double(const char *text, const char *path, double *);
 bool	mig_json_get_bool(const char *text, const char *path, bool *);
 
 #endif /* _MIGRATION_JSON_H_ */

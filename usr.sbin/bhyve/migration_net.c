@@ -50,6 +50,27 @@ set_int_opt(int fd, int level, int name, int value)
 	    0 : errno);
 }
 
+/*
+ * The kernel's smoothed round-trip time of a TCP connection: timed from
+ * the SYN and the data segments to the peer kernel's acknowledgements,
+ * which no process on the peer can hold back.
+ */
+int
+mig_socket_rtt(int fd, uint64_t *rtt_us)
+{
+	struct tcp_info ti;
+	socklen_t len;
+
+	len = sizeof(ti);
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+		return (errno);
+	if (ti.tcpi_rtt == 0)
+		return (ENOENT);
+	*rtt_us = ti.tcpi_rtt;
+	return (0);
+}
+
 int
 mig_socket_timeout(int fd, uint32_t timeout_ms)
 {

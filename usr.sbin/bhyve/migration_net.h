@@ -27,6 +27,12 @@ struct mig_ratelimit {
 };
 
 uint64_t mig_now_us(void);
+/*
+ * The kernel's measure of a TCP connection's round trip; ENOPROTOOPT
+ * (or another errno value) on a socket that is not TCP, ENOENT before a
+ * measure exists.
+ */
+int	mig_socket_rtt(int fd, uint64_t *rtt_us);
 /* Set both directions' socket timeouts. */
 int	mig_socket_timeout(int fd, uint32_t timeout_ms);
 

@@ -56,7 +56,14 @@ mig_policy_round(struct mig_policy *pol, const struct mig_round_stats *r)
 	 * mix says little about what later rounds' dirty pages cost.
 	 */
 	if (pages > 0 && pol->rounds > 1)
-		pol->bytes_per_page = r->bytes / pages;
+		pol->bytes_per_page = (r->bytes - r->disk_bytes) / pages;
+}
+
+void
+mig_policy_disk(struct mig_policy *pol, uint64_t dirty_bytes)
+{
+
+	pol->disk_dirty_bytes = dirty_bytes;
 }
 
 uint64_t
@@ -64,7 +71,8 @@ mig_policy_estimate(const struct mig_policy *pol, uint64_t dirty_pages)
 {
 	uint64_t bytes;
 
-	bytes = dirty_pages * pol->bytes_per_page + pol->state_bytes;
+	bytes = dirty_pages * pol->bytes_per_page + pol->disk_dirty_bytes +
+	    pol->state_bytes;
 	return (bytes * 1000000 / (pol->bandwidth > 0 ? pol->bandwidth : 1) +
 	    pol->rtt_us);
 }
@@ -84,7 +92,8 @@ mig_policy_decide(struct mig_policy *pol, uint64_t dirty_pages,
 		}
 		return;
 	}
-	if (d->est_downtime_us <= pol->downtime_limit_us || dirty_pages == 0) {
+	if (d->est_downtime_us <= pol->downtime_limit_us ||
+	    (dirty_pages == 0 && pol->disk_dirty_bytes == 0)) {
 		d->stop = true;
 		d->reason = MIG_STOP_CONVERGED;
 	} else if (pol->rounds >= pol->max_rounds) {
@@ -98,12 +107,14 @@ mig_policy_decide(struct mig_policy *pol, uint64_t dirty_pages,
 	if (d->stop)
 		return;
 
-	/* Rounds pay while the dirty set shrinks. */
-	if (pol->rounds > 1 && dirty_pages >= pol->prev_dirty)
+	/* Rounds pay while the dirty set, memory and disk, shrinks. */
+	if (pol->rounds > 1 && dirty_pages >= pol->prev_dirty &&
+	    pol->disk_dirty_bytes >= pol->prev_disk_dirty)
 		pol->flat_rounds++;
 	else
 		pol->flat_rounds = 0;
 	pol->prev_dirty = dirty_pages;
+	pol->prev_disk_dirty = pol->disk_dirty_bytes;
 
 	/*
 	 * The guest dirtied at least half of what the round could send:

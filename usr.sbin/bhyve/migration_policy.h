@@ -49,6 +49,8 @@ struct mig_policy {
 	uint32_t	hot_rounds;	/* dirtying outran sending */
 	uint32_t	flat_rounds;	/* dirty set did not shrink */
 	uint32_t	throttle_pct;
+	uint64_t	disk_dirty_bytes; /* disk blocks owed, wire bytes */
+	uint64_t	prev_disk_dirty;
 };
 
 struct mig_decision {
@@ -65,7 +67,9 @@ void	mig_policy_round(struct mig_policy *, const struct mig_round_stats *);
 /* Decide, given the pages dirtied since the last collection. */
 void	mig_policy_decide(struct mig_policy *, uint64_t dirty_pages,
 	    uint64_t now_us, struct mig_decision *);
-/* The estimate alone, for a given dirty page count. */
+/* Disk blocks owed after a collection, as wire bytes (0: no disks). */
+void	mig_policy_disk(struct mig_policy *, uint64_t dirty_bytes);
+/* The estimate alone, for a given dirty page count (and disk bytes). */
 uint64_t mig_policy_estimate(const struct mig_policy *, uint64_t dirty_pages);
 
 #endif /* _MIGRATION_POLICY_H_ */

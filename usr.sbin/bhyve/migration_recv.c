@@ -26,6 +26,7 @@
 
 #include "migration.h"
 #include "migration_backend.h"
+#include "migration_disk.h"
 #include "migration_internal.h"
 #include "migration_streams.h"
 #include "migration_wire.h"
@@ -38,11 +39,14 @@ struct mig_conn {
 	struct mig_error *err;
 	struct mig_stats *st;
 	struct mig_backend *be;
+	struct mig_disk_recv *disks;
 	enum mig_phase	phase;
 	uint32_t	version;
 	uint64_t	rtt_us;
 	uint64_t	t0;
-	uint64_t	final_us;	/* final round began */
+	uint64_t	final_us;	/* final round began, or HOLD came */
+	bool		held;		/* the source sent HOLD */
+	bool		hold_wait;	/* the next frame may take longer */
 	uint64_t	pages_total;
 	/* The round being received. */
 	struct mig_round_stats *round;
@@ -184,6 +188,7 @@ mig_conn_free(struct mig_conn *c)
 		return;
 	mig_rxstreams_free(c->streams);
 	mig_chan_destroy(&c->ch);
+	mig_disk_recv_free(c->disks);
 	free(c->section);
 	free(c);
 }
@@ -231,6 +236,9 @@ check_compat(struct mig_conn *c)
 	}
 	for (i = 0; i < c->local.nsegs; i++)
 		c->st->memory_bytes += c->local.segs[i].len;
+	if ((error = mig_disk_recv_begin(&c->disks, c->be, &c->peer, c->err,
+	    &c->phase, c->ch.check_only)) != 0)
+		return (error);
 	if ((error = mig_chan_send(&c->ch, MIG_MSG_ACCEPT, NULL, 0)) != 0)
 		return (chan_fail(c, error, "accepting the guest"));
 	return (0);
@@ -261,8 +269,37 @@ on_round_begin(struct mig_conn *c, void *payload, uint32_t len)
 	c->round_t0 = mig_now_us();
 	if (rb.final) {
 		c->phase = MIG_PHASE_STOPCOPY;
-		c->final_us = c->round_t0;
+		if (!c->held)
+			c->final_us = c->round_t0;
 	}
+	return (0);
+}
+
+/*
+ * The source paused the guest and waits for its switchover hook: allow
+ * the next frame the hook's time on top of the I/O timeout.
+ */
+static int
+on_hold(struct mig_conn *c, void *payload, uint32_t len)
+{
+	struct mig_hold h;
+	int error;
+
+	if (!c->ch.hold)
+		return (proto_fail(c, "HOLD without the capability"));
+	if ((error = mig_hold_decode(payload, len, &h, c->ch.why,
+	    sizeof(c->ch.why))) != 0)
+		return (chan_fail(c, error, "reading HOLD"));
+	if (c->round != NULL || c->final_done || c->held)
+		return (proto_fail(c, "HOLD came other than once, between "
+		    "rounds, before the final one"));
+	c->held = true;
+	c->phase = MIG_PHASE_STOPCOPY;
+	c->final_us = mig_now_us();
+	if ((error = mig_socket_timeout(c->ch.fd, h.hold_ms +
+	    c->p.io_timeout_ms)) != 0)
+		return (chan_fail(c, error, "waiting for the switchover hook"));
+	c->hold_wait = true;
 	return (0);
 }
 
@@ -399,33 +436,34 @@ on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 		c->phase = MIG_PHASE_STATE;
 	}
 	if (c->be->ops->progress != NULL) {
+		memset(&ev, 0, sizeof(ev));
 		ev.phase = c->phase;
 		ev.round = c->round->index;
 		ev.remaining_pages = 0;
 		ev.last_round = c->round;
+		ev.hold_ms = 0;
 		c->be->ops->progress(c->be->arg, &ev);
 	}
 	c->round = NULL;
 	return (0);
 }
 
+/*
+ * STATE is read whole and its tag checked before anything in it counts:
+ * the section's size, which sizes the buffer, is the peer's word.
+ */
 static int
-on_state(struct mig_conn *c, uint32_t len)
+on_state(struct mig_conn *c, void *payload, uint32_t len)
 {
 	struct mig_state_hdr sh;
-	uint8_t hbuf[MIG_STATE_HDR_LEN];
 	uint32_t n;
 	int error;
 
 	if (!c->final_done || c->round != NULL)
 		return (proto_fail(c, "device state arrived before the "
 		    "final round ended"));
-	if (len < MIG_STATE_HDR_LEN)
-		return (proto_fail(c, "STATE message is truncated"));
-	if ((error = mig_chan_recv_body(&c->ch, hbuf, sizeof(hbuf))) != 0)
-		return (chan_fail(c, error, "receiving device state"));
 	/* The decoder reads only the header but checks the data length. */
-	if ((error = mig_state_hdr_decode(hbuf, len, &sh, c->ch.why,
+	if ((error = mig_state_hdr_decode(payload, len, &sh, c->ch.why,
 	    sizeof(c->ch.why))) != 0)
 		return (chan_fail(c, error, "receiving device state"));
 	n = len - MIG_STATE_HDR_LEN;
@@ -442,9 +480,8 @@ on_state(struct mig_conn *c, uint32_t len)
 			return (local_fail(c, ENOMEM, "no memory for device "
 			    "state"));
 	}
-	if ((error = mig_chan_recv_body(&c->ch, c->section + sh.offset, n))
-	    != 0 || (error = mig_chan_recv_end(&c->ch)) != 0)
-		return (chan_fail(c, error, "receiving device state"));
+	memcpy(c->section + sh.offset, (uint8_t *)payload + MIG_STATE_HDR_LEN,
+	    n);
 	c->section_got += n;
 	c->st->state_bytes += n;
 	if (c->section_got < c->section_len)
@@ -485,6 +522,10 @@ on_ready(struct mig_conn *c, void *payload, uint32_t len)
 		return (proto_fail(c, "READY counts other pages than "
 		    "were received"));
 	c->phase = MIG_PHASE_SWITCHOVER;
+	if (c->be->ops->before_ready != NULL &&
+	    (error = c->be->ops->before_ready(c->be->arg)) != 0)
+		return (local_fail(c, error, "could not take the guest's "
+		    "disks over"));
 	ready.pages = c->pages_total;
 	if ((error = mig_chan_send(&c->ch, MIG_MSG_READY, buf,
 	    mig_ready_encode(buf, sizeof(buf), &ready))) != 0)
@@ -532,12 +573,22 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			break;
 		}
 		if ((error = mig_chan_recv_hdr(&c->ch, &hdr)) != 0) {
-			chan_fail(c, error, "receiving the migration stream");
+			chan_fail(c, error, c->hold_wait ? "waiting for the "
+			    "source's switchover hook" : "receiving the "
+			    "migration stream");
 			break;
 		}
+		if (c->hold_wait) {
+			c->hold_wait = false;
+			if ((error = mig_socket_timeout(c->ch.fd,
+			    c->p.io_timeout_ms)) != 0) {
+				chan_fail(c, error, "restoring the I/O timeout");
+				break;
+			}
+		}
 		payload = NULL;
-		/* Small control messages are read whole and verified. */
-		if (hdr.type != MIG_MSG_PAGES && hdr.type != MIG_MSG_STATE) {
+		/* All but PAGES are read whole and verified. */
+		if (hdr.type != MIG_MSG_PAGES) {
 			if ((error = mig_chan_recv_body(&c->ch, c->ch.rxbuf,
 			    hdr.len)) != 0 ||
 			    (error = mig_chan_recv_end(&c->ch)) != 0) {
@@ -561,10 +612,18 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			error = on_round_end(c, payload, hdr.len);
 			break;
 		case MIG_MSG_STATE:
-			error = on_state(c, hdr.len);
+			error = on_state(c, payload, hdr.len);
+			break;
+		case MIG_MSG_DISK_BLOCKS:
+		case MIG_MSG_DISK_ZERO:
+			error = mig_disk_recv_frame(c->disks, &c->ch, c->round,
+			    hdr.type, payload, hdr.len);
 			break;
 		case MIG_MSG_READY:
 			error = on_ready(c, payload, hdr.len);
+			break;
+		case MIG_MSG_HOLD:
+			error = on_hold(c, payload, hdr.len);
 			break;
 		case MIG_MSG_ERROR:
 			mig_fail_peer(err, &c->ch, payload, hdr.len);
@@ -593,7 +652,7 @@ out:
 int
 mig_recv_finish(struct mig_conn *c, struct mig_error *err)
 {
-	int error;
+	int disk_error, error;
 
 	memset(err, 0, sizeof(*err));
 	c->err = err;
@@ -606,8 +665,15 @@ mig_recv_finish(struct mig_conn *c, struct mig_error *err)
 		c->st->downtime_us = mig_now_us() - c->final_us;
 		c->st->total_time_us = mig_now_us() - c->t0;
 	}
-	if ((error = mig_chan_send(&c->ch, MIG_MSG_RUNNING, NULL, 0)) != 0)
+	error = mig_chan_send(&c->ch, MIG_MSG_RUNNING, NULL, 0);
+	/*
+	 * The guest runs here from now on: once its images are flushed,
+	 * outside the downtime, they are complete.  A mark left behind is
+	 * reported; the guest runs all the same.
+	 */
+	disk_error = mig_disk_recv_done(c->disks);
+	if (error != 0)
 		return (chan_fail(c, error, "confirming that the guest runs"));
 	c->phase = MIG_PHASE_DONE;
-	return (0);
+	return (disk_error);
 }

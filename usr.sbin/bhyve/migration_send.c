@@ -11,7 +11,8 @@
  * what was written since the previous collection), stop-and-copy with
  * the guest paused, vCPU and device state, then READY/GO: the guest runs
  * on exactly one side.  Until GO is sent every failure resumes the guest
- * here and returns the dirty bits this attempt had cleared.
+ * here.  Its dirty log ends with the attempt: a retry goes to a new
+ * destination that holds nothing, so round 1 sends all memory again.
  */
 
 #include <sys/types.h>
@@ -26,13 +27,13 @@
 
 #include "migration.h"
 #include "migration_backend.h"
+#include "migration_disk.h"
 #include "migration_internal.h"
 #include "migration_policy.h"
 #include "migration_streams.h"
 #include "migration_wire.h"
 
 #define	BITS_PER_WORD	64
-#define	MIG_SETUP_TIMEOUT_MS	120000	/* destination's memory set-up */
 /* Live rounds ask the dirty log again before each such share. */
 #define	MIG_RECHECK_WORDS	64	/* 4096 pages, 16 MiB */
 
@@ -69,14 +70,17 @@ struct sender {
 	struct mig_error *err;
 	struct mig_vminfo vi;
 	struct mig_policy pol;
+	struct mig_disk_send *disks;		/* or NULL: shared storage */
 	enum mig_phase	phase;
 	uint64_t	npages[MIG_MAX_SEGS];
 	uint64_t	*todo[MIG_MAX_SEGS];	/* pages this round sends */
-	uint64_t	*cleared[MIG_MAX_SEGS]; /* all bits this attempt took */
 	uint64_t	*next[MIG_MAX_SEGS];	/* taken early: next round's */
 	uint64_t	*chunk;			/* one collection's bitmap */
 	uint64_t	pages_total;		/* sent in all rounds */
 	uint64_t	pause_us;
+	uint64_t	est_us;		/* final downtime estimate, or 0 */
+	bool		est_missed;	/* and the pause outlasted it */
+	uint64_t	hook_us;	/* the switchover hook's wait */
 	bool		tracking;
 	bool		paused;
 	bool		throttled;
@@ -109,10 +113,35 @@ progress(struct sender *s, uint32_t round, uint64_t remaining,
 
 	if (s->be->ops->progress == NULL)
 		return;
+	memset(&ev, 0, sizeof(ev));
 	ev.phase = s->phase;
 	ev.round = round;
 	ev.remaining_pages = remaining;
 	ev.last_round = last;
+	ev.hold_ms = 0;
+	s->be->ops->progress(s->be->arg, &ev);
+}
+
+/*
+ * Tell the operator, once, that the guest has been paused longer than
+ * the policy estimated when it ended the live rounds (the hard bound,
+ * max_pause_ms, is pause_check()'s).
+ */
+static void
+estimate_check(struct sender *s, uint64_t paused_us)
+{
+	struct mig_progress ev;
+
+	if (s->est_us == 0 || s->est_missed || paused_us <= s->est_us ||
+	    s->be->ops->progress == NULL)
+		return;
+	s->est_missed = true;
+	memset(&ev, 0, sizeof(ev));
+	ev.phase = s->phase;
+	ev.round = s->st->nrounds;
+	ev.estimate_missed = true;
+	ev.est_downtime_us = s->est_us;
+	ev.paused_us = paused_us;
 	s->be->ops->progress(s->be->arg, &ev);
 }
 
@@ -155,12 +184,9 @@ alloc_bitmaps(struct sender *s)
 		s->npages[i] = s->vi.segs[i].len / MIG_PAGE_SIZE;
 		s->todo[i] = calloc(bitmap_words(s->npages[i]),
 		    sizeof(uint64_t));
-		s->cleared[i] = calloc(bitmap_words(s->npages[i]),
-		    sizeof(uint64_t));
 		s->next[i] = calloc(bitmap_words(s->npages[i]),
 		    sizeof(uint64_t));
-		if (s->todo[i] == NULL || s->cleared[i] == NULL ||
-		    s->next[i] == NULL)
+		if (s->todo[i] == NULL || s->next[i] == NULL)
 			return (ENOMEM);
 	}
 	s->chunk = calloc(bitmap_words(MIG_DIRTY_CHUNK_PAGES),
@@ -181,7 +207,6 @@ free_bitmaps(struct sender *s)
 
 	for (i = 0; i < MIG_MAX_SEGS; i++) {
 		free(s->todo[i]);
-		free(s->cleared[i]);
 		free(s->next[i]);
 	}
 	free(s->chunk);
@@ -221,10 +246,9 @@ fetch_bits(struct sender *s, struct mig_error *err, bits_op_t *op,
 }
 
 /*
- * Collect the dirty log of all memory, chunk by chunk, into todo (to send)
- * and cleared (to put back should this attempt fail).  *count is what
- * todo then holds: pages collected before a decision to stop are still
- * owed to the destination.
+ * Collect the dirty log of all memory, chunk by chunk, into todo.  *count
+ * is what todo then holds: pages collected before a decision to stop are
+ * still owed to the destination.
  */
 static int
 collect(struct sender *s, uint64_t *count)
@@ -248,12 +272,9 @@ collect(struct sender *s, uint64_t *count)
 			    seg, first, n, s->chunk)) != 0)
 				return (backend_fail(s, error,
 				    "could not read the device write log"));
-			for (w = 0; w < nw; w++) {
+			for (w = 0; w < nw; w++)
 				s->todo[seg][first / BITS_PER_WORD + w] |=
 				    s->chunk[w];
-				s->cleared[seg][first / BITS_PER_WORD + w] |=
-				    s->chunk[w];
-			}
 		}
 		/* What a live round found written again. */
 		for (w = 0; w < bitmap_words(s->npages[seg]); w++) {
@@ -263,32 +284,12 @@ collect(struct sender *s, uint64_t *count)
 		*count += popcount_words(s->todo[seg],
 		    bitmap_words(s->npages[seg]));
 	}
-	return (0);
-}
-
-/* Return every bit this attempt took from the dirty log. */
-static void
-put_back(struct sender *s)
-{
-	uint64_t first, n;
-	uint32_t seg;
-	int error;
-
-	for (seg = 0; seg < s->vi.nsegs; seg++) {
-		if (s->cleared[seg] == NULL)
-			continue;
-		for (first = 0; first < s->npages[seg]; first += n) {
-			n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
-			if (popcount_words(&s->cleared[seg][first /
-			    BITS_PER_WORD], bitmap_words(n)) == 0)
-				continue;
-			error = s->be->ops->dirty_putback(s->be->arg, seg,
-			    first, n, &s->cleared[seg][first / BITS_PER_WORD]);
-			if (error != 0)
-				(void)backend_fail(s, error,
-				    "could not restore the dirty page log");
-		}
+	if (s->disks != NULL) {
+		if ((error = mig_disk_send_collect(s->disks, &n)) != 0)
+			return (error);
+		mig_policy_disk(&s->pol, n);
 	}
+	return (0);
 }
 
 /*
@@ -324,6 +325,18 @@ pause_bound_ms(const struct mig_params *p)
 }
 
 /*
+ * The engine's part of the pause: the switchover hook's wait has its own
+ * bound (switchover_wait_ms), so the guest pauses at most max_pause_ms
+ * plus that before GO.
+ */
+static uint64_t
+pause_spent_us(const struct sender *s)
+{
+
+	return (mig_now_us() - s->pause_us - s->hook_us);
+}
+
+/*
  * Before each step of the paused phase: fail once the bound has passed,
  * else let no socket wait outlive it.  Failing here is before GO, so the
  * common path rolls back and the guest resumes on the source.
@@ -338,7 +351,8 @@ pause_check(struct txstream *t)
 
 	s = t->s;
 	bound = pause_bound_ms(s->p) * 1000;
-	spent = mig_now_us() - s->pause_us;
+	spent = pause_spent_us(s);
+	estimate_check(s, spent);
 	if (spent >= bound) {
 		mig_fail(t->err, MIG_SIDE_SOURCE, s->phase, ETIMEDOUT,
 		    "the downtime bound was missed: the guest was paused "
@@ -364,7 +378,7 @@ pause_timeout(struct txstream *t, int error)
 
 	s = t->s;
 	bound = pause_bound_ms(s->p) * 1000;
-	spent = mig_now_us() - s->pause_us;
+	spent = pause_spent_us(s);
 	if (error != 0 && t->err->code == ETIMEDOUT && spent + 1000000 >=
 	    bound) {
 		snprintf(note, sizeof(note), "; the downtime bound was missed: "
@@ -373,6 +387,19 @@ pause_timeout(struct txstream *t, int error)
 		mig_error_append(t->err, note);
 	}
 	return (error);
+}
+
+/* Before each frame of a round: a cancel, the pause's bound. */
+static int
+send_step(void *arg)
+{
+	struct txstream *t = arg;
+	int error;
+
+	if ((error = cancel_check(t->s, t->err)) != 0 ||
+	    (t->s->paused && (error = pause_check(t)) != 0))
+		return (error);
+	return (0);
 }
 
 static int
@@ -391,8 +418,7 @@ flush_pages(struct txstream *t, uint32_t seg, uint32_t count, uint32_t ndata,
 	if (__atomic_load_n(&s->abort, __ATOMIC_SEQ_CST) != 0)
 		return (ECANCELED);
 	/* A big round must not make an operator's cancel wait. */
-	if ((error = cancel_check(s, t->err)) != 0 ||
-	    (s->paused && (error = pause_check(t)) != 0))
+	if ((error = send_step(t)) != 0)
 		return (error);
 	ph.seg = seg;
 	ph.count = count;
@@ -531,7 +557,6 @@ recheck(struct txstream *ts, uint32_t seg, uint64_t w)
 			    (uint64_t)__builtin_popcountll(t[i] & s->chunk[i]);
 			t[i] &= ~s->chunk[i];
 			s->next[seg][w + i] |= s->chunk[i];
-			s->cleared[seg][w + i] |= s->chunk[i];
 		}
 	}
 	pthread_mutex_unlock(&s->be_lock);
@@ -752,6 +777,9 @@ send_round(struct sender *s, struct mig_round_stats *r)
 			return (error);
 	if ((error = send_parts(s, r, &sent)) != 0)
 		return (error);
+	if (s->disks != NULL && (error = mig_disk_send_round(s->disks, &s->ch,
+	    r, send_step, &s->tx[0])) != 0)
+		return (error);
 	re.index = r->index;
 	re.pages = sent;
 	before = s->ch.bytes_tx;
@@ -791,21 +819,21 @@ describe_and_check(struct sender *s)
 	progress(s, 0, 0, NULL);
 	if ((error = s->be->ops->vminfo(s->be->arg, &s->vi)) != 0)
 		return (backend_fail(s, error, "could not describe the guest"));
+	if ((error = mig_disk_describe(&s->vi, s->be, s->p, s->be->errmsg,
+	    sizeof(s->be->errmsg))) != 0)
+		return (backend_fail(s, error, "cannot migrate the disks"));
 	if ((len = mig_vminfo_encode(buf, sizeof(buf), &s->vi)) == 0)
 		return (backend_fail(s, EINVAL,
 		    "the guest's description does not fit a message"));
 	if ((error = mig_chan_send(&s->ch, MIG_MSG_VMINFO, buf, len)) != 0)
 		return (chan_fail(s, error, "describing the guest"));
 	/*
-	 * The destination may set a large guest's memory and devices up
-	 * before it answers: allow that more than one I/O timeout.
+	 * The destination sets the guest's memory and devices up before it
+	 * answers; the documented timeout bounds that as any other wait (a
+	 * very large wired guest needs a larger one).
 	 */
-	(void)mig_socket_timeout(s->ch.fd, MIG_SETUP_TIMEOUT_MS >
-	    s->p->io_timeout_ms ? MIG_SETUP_TIMEOUT_MS : s->p->io_timeout_ms);
-	error = mig_expect(&s->ch, s->err, s->phase, MIG_MSG_ACCEPT,
-	    "waiting for the compatibility verdict", &payload, NULL);
-	(void)mig_socket_timeout(s->ch.fd, s->p->io_timeout_ms);
-	if (error != 0)
+	if ((error = mig_expect(&s->ch, s->err, s->phase, MIG_MSG_ACCEPT,
+	    "waiting for the compatibility verdict", &payload, NULL)) != 0)
 		return (error);
 	s->st->memory_bytes = 0;
 	for (i = 0; i < s->vi.nsegs; i++)
@@ -959,6 +987,7 @@ live_rounds(struct sender *s)
 			return (error);
 		if (d.stop) {
 			s->st->stop_reason = d.reason;
+			s->est_us = d.est_downtime_us;
 			return (0);
 		}
 		if (d.throttle_pct != r->throttle_pct &&
@@ -1011,6 +1040,11 @@ stop_and_copy(struct sender *s)
 		dirty = mark_all(s);
 	if (error != 0 || (error = pause_check(&s->tx[0])) != 0)
 		goto out;
+	if (s->p->switchover_wait_ms != 0 &&
+	    ((error = mig_switchover_hold(&s->ch, s->be, s->p,
+	    s->st->nrounds + 1, dirty, s->err, &s->hook_us)) != 0 ||
+	    (error = pause_check(&s->tx[0])) != 0))
+		goto out;
 	r = next_round(s, dirty, true);
 	progress(s, r->index, dirty, NULL);
 	if ((error = pause_timeout(&s->tx[0], send_round(s, r))) != 0 ||
@@ -1020,6 +1054,8 @@ stop_and_copy(struct sender *s)
 	s->phase = MIG_PHASE_STATE;
 	progress(s, r->index, 0, NULL);
 	t0 = mig_now_us();
+	s->st->downtime_hook_us = s->hook_us;
+	s->st->downtime_memory_us = t0 - s->pause_us - s->hook_us;
 	if ((s->p->fault != MIG_FAULT_STALE_DEVICE_STATE &&
 	    (error = save_state(s, &ss, false)) != 0) ||
 	    (error = save_state(s, &ss, true)) != 0)
@@ -1075,7 +1111,7 @@ static enum mig_result
 go(struct sender *s)
 {
 	void *payload;
-	uint64_t now;
+	uint64_t flight, now, t_go;
 	int error;
 
 	/* Past this point an operator's cancel comes too late. */
@@ -1083,6 +1119,7 @@ go(struct sender *s)
 		(void)check_cancel(s);
 		return (MIG_FAILED);
 	}
+	t_go = mig_now_us();
 	if ((error = mig_chan_send(&s->ch, MIG_MSG_GO, NULL, 0)) != 0) {
 		/* GO may or may not have left: nobody can tell. */
 		(void)chan_fail(s, error, "sending GO");
@@ -1098,24 +1135,31 @@ go(struct sender *s)
 	 */
 	if (error != 0)
 		return (s->ch.peer_gave_up ? MIG_FAILED : MIG_INDETERMINATE);
-	/* RUNNING took half a round trip to arrive. */
-	s->st->downtime_us = now - s->pause_us;
-	if (s->st->downtime_us > s->st->rtt_us / 2)
-		s->st->downtime_us -= s->st->rtt_us / 2;
+	/*
+	 * State and switchover: the rest of the pause.  RUNNING took half
+	 * a round trip to arrive, within this last part; GO to RUNNING is
+	 * at least one, so never take off more than half of that.
+	 */
+	flight = s->st->rtt_us < now - t_go ? s->st->rtt_us : now - t_go;
+	s->st->downtime_state_us = now - s->pause_us -
+	    s->st->downtime_memory_us - s->st->downtime_hook_us;
+	if (s->st->downtime_state_us > flight / 2)
+		s->st->downtime_state_us -= flight / 2;
+	s->st->downtime_us = s->st->downtime_memory_us +
+	    s->st->downtime_hook_us + s->st->downtime_state_us;
+	estimate_check(s, s->st->downtime_us - s->st->downtime_hook_us);
 	s->phase = MIG_PHASE_DONE;
 	progress(s, s->st->nrounds, 0, NULL);
 	return (MIG_OK);
 }
 
-/* Before GO: leave the guest running here with its dirty log whole. */
+/* Before GO: leave the guest running here. */
 static void
 roll_back(struct sender *s)
 {
 	int error;
 
 	/* The guest first: telling the peer may wait for a timeout. */
-	if (s->tracking)
-		put_back(s);
 	if (s->throttled)
 		(void)s->be->ops->throttle(s->be->arg, 0);
 	s->err->guest_running_on_source = true;
@@ -1279,6 +1323,8 @@ mig_send(const int *fds, struct mig_backend *be, const struct mig_params *p,
 			    "out of memory for dirty page bitmaps");
 		goto done;
 	}
+	if (mig_disk_send_begin(&s.disks, be, &s.vi, err, &s.phase) != 0)
+		goto done;
 	if ((p->live && live_rounds(&s) != 0) || check_cancel(&s) != 0 ||
 	    stop_and_copy(&s) != 0)
 		goto done;
@@ -1291,6 +1337,7 @@ done:
 		roll_back(&s);
 	if (s.tracking)
 		be->ops->dirty_stop(be->arg);
+	mig_disk_send_end(s.disks);
 	st->total_time_us = mig_now_us() - t0;
 	free_bitmaps(&s);
 	streams_destroy(&s);

@@ -65,6 +65,7 @@ struct job {
 	struct writer	*w;
 	struct mig_params params;
 	struct mig_cancel cancel;
+	struct mig_hook	hook;
 	struct mig_backend *be;
 	bool		check;
 	enum mig_phase	phase;		/* the last one announced */
@@ -300,6 +301,14 @@ on_progress(void *arg, const struct mig_progress *p)
 	uint64_t now;
 
 	memset(&ev, 0, sizeof(ev));
+	if (p->estimate_missed) {
+		ev.type = MIG_EV_ESTIMATE_MISSED;
+		ev.phase = p->phase;
+		ev.est_downtime_us = p->est_downtime_us;
+		ev.paused_us = p->paused_us;
+		writer_post(job->w, &ev);
+		return;
+	}
 	if (p->last_round != NULL) {
 		ev.type = MIG_EV_ROUND;
 		ev.round = *p->last_round;
@@ -316,6 +325,18 @@ on_progress(void *arg, const struct mig_progress *p)
 		ev.type = MIG_EV_PHASE;
 		ev.phase = p->phase;
 		writer_post(job->w, &ev);
+	}
+	if (p->hold_ms != 0) {
+		memset(&ev, 0, sizeof(ev));
+		ev.type = MIG_EV_PAUSED;
+		ev.round_index = p->round;
+		ev.remaining_pages = p->remaining_pages;
+		ev.hold_ms = p->hold_ms;
+		writer_post(job->w, &ev);
+		src_log("Migration: the guest is paused for the switchover "
+		    "hook; waiting up to %ju ms for its go-ahead",
+		    (uintmax_t)p->hold_ms);
+		return;
 	}
 	now = mig_now_us();
 	if (now - job->last_progress_us < PROGRESS_INTERVAL_US)
@@ -486,6 +507,8 @@ mig_source_migrate(const char *payload, size_t len, const int *socks,
 	job->params.check_only = check;
 	mig_cancel_init(&job->cancel);
 	job->params.cancel = &job->cancel;
+	mig_hook_init(&job->hook);
+	job->params.hook = &job->hook;
 
 	pthread_mutex_lock(&src.mtx);
 	if (src.state != MIG_SOURCE_IDLE) {
@@ -565,6 +588,31 @@ mig_source_cancel(char *msg, size_t msglen)
 		snprintf(msg, msglen, "cancelling: the guest resumes here");
 	if (error == 0)
 		src_log("Migration cancelled by the operator");
+	return (error);
+}
+
+int
+mig_source_continue(char *msg, size_t msglen)
+{
+	int error;
+
+	error = 0;
+	pthread_mutex_lock(&src.mtx);
+	if (src.state != MIG_SOURCE_MIGRATING || src.job == NULL)
+		error = ESRCH;
+	else if (!mig_hook_release(&src.job->hook))
+		error = EINVAL;
+	pthread_mutex_unlock(&src.mtx);
+	if (error == ESRCH)
+		snprintf(msg, msglen, "no migration is running");
+	else if (error == EINVAL)
+		snprintf(msg, msglen, "refused: the migration is not waiting "
+		    "for a switchover hook");
+	else {
+		snprintf(msg, msglen, "switching over: the migration "
+		    "finishes");
+		src_log("Migration: the switchover hook gave its go-ahead");
+	}
 	return (error);
 }
 

@@ -7,7 +7,7 @@
 /*
  * The source's migration commands, as bhyve's control socket (the nvlist
  * envelope in migration_ipc.c) and tbvm's serve them: migrate, check,
- * cancel, resume, status; and the gate that keeps a checkpoint and a
+ * cancel, continue, resume, status; and the gate that keeps a checkpoint and a
  * migration from pausing the guest at the same time.  One guest per
  * process, as in bhyve.
  */
@@ -40,6 +40,11 @@ int	mig_source_migrate(const char *payload, size_t len, const int *socks,
 	    int nsocks, int events, bool check, char *msg, size_t msglen);
 /* Cancel before GO: ESRCH if none runs, EALREADY once GO is decided. */
 int	mig_source_cancel(char *msg, size_t msglen);
+/*
+ * The switchover hook's go-ahead: ESRCH if no migration runs, EINVAL
+ * unless it waits for the hook now.
+ */
+int	mig_source_continue(char *msg, size_t msglen);
 /* Resume after an indeterminate outcome, and only then (EINVAL). */
 int	mig_source_resume(char *msg, size_t msglen);
 /* The gate: EBUSY with msg while a migration holds the guest. */

@@ -231,6 +231,9 @@ static const char *const msg_names[MIG_MSG_TYPE_MAX] = {
 	[MIG_MSG_GO] = "GO",
 	[MIG_MSG_RUNNING] = "RUNNING",
 	[MIG_MSG_ZERO_RANGES] = "ZERO_RANGES",
+	[MIG_MSG_DISK_BLOCKS] = "DISK_BLOCKS",
+	[MIG_MSG_DISK_ZERO] = "DISK_ZERO",
+	[MIG_MSG_HOLD] = "HOLD",
 	[MIG_MSG_STREAMS] = "STREAMS",
 	[MIG_MSG_JOIN] = "JOIN",
 	[MIG_MSG_JOINED] = "JOINED",
@@ -430,7 +433,22 @@ mig_vminfo_encode(void *buf, size_t len, const struct mig_vminfo *vi)
 		mig_put32(&c, vi->sections[i].version);
 	}
 	put_string8(&c, vi->cpu_features, MIG_FEATURES_MAX);
+	mig_put32(&c, vi->disk_flags);
+	mig_put32(&c, vi->ndisks);
+	for (i = 0; i < vi->ndisks && i < MIG_MAX_DISKS; i++) {
+		mig_put32(&c, vi->disks[i].block_size);
+		mig_put64(&c, vi->disks[i].size);
+	}
 	return (cursor_result(&c));
+}
+
+static bool
+disk_valid(const struct mig_disk *d)
+{
+	uint32_t bs = d->block_size;
+
+	return (bs >= MIG_DISK_BLOCK_MIN && bs <= MIG_DISK_BLOCK_MAX &&
+	    (bs & (bs - 1)) == 0 && d->size > 0);
 }
 
 int
@@ -481,6 +499,30 @@ mig_vminfo_decode(void *buf, size_t len, struct mig_vminfo *vi, char *msg,
 	if (get_string8(&c, vi->cpu_features, MIG_FEATURES_MAX) != 0)
 		return (reject(msg, msglen, EPROTO,
 		    "VMINFO has an invalid CPU feature summary"));
+	vi->disk_flags = mig_get32(&c);
+	vi->ndisks = mig_get32(&c);
+	if ((vi->disk_flags & ~MIG_DISKS_MOVE) != 0)
+		return (reject(msg, msglen, EPROTO,
+		    "VMINFO has unknown disk flags 0x%x", vi->disk_flags));
+	if (vi->ndisks > MIG_MAX_DISKS)
+		return (reject(msg, msglen, EPROTO,
+		    "VMINFO lists %u disks (at most %u)", vi->ndisks,
+		    MIG_MAX_DISKS));
+	for (i = 0; i < vi->ndisks; i++) {
+		vi->disks[i].block_size = mig_get32(&c);
+		vi->disks[i].size = mig_get64(&c);
+		if (!c.overflow && !disk_valid(&vi->disks[i]))
+			return (reject(msg, msglen, EPROTO,
+			    "VMINFO disk %u (%ju bytes in blocks of %u) is "
+			    "not a non-empty disk with a power-of-two block "
+			    "size from %u to %u", i,
+			    (uintmax_t)vi->disks[i].size,
+			    vi->disks[i].block_size, MIG_DISK_BLOCK_MIN,
+			    MIG_DISK_BLOCK_MAX));
+	}
+	if ((vi->disk_flags & MIG_DISKS_MOVE) != 0 && vi->ndisks == 0)
+		return (reject(msg, msglen, EPROTO,
+		    "VMINFO moves disks but lists none"));
 	if (vi->ncpus == 0)
 		return (reject(msg, msglen, EPROTO, "VMINFO has no vCPUs"));
 	return (cursor_done(&c, "VMINFO", msg, msglen));
@@ -535,6 +577,20 @@ mig_vminfo_compare(const struct mig_vminfo *src, const struct mig_vminfo *dst,
 		return (reject(msg, msglen, EINVAL,
 		    "CPU features differ: source '%s', destination '%s'",
 		    src->cpu_features, dst->cpu_features));
+	if (src->ndisks != dst->ndisks)
+		return (reject(msg, msglen, EINVAL,
+		    "the source guest has %u disks, the destination is "
+		    "configured with %u", src->ndisks, dst->ndisks));
+	for (i = 0; i < src->ndisks; i++)
+		if (src->disks[i].size != dst->disks[i].size ||
+		    src->disks[i].block_size != dst->disks[i].block_size)
+			return (reject(msg, msglen, EINVAL,
+			    "disk %u differs: source %ju bytes in blocks of "
+			    "%u, destination %ju bytes in blocks of %u", i,
+			    (uintmax_t)src->disks[i].size,
+			    src->disks[i].block_size,
+			    (uintmax_t)dst->disks[i].size,
+			    dst->disks[i].block_size));
 	return (0);
 }
 
@@ -652,6 +708,32 @@ mig_ready_decode(void *buf, size_t len, struct mig_ready *r, char *msg,
 	r->pages = mig_get64(&c);
 	r->nsections = mig_get32(&c);
 	return (cursor_done(&c, "READY", msg, msglen));
+}
+
+size_t
+mig_hold_encode(void *buf, size_t len, const struct mig_hold *h)
+{
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, buf, len);
+	mig_put32(&c, h->hold_ms);
+	return (cursor_result(&c));
+}
+
+int
+mig_hold_decode(void *buf, size_t len, struct mig_hold *h, char *msg,
+    size_t msglen)
+{
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, buf, len);
+	h->hold_ms = mig_get32(&c);
+	if (cursor_done(&c, "HOLD", msg, msglen) != 0)
+		return (EPROTO);
+	if (h->hold_ms == 0 || h->hold_ms > MIG_MAX_HOLD_MS)
+		return (reject(msg, msglen, EPROTO, "HOLD asks for %u ms, "
+		    "not 1 to %u", h->hold_ms, MIG_MAX_HOLD_MS));
+	return (0);
 }
 
 size_t
@@ -784,6 +866,172 @@ mig_zero_ranges_decode(void *buf, size_t len, const struct mig_vminfo *vi,
 			    "out of order or beyond the segment's %ju pages",
 			    i, (uintmax_t)z->r[i].first,
 			    (uintmax_t)z->r[i].npages, (uintmax_t)seg_pages));
+		next = z->r[i].first + z->r[i].npages;
+	}
+	return (0);
+}
+
+uint64_t
+mig_disk_nblocks(const struct mig_disk *d)
+{
+
+	return ((d->size + d->block_size - 1) / d->block_size);
+}
+
+uint32_t
+mig_disk_block_len(const struct mig_disk *d, uint64_t block)
+{
+	uint64_t end;
+
+	end = (block + 1) * d->block_size;
+	return (end <= d->size ? d->block_size :
+	    (uint32_t)(d->size - block * d->block_size));
+}
+
+uint32_t
+mig_disk_blocks_per_msg(uint32_t block_size)
+{
+	uint32_t n;
+
+	n = MIG_DISK_DATA_MAX / block_size;
+	return (n < MIG_PAGES_PER_MSG ? n : MIG_PAGES_PER_MSG);
+}
+
+size_t
+mig_disk_blocks_encode(void *buf, size_t len, const struct mig_disk_blocks *b)
+{
+	struct mig_cursor c;
+	uint32_t i;
+
+	if (b->count > MIG_PAGES_PER_MSG)
+		return (0);
+	mig_cursor_init(&c, buf, len);
+	mig_put32(&c, b->disk);
+	mig_put32(&c, b->count);
+	for (i = 0; i < b->count; i++)
+		mig_put64(&c, b->idx[i]);
+	return (cursor_result(&c));
+}
+
+int
+mig_disk_blocks_decode(void *buf, size_t len, const struct mig_vminfo *vi,
+    struct mig_disk_blocks *b, char *msg, size_t msglen)
+{
+	const struct mig_disk *d;
+	struct mig_cursor c;
+	uint64_t block, data, nblocks, prev;
+	uint32_t i, max;
+
+	mig_cursor_init(&c, buf, len);
+	b->disk = mig_get32(&c);
+	b->count = mig_get32(&c);
+	if (c.overflow)
+		return (reject(msg, msglen, EPROTO,
+		    "DISK_BLOCKS message is truncated (%zu bytes)", len));
+	if (b->disk >= vi->ndisks)
+		return (reject(msg, msglen, EPROTO,
+		    "DISK_BLOCKS names disk %u of %u", b->disk, vi->ndisks));
+	d = &vi->disks[b->disk];
+	max = mig_disk_blocks_per_msg(d->block_size);
+	if (b->count == 0 || b->count > max)
+		return (reject(msg, msglen, EPROTO,
+		    "DISK_BLOCKS message carries %u blocks (1 to %u allowed)",
+		    b->count, max));
+	if (len < MIG_DISK_BLOCKS_HDR_LEN + 8 * (size_t)b->count)
+		return (reject(msg, msglen, EPROTO,
+		    "DISK_BLOCKS message of %zu bytes is too short for %u "
+		    "indices", len, b->count));
+	nblocks = mig_disk_nblocks(d);
+	data = 0;
+	prev = 0;
+	b->ndata = 0;
+	for (i = 0; i < b->count; i++) {
+		b->idx[i] = mig_get64(&c);
+		block = b->idx[i] & ~MIG_BLOCK_ZERO;
+		if (block >= nblocks)
+			return (reject(msg, msglen, EPROTO,
+			    "DISK_BLOCKS entry %u names block %ju, beyond the "
+			    "disk's %ju blocks", i, (uintmax_t)block,
+			    (uintmax_t)nblocks));
+		/* As PAGES: one tagged frame writes a block once. */
+		if (i > 0 && block <= prev)
+			return (reject(msg, msglen, EPROTO,
+			    "DISK_BLOCKS entry %u names block %ju, not after "
+			    "the previous entry's block %ju", i,
+			    (uintmax_t)block, (uintmax_t)prev));
+		prev = block;
+		if ((b->idx[i] & MIG_BLOCK_ZERO) == 0) {
+			data += mig_disk_block_len(d, block);
+			b->ndata++;
+		}
+	}
+	if (data != len - c.off)
+		return (reject(msg, msglen, EPROTO,
+		    "DISK_BLOCKS message has %zu data bytes but its %u data "
+		    "blocks need %ju", len - c.off, b->ndata,
+		    (uintmax_t)data));
+	b->data = c.p + c.off;
+	return (0);
+}
+
+size_t
+mig_disk_zero_encode(void *buf, size_t len, const struct mig_disk_zero *z)
+{
+	struct mig_cursor c;
+	uint32_t i;
+
+	if (z->count > MIG_ZERO_RANGES_MAX)
+		return (0);
+	mig_cursor_init(&c, buf, len);
+	mig_put32(&c, z->disk);
+	mig_put32(&c, z->count);
+	for (i = 0; i < z->count; i++) {
+		mig_put64(&c, z->r[i].first);
+		mig_put64(&c, z->r[i].npages);
+	}
+	return (cursor_result(&c));
+}
+
+int
+mig_disk_zero_decode(void *buf, size_t len, const struct mig_vminfo *vi,
+    struct mig_disk_zero *z, char *msg, size_t msglen)
+{
+	struct mig_cursor c;
+	uint64_t nblocks, next;
+	uint32_t i;
+
+	mig_cursor_init(&c, buf, len);
+	z->disk = mig_get32(&c);
+	z->count = mig_get32(&c);
+	if (c.overflow)
+		return (reject(msg, msglen, EPROTO,
+		    "DISK_ZERO message is truncated (%zu bytes)", len));
+	if (z->count == 0 || z->count > MIG_ZERO_RANGES_MAX)
+		return (reject(msg, msglen, EPROTO,
+		    "DISK_ZERO message carries %u ranges (1 to %u allowed)",
+		    z->count, MIG_ZERO_RANGES_MAX));
+	if (len != MIG_ZERO_RANGES_HDR_LEN +
+	    (size_t)z->count * MIG_ZERO_RANGE_LEN)
+		return (reject(msg, msglen, EPROTO,
+		    "DISK_ZERO message is %zu bytes but its %u ranges need "
+		    "%zu", len, z->count, MIG_ZERO_RANGES_HDR_LEN +
+		    (size_t)z->count * MIG_ZERO_RANGE_LEN));
+	if (z->disk >= vi->ndisks)
+		return (reject(msg, msglen, EPROTO,
+		    "DISK_ZERO names disk %u of %u", z->disk, vi->ndisks));
+	nblocks = mig_disk_nblocks(&vi->disks[z->disk]);
+	next = 0;
+	for (i = 0; i < z->count; i++) {
+		z->r[i].first = mig_get64(&c);
+		z->r[i].npages = mig_get64(&c);
+		if (z->r[i].npages == 0 || z->r[i].first < next ||
+		    z->r[i].first > nblocks ||
+		    z->r[i].npages > nblocks - z->r[i].first)
+			return (reject(msg, msglen, EPROTO,
+			    "DISK_ZERO entry %u (blocks %ju+%ju) is empty, out "
+			    "of order or beyond the disk's %ju blocks", i,
+			    (uintmax_t)z->r[i].first,
+			    (uintmax_t)z->r[i].npages, (uintmax_t)nblocks));
 		next = z->r[i].first + z->r[i].npages;
 	}
 	return (0);

@@ -44,12 +44,13 @@
 #define	MIG_CAP_AEAD		0x00000001u	/* AES-256-GCM frames */
 #define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
 #define	MIG_CAP_ZERO_RANGES	0x00000004u	/* ZERO_RANGES frames */
+#define	MIG_CAP_HOLD		0x00000008u	/* HOLD frames */
 /* Destination: takes several streams; source: STREAMS follows AUTH. */
 #define	MIG_CAP_STREAMS		0x00000020u
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
 #define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
 #define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES | \
-				    MIG_CAP_ZERO_RANGES)
+				    MIG_CAP_ZERO_RANGES | MIG_CAP_HOLD)
 
 /* In a PAGES index entry: the page is all zero and carries no data. */
 #define	MIG_PAGE_ZERO		(1ull << 63)
@@ -68,6 +69,9 @@ enum mig_msg_type {
 	MIG_MSG_GO,		/* source: run the guest now */
 	MIG_MSG_RUNNING,	/* destination: the guest runs here */
 	MIG_MSG_ZERO_RANGES,	/* source: runs of never-populated pages */
+	MIG_MSG_DISK_BLOCKS = 14, /* source: a batch of disk blocks */
+	MIG_MSG_DISK_ZERO = 15,	/* source: runs of zero disk blocks */
+	MIG_MSG_HOLD = 16,	/* source: paused, waiting for its hook */
 	MIG_MSG_STREAMS = 17,	/* source: how many streams the session has */
 	MIG_MSG_JOIN = 18,	/* source: a further stream joins a session */
 	MIG_MSG_JOINED = 19,	/* destination: the stream is part of it */
@@ -123,6 +127,17 @@ struct mig_ready {
 };
 #define	MIG_READY_LEN		12
 
+/*
+ * HOLD: u32 hold_ms.  Once, with MIG_CAP_HOLD, after the last live round
+ * and before the final ROUND_BEGIN: the source paused the guest and may
+ * wait this long for its switchover hook, so the destination allows the
+ * next frame that much longer than its I/O timeout.
+ */
+struct mig_hold {
+	uint32_t	hold_ms;
+};
+#define	MIG_HOLD_LEN		4
+
 struct mig_pages_hdr {
 	uint32_t	seg;
 	uint32_t	count;
@@ -146,6 +161,38 @@ struct mig_zero_range {
 
 struct mig_zero_ranges {
 	uint32_t	seg;
+	uint32_t	count;
+	struct mig_zero_range r[MIG_ZERO_RANGES_MAX];
+};
+
+/*
+ * DISK_BLOCKS: u32 disk | u32 count | count x u64 index entries (block
+ * number, strictly increasing; bit 63: an all-zero block, no data) |
+ * block_size bytes per data block, the disk's last block short.  Only
+ * inside a round, only when VMINFO said MIG_DISKS_MOVE.  At most
+ * mig_disk_blocks_per_msg() entries, so that a frame's data never
+ * exceeds one full PAGES frame's.
+ */
+#define	MIG_DISK_BLOCKS_HDR_LEN	8
+#define	MIG_DISK_DATA_MAX	(MIG_PAGES_PER_MSG * MIG_PAGE_SIZE)
+#define	MIG_BLOCK_ZERO		(1ull << 63)
+
+struct mig_disk_blocks {
+	uint32_t	disk;
+	uint32_t	count;
+	uint64_t	idx[MIG_PAGES_PER_MSG];	/* with MIG_BLOCK_ZERO */
+	/* Decoding only: the data blocks and how many there are. */
+	const uint8_t	*data;
+	uint32_t	ndata;
+};
+
+/*
+ * DISK_ZERO: u32 disk | u32 count | count x (u64 first | u64 nblocks):
+ * runs of blocks the source found unallocated, to be zero here too.
+ * Ranges non-empty, ascending and disjoint, inside the disk.
+ */
+struct mig_disk_zero {
+	uint32_t	disk;
 	uint32_t	count;
 	struct mig_zero_range r[MIG_ZERO_RANGES_MAX];
 };
@@ -227,6 +274,9 @@ int	mig_state_hdr_decode(void *, size_t, struct mig_state_hdr *, char *,
 size_t	mig_ready_encode(void *, size_t, const struct mig_ready *);
 int	mig_ready_decode(void *, size_t, struct mig_ready *, char *, size_t);
 
+size_t	mig_hold_encode(void *, size_t, const struct mig_hold *);
+int	mig_hold_decode(void *, size_t, struct mig_hold *, char *, size_t);
+
 size_t	mig_pages_hdr_encode(void *, size_t, const struct mig_pages_hdr *);
 /* Checks the header against the payload length it arrived in. */
 int	mig_pages_hdr_decode(void *, size_t, uint32_t payload_len,
@@ -246,6 +296,19 @@ size_t	mig_zero_ranges_encode(void *, size_t, const struct mig_zero_ranges *);
 int	mig_zero_ranges_decode(void *, size_t, const struct mig_vminfo *,
 	    struct mig_zero_ranges *, char *, size_t);
 
+/* A disk's blocks, one block's length, entries per DISK_BLOCKS frame. */
+uint64_t mig_disk_nblocks(const struct mig_disk *);
+uint32_t mig_disk_block_len(const struct mig_disk *, uint64_t block);
+uint32_t mig_disk_blocks_per_msg(uint32_t block_size);
+
+/* The header and index entries; the caller appends the data. */
+size_t	mig_disk_blocks_encode(void *, size_t, const struct mig_disk_blocks *);
+/* A whole frame: checks the disk, every entry and the data length. */
+int	mig_disk_blocks_decode(void *, size_t, const struct mig_vminfo *,
+	    struct mig_disk_blocks *, char *, size_t);
+size_t	mig_disk_zero_encode(void *, size_t, const struct mig_disk_zero *);
+int	mig_disk_zero_decode(void *, size_t, const struct mig_vminfo *,
+	    struct mig_disk_zero *, char *, size_t);
 size_t	mig_streams_encode(void *, size_t, uint32_t nstreams);
 /* nstreams from 2 to MIG_STREAMS_MAX. */
 int	mig_streams_decode(void *, size_t, uint32_t *nstreams, char *,

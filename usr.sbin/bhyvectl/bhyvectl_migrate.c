@@ -44,6 +44,7 @@ enum migrate_cmd {
 	MIGRATE_CMD_MIGRATE,
 	MIGRATE_CMD_CHECK,
 	MIGRATE_CMD_CANCEL,
+	MIGRATE_CMD_CONTINUE,
 	MIGRATE_CMD_RESUME,
 	MIGRATE_CMD_STATUS
 };
@@ -76,6 +77,7 @@ static const char *const own_names[MIGRATE_OPT_TABLE] = {
 	[MIGRATE_OPT_LIVE] = "migrate-live",
 	[MIGRATE_OPT_CHECK] = "migrate-check",
 	[MIGRATE_OPT_CANCEL] = "migrate-cancel",
+	[MIGRATE_OPT_CONTINUE] = "migrate-continue",
 	[MIGRATE_OPT_RESUME] = "migrate-resume",
 	[MIGRATE_OPT_STATUS] = "migrate-status",
 	[MIGRATE_OPT_KEYFILE] = "migrate-keyfile",
@@ -103,6 +105,7 @@ migrate_option_has_arg(int opt)
 
 	switch (opt) {
 	case MIGRATE_OPT_CANCEL:
+	case MIGRATE_OPT_CONTINUE:
 	case MIGRATE_OPT_RESUME:
 	case MIGRATE_OPT_STATUS:
 	case MIGRATE_OPT_JSON:
@@ -152,8 +155,8 @@ set_cmd(enum migrate_cmd cmd, const char *target)
 
 	if (mctl.cmd != MIGRATE_CMD_NONE) {
 		say("give one of --migrate, --migrate-live, --migrate-check, "
-		    "--migrate-cancel, --migrate-resume and --migrate-status, "
-		    "once");
+		    "--migrate-cancel, --migrate-continue, --migrate-resume "
+		    "and --migrate-status, once");
 		return (-1);
 	}
 	mctl.cmd = cmd;
@@ -178,6 +181,8 @@ migrate_option(int opt, const char *arg)
 		return (set_cmd(MIGRATE_CMD_CHECK, arg));
 	case MIGRATE_OPT_CANCEL:
 		return (set_cmd(MIGRATE_CMD_CANCEL, NULL));
+	case MIGRATE_OPT_CONTINUE:
+		return (set_cmd(MIGRATE_CMD_CONTINUE, NULL));
 	case MIGRATE_OPT_RESUME:
 		return (set_cmd(MIGRATE_CMD_RESUME, NULL));
 	case MIGRATE_OPT_STATUS:
@@ -442,12 +447,13 @@ migrate_or_check(const char *vm, const struct migrate_ctl *c)
 	return (follow(sp[0], c));
 }
 
-/* cancel, resume, status: one JSON line back. */
+/* cancel, continue, resume, status: one JSON line back. */
 static int
 operator_cmd(const char *vm, const struct migrate_ctl *c)
 {
 	static const char *const cmds[] = {
 		[MIGRATE_CMD_CANCEL] = "migrate_cancel",
+		[MIGRATE_CMD_CONTINUE] = "migrate_continue",
 		[MIGRATE_CMD_RESUME] = "migrate_resume",
 		[MIGRATE_CMD_STATUS] = "migrate_status",
 	};
@@ -509,6 +515,7 @@ migrate_run(const char *vm, struct migrate_ctl *c)
 	case MIGRATE_CMD_CHECK:
 		return (migrate_or_check(vm, c));
 	case MIGRATE_CMD_CANCEL:
+	case MIGRATE_CMD_CONTINUE:
 	case MIGRATE_CMD_RESUME:
 	case MIGRATE_CMD_STATUS:
 		return (operator_cmd(vm, c));

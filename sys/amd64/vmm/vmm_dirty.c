@@ -19,8 +19,10 @@
  *   bit cleared atomically and moved into the page's dirty field, and the
  *   pmap is invalidated once per chunk;
  * - writes by the kernel through the direct map (vm_gpa_hold()) set no
- *   dirty bit and are marked when the hold is released;
- * - VM_DIRTY_SET puts bits back (a failed round returns what it took).
+ *   dirty bit and are marked when the hold is released.
+ *
+ * Nothing puts bits back: a failed migration ends tracking, and the next
+ * attempt, to a new destination, copies all memory first.
  *
  * Why no write is lost without freezing a vCPU: a write after collection k
  * either finds the dirty bit clear in the page table (the hardware sets it,
@@ -35,13 +37,13 @@
  * Ownership: the open file that starts tracking owns it (its cdevpriv is
  * the tracking record), together with the address space of the process
  * that started it.  Closing that file, or the owner's exit, ends tracking
- * and unwires; GET and SET from any other file or process get EPERM.
+ * and unwires; GET or a stop from any other file or process gets EPERM.
  *
- * Locking: TRACK runs with the VM's memory segments exclusively locked,
- * GET and SET shared, the memory teardown hook exclusively: the record's
- * state changes only under the exclusive lock of its own VM.  The list of
- * records (to find a VM's record) is under a mutex held for list updates
- * only; no lock is shared between VMs across wiring or a harvest.
+ * Locking: TRACK runs with the VM's memory segments exclusively locked, GET
+ * shared, the memory teardown hook exclusively: the record's state changes
+ * only under the exclusive lock of its own VM.  The list of records (to
+ * find a VM's record) is under a mutex held for list updates only; no lock
+ * is shared between VMs across wiring or a harvest.
  * Marking needs no lock: it walks the registry under the global epoch and
  * updates the log with atomics.
  */
@@ -399,8 +401,8 @@ vmm_dirty_vm_destroy(struct vm *vm)
 }
 
 /*
- * Check a bitmap request's range against the VM's memory map and find the
- * segment and its first page; shared with VM_POPULATED.
+ * Check a bitmap request's fields and its range against the VM's memory map
+ * and find the segment and its first page; shared with VM_POPULATED.
  */
 int
 vmm_dirty_request_lookup(struct vm *vm, const struct vm_dirty_bitmap *db,
@@ -412,6 +414,10 @@ vmm_dirty_request_lookup(struct vm *vm, const struct vm_dirty_bitmap *db,
 	size_t len;
 	int error, nmaps, segid;
 
+	if (db->pagesize != PAGE_SIZE)
+		return (EDOM);		/* tracking granularity is PAGE_SIZE */
+	if (db->flags != 0 || db->reserved[0] != 0 || db->reserved[1] != 0)
+		return (EINVAL);
 	error = vdl_check_request(db->gpa, db->npages, VM_DIRTY_MAXPAGES,
 	    PAGE_SHIFT);
 	if (error != 0)
@@ -436,10 +442,6 @@ vmm_dirty_locate(struct vmm_dirty_vm *dv, const struct vm_dirty_bitmap *db,
 	struct vdl_loc loc;
 	int error;
 
-	if (db->pagesize != PAGE_SIZE)
-		return (EDOM);		/* tracking granularity is PAGE_SIZE */
-	if (db->flags != 0 || db->reserved[0] != 0 || db->reserved[1] != 0)
-		return (EINVAL);
 	error = vmm_dirty_request_lookup(dv->vm, db, &loc);
 	if (error != 0)
 		return (error);
@@ -543,31 +545,5 @@ vmm_dirty_get(struct vm *vm, const struct vm_dirty_bitmap *db,
 	}
 	free(tmp, M_VMMDIRTY);
 	free(out, M_VMMDIRTY);
-	return (error);
-}
-
-int
-vmm_dirty_set(struct vm *vm, const struct vm_dirty_bitmap *db,
-    struct thread *td)
-{
-	struct vmm_dirty_vm *dv;
-	struct vdl_seg *seg;
-	uint64_t *in;
-	uint64_t first;
-	size_t size;
-	int error;
-
-	error = vmm_dirty_owned(vm, td, &dv);
-	if (error != 0)
-		return (error);
-	error = vmm_dirty_locate(dv, db, &seg, &first);
-	if (error != 0)
-		return (error);
-	size = VDL_NWORDS(db->npages) * sizeof(uint64_t);
-	in = malloc(size, M_VMMDIRTY, M_WAITOK);
-	error = copyin(db->bitmap, in, size);
-	if (error == 0)
-		error = vdl_log_merge(&seg->log, first, db->npages, in);
-	free(in, M_VMMDIRTY);
 	return (error);
 }

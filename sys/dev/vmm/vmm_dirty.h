@@ -23,12 +23,10 @@ struct vdl_loc;
  * and riscv vmm.ko build unchanged.
  */
 #ifdef __amd64__
-/* Handlers of VM_DIRTY_TRACK, VM_DIRTY_GET and VM_DIRTY_SET. */
+/* Handlers of VM_DIRTY_TRACK and VM_DIRTY_GET. */
 int	vmm_dirty_track(struct vm *vm, struct vm_dirty_track *dt,
 	    struct thread *td);
 int	vmm_dirty_get(struct vm *vm, const struct vm_dirty_bitmap *db,
-	    struct thread *td);
-int	vmm_dirty_set(struct vm *vm, const struct vm_dirty_bitmap *db,
 	    struct thread *td);
 
 /* A bitmap request's segment and first page (VM_POPULATED uses it too). */

@@ -128,10 +128,10 @@ vdl_lowmask(unsigned int n)
 }
 
 /*
- * Validate the arguments of a get-and-clear or put-back request before any
- * lookup: gpa page-aligned, at least one page, at most maxpages pages (which
- * bounds the bitmap the kernel allocates and copies), and no wrap-around of
- * the guest-physical range.
+ * Validate the arguments of a bitmap request (get-and-clear, populated)
+ * before any lookup: gpa page-aligned, at least one page, at most maxpages
+ * pages (which bounds the bitmap the kernel allocates and copies), and no
+ * wrap-around of the guest-physical range.
  */
 int
 vdl_check_request(uint64_t gpa, uint64_t npages, uint64_t maxpages,

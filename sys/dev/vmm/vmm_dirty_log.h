@@ -46,8 +46,8 @@ struct vdl_loc {
 
 /*
  * Sticky per-segment log: a bit per segment page, set by whoever learns that
- * the page was written (harvested PTE dirty bits, kernel writes, put-back)
- * and cleared only when a get-and-clear reports it.
+ * the page was written (harvested PTE dirty bits, kernel writes) and cleared
+ * only when a get-and-clear reports it.
  */
 struct vdl_log {
 	uint64_t	npages;

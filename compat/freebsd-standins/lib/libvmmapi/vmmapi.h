@@ -42,8 +42,6 @@ int	vm_restore_time(struct vmctx *ctx);
 int	vm_dirty_track(struct vmctx *ctx, bool enable);
 int	vm_dirty_get(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
 	    uint64_t *bitmap);
-int	vm_dirty_set(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
-	    const uint64_t *bitmap);
 int	vm_populated(struct vmctx *ctx, vm_paddr_t gpa, size_t npages,
 	    uint64_t *bitmap);
 __END_DECLS
