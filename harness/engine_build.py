@@ -32,7 +32,7 @@ def build_testbed_programs(
     if sanitize:
         argv.append("SAN=1")
     argv.extend(targets)
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
         raise HarnessError(
             f"building the test bed failed (`{' '.join(argv)}`):\n{proc.stdout}{proc.stderr}"

@@ -43,6 +43,10 @@ from harness.progress import Display, PlainDisplay
 from harness.runner import Process
 from harness.switchover import HookRun, hook_environment, run_hook
 
+# How often the controller's output is read: a `paused` event waits this long at most
+# for the harness to see it, with the guest paused.
+FOLLOW_POLL_S = 0.02
+
 # Report.status for each control-plane result of a migration.
 STATUS_OF_RESULT = {
     "ok": "completed",
@@ -298,7 +302,7 @@ def follow(
     deadline = time.monotonic() + timeout
     seen = 0
     while True:
-        code = proc.wait(0.1)
+        code = proc.wait(FOLLOW_POLL_S)
         lines = proc.output().splitlines()
         for line in lines[seen:]:
             # The controller's words for people repeat the events; the report keeps them.

@@ -87,7 +87,6 @@ def run(
     seconds: int,
     out_dir: Path = DEFAULT_OUT,
     work: Path | None = None,
-    extra: tuple[str, ...] = (),
 ) -> FuzzResult:
     """Fuzz one target for seconds from its seeds, growing the corpus in work."""
     if target not in TARGETS:
@@ -108,7 +107,6 @@ def run(
         "-rss_limit_mb=2048",
         "-print_final_stats=1",
         f"-artifact_prefix={artifacts}/{target}-",
-        *extra,
         str(work),
         str(SEED_CORPUS / target),
     ]

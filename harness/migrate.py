@@ -207,7 +207,13 @@ def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str) -
         "--control", control, "--probe", _addr(endpoint.probe_address, port),
     ]  # fmt: skip
     proc = endpoint.runner.spawn(argv)
-    proc.wait_line("RUNNING", flow.start_timeout_s)
+    try:
+        proc.wait_line("RUNNING", flow.start_timeout_s)
+    except BaseException:
+        # A guest that did not come up, or an interrupt while it did: nobody else
+        # knows of this process, so it must not outlive the harness.
+        proc.kill()
+        raise
     return RunningGuest(endpoint, proc, control, port, tag)
 
 
@@ -552,8 +558,8 @@ class PingPong:
         reports: list[Report] = []
         current = start_guest(self.a, self.guest, self.flow, "pp0")
         other = self.b
-        time.sleep(self.flow.warmup_s)
         try:
+            time.sleep(self.flow.warmup_s)
             for i in range(count):
                 keep = i < count - 1
                 flow = dataclasses.replace(self.flow, keep_running=keep)

@@ -23,13 +23,14 @@ HDR = struct.Struct("<HHI")
 TAG_LEN = 16
 PAGE = 4096
 PAGE_ZERO = 1 << 63
-CAP_AEAD, CAP_ZERO, CAP_WANT_ENCRYPT = 0x1, 0x2, 0x80000000
+CAP_AEAD, CAP_ZERO, CAP_HOLD, CAP_WANT_ENCRYPT = 0x1, 0x2, 0x10, 0x80000000
 CAP_STREAMS = 0x20  # destination: takes several streams; source: STREAMS follows AUTH
 ROLE_SOURCE, ROLE_DEST = 0, 1
 DIR_S2D, DIR_D2S = 0x53324400, 0x44325300
 
 (HELLO, AUTH, ERROR, VMINFO, ACCEPT, ROUND_BEGIN, PAGES, ROUND_END, STATE, READY, GO,
  RUNNING, ZERO_RANGES) = range(1, 14)  # fmt: skip
+HOLD = 16
 STREAMS, JOIN, JOINED, PART_END = 17, 18, 19, 20
 STREAM_LABEL = b"bhyve-mig v1 stream"
 
@@ -188,6 +189,8 @@ def pages_payload(seg: int, pages: list[tuple[int, bytes | None]]) -> bytes:
     return struct.pack("<II", seg, len(pages)) + idx + data
 
 
+def hold(ms: int) -> bytes:
+    return struct.pack("<I", ms)
 def stream_transcript(session: bytes, index: int, dest_hello: bytes) -> bytes:
     """A further stream's transcript: the session's, its index, its connection's HELLO."""
     return hashlib.sha256(session + STREAM_LABEL + struct.pack("<I", index) + dest_hello).digest()

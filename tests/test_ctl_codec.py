@@ -12,7 +12,9 @@ from harness.engine_build import build_testbed_programs
 @pytest.fixture(scope="module")
 def ctl_test_output() -> list[str]:
     out = build_testbed_programs(targets=("ctl_test",), sanitize=True)
-    proc = subprocess.run([str(out / "ctl_test")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(out / "ctl_test")], capture_output=True, text=True, errors="replace", timeout=60
+    )
     assert proc.returncode in (0, 1), proc.stderr
     return proc.stdout.splitlines()
 

@@ -101,3 +101,12 @@ def test_unreachable_destination_leaves_no_key_on_the_source() -> None:
     finally:
         src.stop()
         shutil.rmtree(Path(src_ep.runner.workdir).parent, ignore_errors=True)
+
+
+def test_a_guest_that_does_not_come_up_in_time_is_not_left_running(short_tmp: Path) -> None:
+    # The start-up wait ends before the guest prints RUNNING (as an interrupt would end
+    # it): the process the harness spawned must not outlive the failed start.
+    src, _ = local_endpoints(short_tmp)
+    with pytest.raises(HarnessError):
+        start_guest(src, GUEST, FlowOptions(start_timeout_s=0.001), "slow")
+    assert _vm_processes(short_tmp) == []

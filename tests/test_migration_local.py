@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -230,20 +231,28 @@ def _local_vms() -> set[str]:
 def test_ctrl_c_cancels_and_the_guest_stays_on_the_source() -> None:
     import signal
     import subprocess
+    import tempfile
 
     before = _local_vms()
+    # Its own TMPDIR: the migration has started once its key files are there.
+    tmp = Path(tempfile.mkdtemp(prefix="bmc-"))
     proc = subprocess.Popen(
         ["invoke", "migrate", "--local", "--memory", "256M", "--bandwidth", "20M"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "TMPDIR": str(tmp)},
     )  # fmt: skip
-    time.sleep(4.0)  # past start-up, inside round 1 (13 s at 20 MB/s)
+    deadline = time.monotonic() + 120
+    while not list(tmp.rglob("migration-*.key")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # inside round 1 (13 s at 20 MB/s)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0, out
     assert "cancelled: the guest kept running on local-source (memory check ok)" in out, out
     time.sleep(0.5)
     assert _local_vms() <= before  # the harness stops what it started
+    assert not list(tmp.rglob("*.key")), out
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_invoke_migrate_check_is_a_dry_run() -> None:

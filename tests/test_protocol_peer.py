@@ -112,16 +112,32 @@ class Receiver:
         assert "RUNNING" not in out
 
 
-@pytest.fixture
-def accepted(endpoints, captured_vminfo):
-    """A Python source past the handshake and the compatibility check."""
+def source_past_compat(endpoints, vminfo: bytes, caps: int = migpeer.CAP_AEAD | migpeer.CAP_ZERO):
+    """A Python source with these HELLO caps, past the handshake and the compatibility
+    check, and its receiver."""
     key = secrets.token_bytes(32)
     rx = Receiver(endpoints, key)
     peer = migpeer.Peer.connect("127.0.0.1", rx.port, key)
-    peer.handshake()
-    peer.send(migpeer.VMINFO, captured_vminfo)
+    peer.handshake(migpeer.hello_payload(migpeer.ROLE_SOURCE, caps=caps))
+    peer.send(migpeer.VMINFO, vminfo)
     mtype, body = peer.recv()
     assert mtype == migpeer.ACCEPT and body == b""
+    return peer, rx
+
+
+@pytest.fixture
+def accepted(endpoints, captured_vminfo):
+    """A Python source past the handshake and the compatibility check."""
+    peer, rx = source_past_compat(endpoints, captured_vminfo)
+    yield peer, rx
+    peer.close()
+
+
+@pytest.fixture
+def holding(endpoints, captured_vminfo):
+    """The same, with HOLD (the switchover hook's frame) in its capabilities."""
+    caps = migpeer.CAP_AEAD | migpeer.CAP_ZERO | migpeer.CAP_HOLD
+    peer, rx = source_past_compat(endpoints, captured_vminfo, caps)
     yield peer, rx
     peer.close()
 
@@ -205,6 +221,37 @@ def test_go_without_state_refused(accepted) -> None:
     peer, rx = accepted
     peer.send(migpeer.GO)
     rx.refused("unexpected GO")
+
+
+def test_hold_without_the_capability_refused(accepted) -> None:
+    peer, rx = accepted
+    peer.send(migpeer.HOLD, migpeer.hold(1000))
+    rx.refused("HOLD without the capability")
+
+
+def test_hold_inside_a_round_refused(holding) -> None:
+    peer, rx = holding
+    peer.send(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 1))
+    peer.send(migpeer.HOLD, migpeer.hold(1000))
+    rx.refused("HOLD came other than once, between rounds")
+
+
+def test_hold_of_no_time_refused(holding) -> None:
+    peer, rx = holding
+    peer.send(migpeer.HOLD, migpeer.hold(0))
+    rx.refused("HOLD asks for 0 ms")
+
+
+def test_hold_lets_the_next_frame_come_later_once(holding) -> None:
+    """HOLD 3 s on a 5 s timeout: silence for 6.5 s is allowed once, then 5 s again."""
+    peer, rx = holding
+    peer.send(migpeer.HOLD, migpeer.hold(3000))
+    time.sleep(6.5)
+    assert rx.proc.alive(), rx.proc.output()
+    peer.send(migpeer.ROUND_BEGIN, migpeer.round_begin(1, True, 0))
+    started = time.monotonic()
+    rx.refused("the link or the source stopped responding")
+    assert time.monotonic() - started < 9  # the I/O timeout again, not the hold's
 
 
 def test_source_vanishing_is_not_success(accepted) -> None:

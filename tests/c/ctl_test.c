@@ -188,8 +188,8 @@ test_event_round_trip(void)
 	    "\"zero_pages\":0,\"unpopulated_pages\":0,\"rewritten_pages\":0,"
 	    "\"bytes\":4104,\"duration_us\":1,\"throttle_pct\":0,"
 	    "\"est_downtime_us\":1}", &back, msg, sizeof(msg)) == 0 &&
-	    back.round.disk_bytes == 0, "round event without disk members read",
-	    msg);
+	    back.round.disk_bytes == 0,
+	    "round event without disk members read", NULL);
 
 	memset(&ev, 0, sizeof(ev));
 	ev.type = MIG_EV_PHASE;

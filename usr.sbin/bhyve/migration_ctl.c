@@ -936,7 +936,8 @@ mig_event_print(FILE *f, const struct mig_event *ev)
 	case MIG_EV_PAUSED:
 		fprintf(f, "Guest paused for the switchover hook: %ju dirty "
 		    "pages (%.1f MiB) still to send; waiting up to %.1f s for "
-		    "its go-ahead\n", (uintmax_t)ev->remaining_pages,
+		    "its go-ahead (--migrate-continue)\n",
+		    (uintmax_t)ev->remaining_pages,
 		    (double)ev->remaining_pages * MIG_PAGE_SIZE / (1 << 20),
 		    (double)ev->hold_ms / 1e3);
 		break;

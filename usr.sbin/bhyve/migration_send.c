@@ -1028,12 +1028,13 @@ stop_and_copy(struct sender *s)
 	}
 
 	s->phase = MIG_PHASE_STOPCOPY;
+	/* The downtime begins with the pause: its drain and disk flush too. */
+	s->pause_us = mig_now_us();
 	if ((error = s->be->ops->pause(s->be->arg)) != 0) {
 		error = backend_fail(s, error, "could not pause the guest");
 		goto out;
 	}
 	s->paused = true;
-	s->pause_us = mig_now_us();
 	if (s->p->live)
 		error = collect(s, &dirty);
 	else

@@ -217,7 +217,8 @@ writer_open(struct writer **wp, int fd)
 
 /*
  * Queue one event.  Progress is dropped rather than stall the engine
- * when the reader is slow; the result (wait) always goes out.
+ * when the reader is slow; the result and "paused", which the reader
+ * must answer, always go out.
  */
 static void
 writer_post(struct writer *w, const struct mig_event *ev)
@@ -240,7 +241,8 @@ writer_post(struct writer *w, const struct mig_event *ev)
 	if (l == NULL)
 		return;
 	pthread_mutex_lock(&w->mtx);
-	if (ev->type != MIG_EV_RESULT && w->queued + l->len > QUEUE_MAX) {
+	if (ev->type != MIG_EV_RESULT && ev->type != MIG_EV_PAUSED &&
+	    w->queued + l->len > QUEUE_MAX) {
 		pthread_mutex_unlock(&w->mtx);
 		free(l);
 		return;

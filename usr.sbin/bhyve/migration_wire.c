@@ -243,6 +243,7 @@ static const char *const msg_names[MIG_MSG_TYPE_MAX] = {
 const char *
 mig_msg_name(uint16_t type)
 {
+	/* Numbers other changes take leave gaps. */
 	if (type == 0 || type >= MIG_MSG_TYPE_MAX || msg_names[type] == NULL)
 		return ("unknown");
 	return (msg_names[type]);

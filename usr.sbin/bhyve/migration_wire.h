@@ -44,7 +44,7 @@
 #define	MIG_CAP_AEAD		0x00000001u	/* AES-256-GCM frames */
 #define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
 #define	MIG_CAP_ZERO_RANGES	0x00000004u	/* ZERO_RANGES frames */
-#define	MIG_CAP_HOLD		0x00000008u	/* HOLD frames */
+#define	MIG_CAP_HOLD		0x00000010u	/* HOLD frames */
 /* Destination: takes several streams; source: STREAMS follows AUTH. */
 #define	MIG_CAP_STREAMS		0x00000020u
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
