@@ -1,7 +1,8 @@
 """Throughput benchmark: the engine's stream against raw TCP, measured in one run.
 
 Raw TCP is iperf3, single stream, on loopback: the ceiling for any protocol
-over one connection on this machine.  Each engine case migrates a 1 GiB guest
+over one connection on this machine.  The full case also runs over 2 and 4
+streams (`--streams N`), beside iperf3 -P N.  Each engine case migrates a 1 GiB guest
 between two local VM processes over loopback and takes round 1 (all of memory,
 sent while the guest runs) as the stream's throughput: wire bytes per second,
 and guest memory covered per second (zero pages travel as markers).
@@ -37,9 +38,11 @@ class BenchCase:
     fill: str
     scale: int = 1
     hot_share: int = 0
+    streams: int = 1  # connections the memory moves over
 
     def label(self, memory: int) -> str:
-        return f"hotset-{memory // self.hot_share >> 20}M" if self.hot_share else self.name
+        name = f"hotset-{memory // self.hot_share >> 20}M" if self.hot_share else self.name
+        return f"{name}-{self.streams}streams" if self.streams > 1 else name
 
     def workload_for(self, memory: int) -> str:
         return f"hotset:{memory // self.hot_share}" if self.hot_share else self.workload
@@ -51,6 +54,8 @@ SEGMENT_MAX = 4 << 30  # the test bed's largest segment
 CASES = [
     BenchCase("idle", "idle", "zero"),
     BenchCase("full", "idle", "pattern"),
+    BenchCase("full", "idle", "pattern", streams=2),
+    BenchCase("full", "idle", "pattern", streams=4),
     BenchCase("hotset-64M", "hotset:", "zero", hot_share=16),  # of 1 GiB
     BenchCase("hotset-256M", "hotset:", "zero", hot_share=4),
     BenchCase("rewrite-200MB/s", "full@51200", "pattern"),  # 51200 pages/s = 200 MB/s
@@ -78,10 +83,12 @@ class BenchRow:
     source_extra_mib: float | None
     destination_extra_mib: float | None
     extra_share: float | None  # the larger side's, over the guest's size
+    streams: int = 1
+    ratio_to_tcp_parallel: float = 0.0  # stream_mb_s / iperf3 -P streams
 
 
-def raw_tcp_mb_s(nbytes: int = 1 << 30, runs: int = 3) -> float:
-    """Median single-stream TCP throughput on loopback with iperf3, in MB/s."""
+def raw_tcp_mb_s(nbytes: int = 1 << 30, runs: int = 3, parallel: int = 1) -> float:
+    """Median TCP throughput on loopback with iperf3 over `parallel` streams, in MB/s."""
     if shutil.which("iperf3") is None:
         raise HarnessError("the benchmark needs iperf3 for its raw TCP baseline (apt: iperf3)")
     rates = []
@@ -94,7 +101,8 @@ def raw_tcp_mb_s(nbytes: int = 1 << 30, runs: int = 3) -> float:
         try:
             time.sleep(0.3)
             out = subprocess.run(
-                ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-n", str(nbytes), "-J"],
+                ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-n", str(nbytes), "-J",
+                 "-P", str(parallel)],
                 capture_output=True, text=True, timeout=120,
             )  # fmt: skip
             data = json.loads(out.stdout)
@@ -124,11 +132,13 @@ def memory_scan_mb_s(nbytes: int, runs: int = 3) -> float:
     return statistics.median(rates)
 
 
-def _one_run(guest: Guest, endpoints: tuple[Endpoint, Endpoint], tag: str) -> dict[str, Any]:
+def _one_run(guest: Guest, endpoints: tuple[Endpoint, Endpoint], tag: str,
+             streams: int) -> dict[str, Any]:  # fmt: skip
     flow = FlowOptions(warmup_s=0.5, run_after_s=0.2)
     src = start_guest(endpoints[0], guest, flow, tag)
     time.sleep(flow.warmup_s)
-    outcome = migrate_once(src, endpoints[1], guest, MigrationPolicy(), flow, tag, quiet())
+    outcome = migrate_once(src, endpoints[1], guest, MigrationPolicy(streams=streams), flow, tag,
+                           quiet())  # fmt: skip
     return outcome.report.as_json()
 
 
@@ -144,7 +154,7 @@ def run_case(
         testbed=TestbedGuest(workload=case.workload_for(memory), fill=case.fill,
                              segments=segments, lazy_memory=case.scale > 1),
     )  # fmt: skip
-    reports = [_one_run(guest, endpoints, f"{tag}{i}") for i in range(repeats)]
+    reports = [_one_run(guest, endpoints, f"{tag}{i}", case.streams) for i in range(repeats)]
     firsts = [(r.get("rounds") or [{}])[0] for r in reports]
     stream = statistics.median(f.get("bytes", 0) / (f.get("duration_us") or 1)
                                for f in firsts)  # fmt: skip
@@ -172,6 +182,7 @@ def run_case(
         source_extra_mib=extra["source"],
         destination_extra_mib=extra["destination"],
         extra_share=round(max(measured) / (memory >> 20), 5) if measured else None,
+        streams=case.streams,
     )
 
 
@@ -182,20 +193,26 @@ def _extra_mib(reports: list[dict[str, Any]], side: str) -> float | None:
     return round(max(kib) / 1024, 1) if kib else None
 
 
-def table(tcp: float, tcp_runs: list[float], rows: list[BenchRow]) -> str:
+def table(tcp: float, tcp_runs: list[float], rows: list[BenchRow],
+          parallel: dict[int, float] | None = None) -> str:  # fmt: skip
     spread = f"{min(tcp_runs):.0f}-{max(tcp_runs):.0f}"
     lines = [
         f"raw TCP (iperf3, 1 stream, loopback): median {tcp:.0f} MB/s of {len(tcp_runs)} runs "
         f"({spread})",
+    ]
+    lines += [f"raw TCP (iperf3 -P {n}, loopback): median {rate:.0f} MB/s"
+              for n, rate in sorted((parallel or {}).items())]  # fmt: skip
+    lines.append(
         f"{'case':16s} {'ok':3s} {'runs':>4s} {'rounds':>6s} {'total ms':>9s} {'downtime':>9s} "
         f"{'probe':>8s} {'MiB sent':>9s} {'wire MB/s':>9s} {'mem MB/s':>9s} {'/ TCP':>6s} "
-        f"{'src+MiB':>7s} {'dst+MiB':>7s} {'+%':>5s}",
-    ]
+        f"{'/ -P N':>6s} {'src+MiB':>7s} {'dst+MiB':>7s} {'+%':>5s}"
+    )
     for r in rows:
         lines.append(
             f"{r.case:16s} {'yes' if r.verified else 'NO':3s} {r.runs:4d} {r.rounds:6d} "
             f"{r.total_ms:9.1f} {_ms(r.downtime_ms):>9s} {_ms(r.probe_downtime_ms):>8s} "
             f"{r.mib_sent:9.1f} {r.stream_mb_s:9.0f} {r.memory_mb_s:9.0f} {r.ratio_to_tcp:6.2f} "
+            f"{r.ratio_to_tcp_parallel:6.2f} "
             f"{_opt(r.source_extra_mib, '.1f'):>7s} {_opt(r.destination_extra_mib, '.1f'):>7s} "
             f"{_opt(None if r.extra_share is None else 100 * r.extra_share, '.2f'):>5s}"
         )
@@ -212,21 +229,45 @@ def _ms(value: float | None) -> str:
     return _opt(value, ".1f")
 
 
+def select_cases(names: str, memory: int) -> list[BenchCase]:
+    """The cases named (comma-separated labels), all of them for an empty string."""
+    if not names:
+        return list(CASES)
+    labels = {c.label(memory): c for c in CASES}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in labels]
+    if unknown:
+        raise HarnessError(f"--cases: no case {', '.join(unknown)} (cases: {', '.join(labels)})")
+    return [labels[n] for n in wanted]
+
+
 def run_bench(
-    endpoints: tuple[Endpoint, Endpoint], memory: int, vcpus: int, repeats: int = 3
-) -> dict[str, Any]:
+    endpoints: tuple[Endpoint, Endpoint], memory: int, vcpus: int, repeats: int = 3,
+    cases: list[BenchCase] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    cases = list(CASES) if cases is None else cases
+    counts = sorted({c.streams for c in cases if c.streams > 1})
     tcp_runs = [raw_tcp_mb_s(runs=1) for _ in range(repeats)]
-    rows = [run_case(case, memory, vcpus, endpoints, repeats) for case in CASES]
+    par_runs = {n: [raw_tcp_mb_s(runs=1, parallel=n) for _ in range(repeats)] for n in counts}
+    rows = [run_case(case, memory, vcpus, endpoints, repeats) for case in cases]
     tcp_runs += [raw_tcp_mb_s(runs=1) for _ in range(repeats)]
+    for n in counts:
+        par_runs[n] += [raw_tcp_mb_s(runs=1, parallel=n) for _ in range(repeats)]
     tcp = statistics.median(tcp_runs)
+    parallel = {n: statistics.median(runs) for n, runs in par_runs.items()}
+    parallel[1] = tcp
     for row in rows:
         row.ratio_to_tcp = round(row.stream_mb_s / tcp, 3) if tcp else 0.0
+        base = parallel[row.streams]
+        row.ratio_to_tcp_parallel = round(row.stream_mb_s / base, 3) if base else 0.0
     scan = memory_scan_mb_s(min(memory, 1 << 30))
     return {
         "raw_tcp_mb_s": round(tcp, 1),
         "memory_scan_mb_s": round(scan, 1),
         "raw_tcp_runs_mb_s": [round(t, 1) for t in tcp_runs],
+        "raw_tcp_parallel_mb_s": {str(n): round(parallel[n], 1) for n in counts},
         "rows": [asdict(r) for r in rows],
-        "table": table(tcp, tcp_runs, rows) + f"\nmemory scan (resident memory, read for a "
+        "table": table(tcp, tcp_runs, rows, {n: parallel[n] for n in counts})
+        + f"\nmemory scan (resident memory, read for a "
         f"non-zero word): {scan:.0f} MB/s; mem MB/s above it means memory was skipped, not read",
     }

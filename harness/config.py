@@ -27,6 +27,7 @@ HOST_KINDS = ("freebsd", "testbed")
 HOST_ROLES = ("build", "source", "destination")
 BOOT_METHODS = ("auto", "bectl", "nextboot")
 DEFAULT_MIGRATION_PORT = 24981
+MAX_STREAMS = 8  # the engine's MIG_STREAMS_MAX
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(bit|bps|b/s|b|/s)?\s*$", re.IGNORECASE)
@@ -182,6 +183,7 @@ class MigrationPolicy:
     switchover_hook: str | None = None
     switchover_timeout: float = 60.0
     disks: bool = False  # move the guest's disks too (no shared storage)
+    streams: int = 1  # connections memory moves over (MIG_STREAMS_MAX: 8)
 
 
 @dataclass
@@ -397,6 +399,7 @@ _MIGRATION_KEYS = (
     "source", "destination", "guest", "port", "downtime_limit_ms", "max_rounds",
     "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout", "switchover_hook",
     "switchover_timeout", "disks",
+    "fixed_rounds", "bandwidth", "encrypt", "auto_throttle", "timeout", "streams",
 )  # fmt: skip
 _FILLS = ("pattern", "zero")
 
@@ -671,6 +674,8 @@ def _parse_migration(
             policy.switchover_hook = None if _is_null(value) else r.string(value, name)
         elif key == "switchover_timeout":
             policy.switchover_timeout = _hook_timeout(r, value, name)
+        elif key == "streams":
+            policy.streams = r.integer(value, name, minimum=1, maximum=MAX_STREAMS)
     if policy.source and policy.source == policy.destination:
         raise r.error(
             keys["destination"][1], "migration.destination must differ from migration.source"

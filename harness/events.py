@@ -139,6 +139,7 @@ class Stats:
     encrypted: bool | None = None
     stop_reason: str | None = None
     nrounds: int | None = None
+    streams: int | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ def _stats(obj: Any, where: str) -> Stats:
         encrypted=f.bool("encrypted", True),
         stop_reason=f.str("stop_reason", optional=True),
         nrounds=f.int("nrounds", True),
+        streams=f.int("streams", True),
     )
 
 

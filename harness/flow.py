@@ -209,6 +209,7 @@ class Report:
     stop_reason: str | None = None
     encrypted: bool | None = None
     protocol_version: int | None = None
+    streams: int | None = None  # connections the memory moved over
     rounds: list[dict[str, Any]] = field(default_factory=list)
     phases: list[str] = field(default_factory=list)
     resolution: dict[str, Any] | None = None
@@ -275,6 +276,7 @@ def build_report(
         stop_reason=stats.stop_reason,
         encrypted=stats.encrypted,
         protocol_version=stats.protocol_version,
+        streams=stats.streams,
         rounds=[asdict(r) for r in log.rounds],
         phases=list(log.phases),
     )

@@ -57,6 +57,7 @@ BHYVECTL_POLICY_OPTIONS = {
     "no_throttle": "--migrate-no-throttle",
     "switchover_wait_ms": "--migrate-switchover-wait",
     "disks": "--migrate-disks",
+    "streams": "--migrate-streams",
 }
 
 
@@ -496,6 +497,8 @@ def bhyvectl_migrate_argv(
                     f"{engine_wait_ms(policy.switchover_timeout)}")  # fmt: skip
     if policy.disks:
         argv.append(opt["disks"])
+    if policy.streams > 1:
+        argv.append(f"{opt['streams']}={policy.streams}")
     return argv
 
 

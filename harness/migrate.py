@@ -195,6 +195,8 @@ def policy_args(policy: MigrationPolicy, flow: FlowOptions) -> list[str]:
         args += ["--switchover-wait", str(engine_wait_ms(policy.switchover_timeout))]
     if policy.disks:
         args.append("--disks")
+    if policy.streams > 1:
+        args += ["--streams", str(policy.streams)]
     if flow.max_time_ms:
         args += ["--max-time", str(flow.max_time_ms)]
     if flow.peer_timeout_ms:

@@ -16,8 +16,11 @@
 
 #include <stddef.h>
 
+#include "migration.h"
+
 #define	TB_CTL_MAX	4096	/* request bytes */
-#define	TB_CTL_MAXFDS	2
+/* The streams, then the event channel. */
+#define	TB_CTL_MAXFDS	(MIG_STREAMS_MAX + 1)
 
 struct tb_ctlmsg {
 	char		buf[TB_CTL_MAX + 1];

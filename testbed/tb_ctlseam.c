@@ -27,11 +27,17 @@
 
 int
 mig_ctl_send(const char *control, const char *cmd, const char *payload,
-    int sock, int reply_fd, char *msg, size_t msglen)
+    const int *socks, int nsocks, int reply_fd, char *msg, size_t msglen)
 {
 	char ack[ACK_MAX], why[512], *text;
-	int error, fd, fds[2], nfds;
+	int error, fd, fds[TB_CTL_MAXFDS], i, nfds;
 	bool ok;
+
+	if (nsocks < 0 || nsocks >= TB_CTL_MAXFDS) {
+		snprintf(msg, msglen, "%d connections are more than the "
+		    "control socket passes", nsocks);
+		return (EINVAL);
+	}
 
 	if (asprintf(&text, "%s\n%s\n", cmd, payload != NULL ? payload :
 	    "") < 0) {
@@ -39,8 +45,8 @@ mig_ctl_send(const char *control, const char *cmd, const char *payload,
 		return (ENOMEM);
 	}
 	nfds = 0;
-	if (sock >= 0)
-		fds[nfds++] = sock;
+	for (i = 0; i < nsocks; i++)
+		fds[nfds++] = socks[i];
 	fds[nfds++] = reply_fd;
 	error = tb_ctl_connect(control, &fd, msg, msglen);
 	if (error == 0) {

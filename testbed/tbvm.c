@@ -496,31 +496,33 @@ static const struct mig_source_seam source_seam = {
 	.log = seam_log,
 };
 
-/* migrate, migrate-check: the connection, then the event channel. */
+/* migrate, migrate-check: the connections, then the event channel. */
 static void
 cmd_migrate(int fd, struct tb_ctlmsg *m, bool check)
 {
 	char msg[MIG_ERRMSG_MAX];
-	int error, events, sock;
+	int error, events, i, nsocks, socks[MIG_STREAMS_MAX];
 
-	if (m->nfds != 2) {
-		reply_error(fd, true, "migrate needs two descriptors: the "
-		    "connected migration socket and the event channel");
+	if (m->nfds < 2) {
+		reply_error(fd, true, "migrate needs the connected migration "
+		    "sockets and then the event channel");
 		return;
 	}
 	if (vm.receiving && mig_dest_state() != MIG_DEST_RUNNING) {
 		reply_error(fd, false, "the guest does not run here yet");
 		return;
 	}
-	sock = tb_ctl_takefd(m, 0);
-	events = tb_ctl_takefd(m, 1);
+	nsocks = m->nfds - 1;
+	for (i = 0; i < nsocks; i++)
+		socks[i] = tb_ctl_takefd(m, i);
+	events = tb_ctl_takefd(m, nsocks);
 	/* The engine's peak memory is this migration's. */
 	if (!check && (error = tb_memstat_reset()) != 0)
 		fprintf(stderr, "tbvm: engine memory: %s\n", strerror(error));
 	/* Refusals travel as a result on the event channel. */
 	reply(fd, "{\"ok\":true}");
-	(void)mig_source_migrate(m->body, m->bodylen, sock, events, check,
-	    msg, sizeof(msg));
+	(void)mig_source_migrate(m->body, m->bodylen, socks, nsocks, events,
+	    check, msg, sizeof(msg));
 }
 
 /*

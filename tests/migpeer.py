@@ -24,12 +24,15 @@ TAG_LEN = 16
 PAGE = 4096
 PAGE_ZERO = 1 << 63
 CAP_AEAD, CAP_ZERO, CAP_HOLD, CAP_WANT_ENCRYPT = 0x1, 0x2, 0x10, 0x80000000
+CAP_STREAMS = 0x20  # destination: takes several streams; source: STREAMS follows AUTH
 ROLE_SOURCE, ROLE_DEST = 0, 1
 DIR_S2D, DIR_D2S = 0x53324400, 0x44325300
 
 (HELLO, AUTH, ERROR, VMINFO, ACCEPT, ROUND_BEGIN, PAGES, ROUND_END, STATE, READY, GO,
  RUNNING, ZERO_RANGES, DISK_BLOCKS, DISK_ZERO) = range(1, 16)  # fmt: skip
 HOLD = 16
+STREAMS, JOIN, JOINED, PART_END = 17, 18, 19, 20
+STREAM_LABEL = b"bhyve-mig v1 stream"
 
 
 def hello_payload(role: int, vmin: int = 1, vmax: int = 1, caps: int = CAP_AEAD | CAP_ZERO,
@@ -52,6 +55,7 @@ class Peer:
     tx_seq: int = 0
     rx_seq: int = 0
     keys: dict[str, bytes] = field(default_factory=dict)
+    transcript: bytes = b""  # the session's, once the handshake ran
 
     @classmethod
     def connect(cls, host: str, port: int, key: bytes, timeout: float = 10.0) -> Peer:
@@ -124,6 +128,7 @@ class Peer:
             raise PeerRefused(decode_error(theirs))
         src, dst = (mine, theirs) if self.role == ROLE_SOURCE else (theirs, mine)
         transcript = hashlib.sha256(src + dst).digest()
+        self.transcript = transcript
         key = proof_key or self.key
         proofs = {
             "src": _prf(key, "bhyve-mig v1 source proof", transcript),
@@ -186,3 +191,40 @@ def pages_payload(seg: int, pages: list[tuple[int, bytes | None]]) -> bytes:
 
 def hold(ms: int) -> bytes:
     return struct.pack("<I", ms)
+def stream_transcript(session: bytes, index: int, dest_hello: bytes) -> bytes:
+    """A further stream's transcript: the session's, its index, its connection's HELLO."""
+    return hashlib.sha256(session + STREAM_LABEL + struct.pack("<I", index) + dest_hello).digest()
+
+
+def join_payload(key: bytes, session: bytes, index: int, nstreams: int, dest_hello: bytes) -> bytes:
+    """JOIN for stream index of nstreams, its proof made for the connection that sent dest_hello."""
+    proof = _prf(key, "bhyve-mig v1 source proof", stream_transcript(session, index, dest_hello))
+    return struct.pack("<II", index, nstreams) + session + proof
+
+
+@dataclass
+class Joiner:
+    """A further stream's connection: the destination's HELLO read, JOIN not yet sent."""
+
+    peer: Peer
+    dest_hello: bytes
+
+    @classmethod
+    def connect(cls, host: str, port: int, key: bytes, timeout: float = 10.0) -> Joiner:
+        peer = Peer.connect(host, port, key, timeout)
+        mtype, hello = peer.recv(keyed=False)
+        if mtype != HELLO:
+            raise PeerRefused(f"expected HELLO, got type {mtype}")
+        return cls(peer, hello)
+
+    def join(self, session: bytes, index: int, nstreams: int, payload: bytes | None = None,
+             encrypt: bool = False) -> None:  # fmt: skip
+        """Send JOIN (payload, if given, as is) and key the stream as the engine would."""
+        self.peer.send(JOIN, payload or join_payload(self.peer.key, session, index, nstreams,
+                                                     self.dest_hello), keyed=False)  # fmt: skip
+        t = stream_transcript(session, index, self.dest_hello)
+        self.peer.encrypt = encrypt
+        self.peer.keys = {
+            "s2d": _prf(self.peer.key, "bhyve-mig v1 source to destination", t),
+            "d2s": _prf(self.peer.key, "bhyve-mig v1 destination to source", t),
+        }

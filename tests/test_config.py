@@ -193,6 +193,16 @@ def test_fixed_rounds_bounded_by_max_rounds(files: Path) -> None:
     assert "fixed_rounds (9) exceeds max_rounds (4)" in message
 
 
+def test_streams_policy_key(files: Path) -> None:
+    path = files / "hosts.yaml"
+    path.write_text(good(files) + "  streams: 4\n")
+    assert load_hosts(path).migration.streams == 4
+    text, line = replace_line(good(files), "  bandwidth: 1gbit", "  streams: 9")
+    message = error_of(text, files)
+    assert message.startswith(f"{files / 'hosts.yaml'}:{line}: ")
+    assert "migration.streams" in message and "8" in message, message
+
+
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="hosts file does not exist"):
         load_hosts("/nonexistent/hosts.yaml")

@@ -232,6 +232,9 @@ def test_migration_command_lines() -> None:
     assert "--migrate-disks" not in default
     assert "--migrate-disks" in freebsd.bhyvectl_migrate_argv(
         "g", "h:1", "/k", MigrationPolicy(disks=True))
+    assert not any("streams" in a for a in default)
+    assert "--migrate-streams=4" in freebsd.bhyvectl_migrate_argv(
+        "g", "h:1", "/k", MigrationPolicy(streams=4))
     cold = freebsd.bhyvectl_migrate_argv("g", "h:1", "/k", MigrationPolicy(), live=False)
     assert "--migrate=h:1" in cold and not any("rounds" in a for a in cold)
     # A switchover hook: the engine waits the hook's limit and a margin for the answer.

@@ -169,6 +169,15 @@ def _tbctl_migrate(src, port: int, key: str, *extra: str):
                      timeout=120, check=False)  # fmt: skip
 
 
+def _verify_received(ep: Endpoint, tag: str) -> dict:
+    """The memory check of the guest `_receiver(..., tag)` runs now; then stop it."""
+    ctl = f"{ep.runner.workdir}/{tag}-in.ctl"
+    ver = json.loads(ep.runner.run([ep.tool("tbctl"), "--control", ctl, "verify"],
+                                   timeout=60).stdout)  # fmt: skip
+    ep.runner.run([ep.tool("tbctl"), "--control", ctl, "stop"], check=False)
+    return ver
+
+
 def _result(stdout: str, code: int) -> ResultEvent:
     log = EventLog("tbctl migrate")
     log.feed_text(stdout)
@@ -220,11 +229,8 @@ def test_destination_killed_mid_round_then_retry(endpoints) -> None:
                 == MEMORY // 4096)  # fmt: skip
         receiver2.wait_line("RUNNING", 30)
         time.sleep(0.3)
-        ctl = f"{dst_ep.runner.workdir}/{tag}b-in.ctl"
-        ver = json.loads(dst_ep.runner.run([dst_ep.tool("tbctl"), "--control", ctl, "verify"],
-                                           timeout=60).stdout)  # fmt: skip
+        ver = _verify_received(dst_ep, tag + "b")
         assert ver["ok"], ver
-        dst_ep.runner.run([dst_ep.tool("tbctl"), "--control", ctl, "stop"], check=False)
     finally:
         src.stop()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from invoke import task
 
 from harness.config import (
+    MAX_STREAMS,
     Guest,
     HostsConfig,
     MigrationPolicy,
@@ -51,10 +52,17 @@ def _guest(base: Guest | None, memory, vcpus, workload, fill, segments,
 
 
 def _policy(base: MigrationPolicy | None, downtime_limit, max_rounds, fixed_rounds, bandwidth,
-            encrypt, no_throttle, switchover_hook=None, switchover_timeout=None
-            ) -> MigrationPolicy:  # fmt: skip
+            encrypt, no_throttle, switchover_hook=None, switchover_timeout=None,
+            streams=None) -> MigrationPolicy:  # fmt: skip
     """The hosts file's policy (or the defaults) with command-line overrides."""
     policy = copy.deepcopy(base) if base else MigrationPolicy()
+    if streams is not None:
+        try:
+            policy.streams = int(streams)
+        except ValueError:
+            policy.streams = 0
+        if not 1 <= policy.streams <= MAX_STREAMS:
+            raise HarnessError(f"--streams {streams}: give a number from 1 to {MAX_STREAMS}")
     if downtime_limit is not None:
         policy.downtime_limit_ms = int(downtime_limit)
     if max_rounds is not None:
@@ -143,6 +151,7 @@ def _testbed_check(endpoints, guest: Guest, flow: FlowOptions, display: Display)
         "disks": "move the guest's disks too (no shared storage): each host has its own image",
         "disk": "test bed: give the guest a disk of this size, e.g. 1G, written while it runs",
         "disk_prefill": "test bed: the source's disk starts fully written (not sparse)",
+        "streams": "move memory over this many connections at once (1 to 8, default 1)",
         "count": "number of migrations (with --ping-pong)",
         "ping_pong": "migrate back and forth --count times",
         "report": "write the JSON report here (and a PNG plot beside it)",
@@ -163,7 +172,7 @@ def migrate(
     segments=None, downtime_limit=None, max_rounds=None, fixed_rounds=None, bandwidth=None,
     encrypt=False, no_throttle=False, count=1, ping_pong=False, report="", run_after=1.0,
     plain=False, no_resolve=False, check=False, lazy_memory=False, switchover_hook=None,
-    switchover_timeout=None, disks=False, disk=None, disk_prefill=False,
+    switchover_timeout=None, disks=False, disk=None, disk_prefill=False, streams=None,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
     from harness.local import local_endpoints
@@ -187,7 +196,7 @@ def migrate(
                 guest.testbed.disk_prefill = True
             policy = _policy(config.migration if config else None, downtime_limit, max_rounds,
                              fixed_rounds, bandwidth, encrypt, no_throttle,
-                             switchover_hook, switchover_timeout)  # fmt: skip
+                             switchover_hook, switchover_timeout, streams)  # fmt: skip
             policy.disks = policy.disks or disks
             runs = count if ping_pong else 1
             flow = FlowOptions(run_after_s=run_after, resolve=not no_resolve)
@@ -266,16 +275,18 @@ def resolve(c, hosts=None, guest=None, source_control="", destination_control=""
         "vcpus": "vCPU threads",
         "report": "JSON output path",
         "repeats": "runs of each case and of raw TCP (medians are compared)",
+        "cases": "only these cases, comma-separated (e.g. full,full-2streams,full-4streams)",
     }
 )
-def bench(c, memory="1G", vcpus=1, report="reports/bench.json", repeats=3):
-    """Measure the cases matched against QEMU and the idle scale cases (16 and 64 times
-    --memory), beside raw TCP measured in the same run."""
-    from harness.bench import run_bench
+def bench(c, memory="1G", vcpus=1, report="reports/bench.json", repeats=3, cases=""):
+    """Measure the cases matched against QEMU, the full case over 2 and 4 streams and the
+    idle scale cases (16 and 64 times --memory), beside raw TCP measured in the same run."""
+    from harness.bench import run_bench, select_cases
     from harness.local import local_endpoints
 
     try:
-        result = run_bench(local_endpoints(), parse_size(memory, "--memory"), vcpus, repeats)
+        size = parse_size(memory, "--memory")
+        result = run_bench(local_endpoints(), size, vcpus, repeats, select_cases(cases, size))
     except (HarnessError, ValueError) as exc:
         sys.exit(f"bench: {exc}")
     print(result["table"])

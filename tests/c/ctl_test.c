@@ -182,6 +182,7 @@ test_event_round_trip(void)
 	    "round event round trip", line);
 	free(line);
 	/* A controller from before disk migration: no disk members. */
+	msg[0] = '\0';
 	check(mig_event_decode("{\"event\":\"round\",\"index\":1,"
 	    "\"final\":false,\"dirty_pages\":1,\"pages_sent\":1,"
 	    "\"zero_pages\":0,\"unpopulated_pages\":0,\"rewritten_pages\":0,"

@@ -24,6 +24,7 @@
 
 #include "migration_chan.h"
 #include "migration_policy.h"
+#include "migration_streams.h"
 #include "migration_wire.h"
 #include "test_check.h"
 
@@ -581,6 +582,81 @@ test_disk_zero(void)
 }
 
 static void
+test_streams(void)
+{
+	struct mig_join j, out;
+	uint8_t buf[MIG_JOIN_LEN + 8];
+	char why[MIG_ERRMSG_MAX];
+	uint32_t n;
+	size_t len;
+
+	why[0] = '\0';
+	len = mig_streams_encode(buf, sizeof(buf), 4);
+	check(len == MIG_STREAMS_LEN && mig_streams_decode(buf, len, &n, why,
+	    sizeof(why)) == 0 && n == 4, "STREAMS round trip", why);
+	check(mig_streams_decode(buf, len - 1, &n, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "truncated") != NULL,
+	    "STREAMS truncated refused", why);
+	check(mig_streams_decode(buf, len + 1, &n, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "trailing") != NULL,
+	    "STREAMS with trailing bytes refused", why);
+	(void)mig_streams_encode(buf, sizeof(buf), 1);
+	check(mig_streams_decode(buf, len, &n, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "not 2 to") != NULL, "STREAMS of one stream refused",
+	    why);
+	(void)mig_streams_encode(buf, sizeof(buf), MIG_STREAMS_MAX + 1);
+	check(mig_streams_decode(buf, len, &n, why, sizeof(why)) == EPROTO,
+	    "STREAMS above MIG_STREAMS_MAX refused", why);
+	check(mig_streams_encode(buf, MIG_STREAMS_LEN - 1, 2) == 0,
+	    "STREAMS encoder refuses a short buffer", NULL);
+
+	memset(&j, 0, sizeof(j));
+	j.index = 3;
+	j.nstreams = 4;
+	memset(j.session, 0xa5, sizeof(j.session));
+	memset(j.proof, 0x5a, sizeof(j.proof));
+	why[0] = '\0';
+	len = mig_join_encode(buf, sizeof(buf), &j);
+	check(len == MIG_JOIN_LEN && mig_join_decode(buf, len, &out, why,
+	    sizeof(why)) == 0 && out.index == 3 && out.nstreams == 4 &&
+	    memcmp(out.session, j.session, sizeof(j.session)) == 0 &&
+	    memcmp(out.proof, j.proof, sizeof(j.proof)) == 0,
+	    "JOIN round trip", why);
+	check(mig_join_decode(buf, len - 1, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "truncated") != NULL,
+	    "JOIN truncated refused", why);
+	check(mig_join_decode(buf, len + 8, &out, why, sizeof(why)) ==
+	    EPROTO && strstr(why, "trailing") != NULL,
+	    "JOIN with trailing bytes refused", why);
+	j.index = 0;
+	(void)mig_join_encode(buf, sizeof(buf), &j);
+	check(mig_join_decode(buf, len, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "stream 0 of 4") != NULL,
+	    "JOIN for stream 0 refused (the control stream)", why);
+	j.index = 4;
+	(void)mig_join_encode(buf, sizeof(buf), &j);
+	check(mig_join_decode(buf, len, &out, why, sizeof(why)) == EPROTO,
+	    "JOIN for a stream past the count refused", why);
+	j.index = 1;
+	j.nstreams = MIG_STREAMS_MAX + 1;
+	(void)mig_join_encode(buf, sizeof(buf), &j);
+	check(mig_join_decode(buf, len, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "streams") != NULL,
+	    "JOIN counting too many streams refused", why);
+	check(mig_join_encode(buf, MIG_JOIN_LEN - 1, &j) == 0,
+	    "JOIN encoder refuses a short buffer", NULL);
+
+	/* Every chunk has one owner; consecutive chunks rotate. */
+	check(mig_stream_of_word(0, 4) == 0 &&
+	    mig_stream_of_word(MIG_STREAM_CHUNK_WORDS - 1, 4) == 0 &&
+	    mig_stream_of_word(MIG_STREAM_CHUNK_WORDS, 4) == 1 &&
+	    mig_stream_of_word(4 * MIG_STREAM_CHUNK_WORDS, 4) == 0 &&
+	    mig_stream_of_word(7 * MIG_STREAM_CHUNK_WORDS + 5, 4) == 3 &&
+	    mig_stream_of_word(123456, 1) == 0,
+	    "pages are partitioned across streams by chunk", NULL);
+}
+
+static void
 test_policy(void)
 {
 	struct mig_params p;
@@ -838,6 +914,7 @@ main(void)
 	test_vminfo_disks();
 	test_disk_blocks();
 	test_disk_zero();
+	test_streams();
 	test_policy();
 	test_key();
 	test_hostport();

@@ -28,6 +28,7 @@ struct mig_conn;
 #define	MIG_ERRMSG_MAX		256
 #define	MIG_MAX_ROUNDS_LIMIT	1000	/* upper bound of max_rounds */
 #define	MIG_DEFAULT_PORT	24981
+#define	MIG_STREAMS_MAX		8	/* connections in one session */
 #define	MIG_MAX_HOLD_MS		3600000u /* longest switchover hook wait */
 
 /* Where a migration was when it stopped; also reported in progress. */
@@ -64,6 +65,7 @@ enum mig_fault {
 	MIG_FAULT_NONE = 0,
 	MIG_FAULT_DROP_DIRTY_PAGE,	/* sender skips one dirty page */
 	MIG_FAULT_STALE_DEVICE_STATE,	/* device state saved 100 ms early */
+	MIG_FAULT_KILL_STREAM,		/* the last stream dies in round 1 */
 };
 
 /* Round policy. */
@@ -86,6 +88,7 @@ struct mig_params {
 	bool		auto_throttle;		/* slow vCPUs to converge */
 	uint32_t	io_timeout_ms;		/* per socket operation */
 	uint64_t	max_pause_ms;		/* 0: see pause_bound_ms() */
+	uint32_t	nstreams;		/* connections, 1..8 */
 	/*
 	 * The switchover hook: once paused, wait this long at most for
 	 * the controller's go-ahead (hook), else roll back; 0: no hook.
@@ -178,6 +181,7 @@ struct mig_stats {
 	uint32_t	protocol_version;
 	bool		encrypted;
 	enum mig_stop_reason stop_reason;
+	uint32_t	nstreams;	/* connections the memory moved over */
 };
 
 int	mig_stats_init(struct mig_stats *);
@@ -259,11 +263,12 @@ int	mig_hostport_split(const char *spec, int defport, char *host,
 	    size_t msglen);
 
 /*
- * Source: migrate the guest over the connected socket fd.  On MIG_OK
- * the guest now runs on the destination and must not be resumed here.
- * On MIG_FAILED it runs here again, its dirty log restored.
+ * Source: migrate the guest over the p->nstreams connected sockets in
+ * fds (stream 0 first).  On MIG_OK the guest now runs on the destination
+ * and must not be resumed here.  On MIG_FAILED it runs here again, its
+ * dirty log restored.
  */
-enum mig_result	mig_send(int fd, struct mig_backend *,
+enum mig_result	mig_send(const int *fds, struct mig_backend *,
 	    const struct mig_params *, struct mig_stats *, struct mig_error *);
 
 /*
@@ -287,5 +292,16 @@ void	mig_conn_free(struct mig_conn *);
  * the next connection.
  */
 bool	mig_conn_check_only(const struct mig_conn *);
+/*
+ * Several streams: mig_recv_accept() returns EINPROGRESS with a
+ * connection that answered HELLO with JOIN.  mig_conn_join() checks it
+ * against an accepted session; on 0 the session owns its socket, and
+ * either way the caller frees join.  A session counts its streams, and
+ * receives once every further one joined.
+ */
+int	mig_conn_join(struct mig_conn *session, struct mig_conn *join,
+	    char *msg, size_t msglen);
+uint32_t mig_conn_nstreams(const struct mig_conn *);
+bool	mig_conn_joined_all(const struct mig_conn *);
 
 #endif /* _MIGRATION_H_ */

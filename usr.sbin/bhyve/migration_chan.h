@@ -36,6 +36,7 @@ struct mig_chan {
 	bool		check_only;	/* the source asked for a dry run */
 	bool		zero_ranges;	/* both sides speak ZERO_RANGES */
 	bool		hold;		/* both sides speak HOLD */
+	bool		streams;	/* the source announced STREAMS */
 	struct mig_aead	tx;
 	struct mig_aead	rx;
 	struct mig_ratelimit rl;
@@ -46,6 +47,8 @@ struct mig_chan {
 	struct mig_hdr	cur;		/* the frame being received */
 	uint32_t	cur_left;	/* its payload bytes not yet read */
 	char		why[MIG_ERRMSG_MAX]; /* detail of the last error */
+	uint8_t		hello[MIG_HELLO_LEN];	/* ours, as sent */
+	uint8_t		session[MIG_HASH_LEN];	/* the handshake's transcript */
 };
 
 int	mig_chan_init(struct mig_chan *, int fd, enum mig_role,

@@ -96,6 +96,7 @@ mig_params_init(struct mig_params *p)
 	p->downtime_limit_us = MIG_DEFAULT_DOWNTIME_US;
 	p->auto_throttle = true;
 	p->io_timeout_ms = MIG_DEFAULT_TIMEOUT_MS;
+	p->nstreams = 1;
 }
 
 int
@@ -122,6 +123,8 @@ mig_params_check(const struct mig_params *p, char *msg, size_t msglen)
 		why = "the live phase may last at most 24 hours";
 	else if (p->switchover_wait_ms > MIG_MAX_HOLD_MS)
 		why = "the switchover hook may hold the guest at most 1 hour";
+	else if (p->nstreams == 0 || p->nstreams > MIG_STREAMS_MAX)
+		why = "the number of streams must be between 1 and 8";
 	if (why == NULL)
 		return (0);
 	snprintf(msg, msglen, "%s", why);
@@ -258,6 +261,12 @@ mig_expect(struct mig_chan *ch, struct mig_error *err, enum mig_phase phase,
 	if (hdr.type == MIG_MSG_ERROR) {
 		mig_fail_peer(err, ch, *payload, hdr.len);
 		return (err->code);
+	}
+	/* A further stream of a session answers HELLO with JOIN. */
+	if (hdr.type == MIG_MSG_JOIN && want == MIG_MSG_HELLO &&
+	    ch->role == MIG_ROLE_DEST && len != NULL) {
+		*len = hdr.len;
+		return (EINPROGRESS);
 	}
 	if (hdr.type != want || (len == NULL && hdr.len != 0)) {
 		snprintf(ch->why, sizeof(ch->why), "expected %s%s, got %s",

@@ -27,7 +27,7 @@
 #define	NITEMS(a)	(sizeof(a) / sizeof((a)[0]))
 
 static const char *const fault_choices[] = {
-	"none", "drop-page", "stale-device", NULL
+	"none", "drop-page", "stale-device", "kill-stream", NULL
 };
 
 const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
@@ -68,8 +68,11 @@ const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
 	    MIG_OPT_UINT, 0, MIG_MAX_HOLD_MS, 0, 0, NULL, "ms",
 	    "once paused, wait this long at most for a switchover hook's "
 	    "go-ahead, else resume the guest here (0: no hook)", 0 },
-	[MIG_OPT_FAULT] = { "fault", "fault", MIG_OPT_CHOICE, 0, 2, 0, 0,
-	    fault_choices, "drop-page|stale-device",
+	[MIG_OPT_STREAMS] = { "streams", "streams", MIG_OPT_UINT, 1,
+	    MIG_STREAMS_MAX, 1, 0, NULL, "n",
+	    "move memory over this many connections at once", 0 },
+	[MIG_OPT_FAULT] = { "fault", "fault", MIG_OPT_CHOICE, 0, 3, 0, 0,
+	    fault_choices, "drop-page|stale-device|kill-stream",
 	    "inject a fault the destination's check must catch",
 	    MIG_OPTF_TESTBED },
 };
@@ -365,9 +368,13 @@ apply(struct mig_params *p, int id, uint64_t v)
 	case MIG_OPT_SWITCHOVER_WAIT:
 		p->switchover_wait_ms = v;
 		break;
+	case MIG_OPT_STREAMS:
+		p->nstreams = (uint32_t)v;
+		break;
 	case MIG_OPT_FAULT:
 		p->fault = v == 1 ? MIG_FAULT_DROP_DIRTY_PAGE :
-		    v == 2 ? MIG_FAULT_STALE_DEVICE_STATE : MIG_FAULT_NONE;
+		    v == 2 ? MIG_FAULT_STALE_DEVICE_STATE :
+		    v == 3 ? MIG_FAULT_KILL_STREAM : MIG_FAULT_NONE;
 		break;
 	}
 }
@@ -516,6 +523,7 @@ mig_event_result(struct mig_event *ev, enum mig_outcome outcome,
 		ev->stats.encrypted = st->encrypted;
 		ev->stats.stop_reason = st->stop_reason;
 		ev->stats.nrounds = st->nrounds;
+		ev->stats.nstreams = st->nstreams;
 	}
 }
 
@@ -553,12 +561,14 @@ encode_result(FILE *f, const struct mig_event *ev)
 		    ",\"bytes_sent\":%" PRIu64 ",\"memory_bytes\":%" PRIu64
 		    ",\"rtt_us\":%" PRIu64 ",\"protocol_version\":%" PRIu32
 		    ",\"encrypted\":%s,\"stop_reason\":\"%s\",\"nrounds\":%"
-		    PRIu32 "}", t->total_time_us, t->downtime_us,
-		    t->downtime_memory_us, t->downtime_hook_us,
-		    t->downtime_state_us, t->state_bytes, t->bytes_sent, t->memory_bytes, t->rtt_us,
-		    t->protocol_version, t->encrypted ? "true" : "false",
+		    PRIu32 ",\"streams\":%" PRIu32 "}", t->total_time_us,
+		    t->downtime_us, t->downtime_memory_us, t->downtime_hook_us,
+		    t->downtime_state_us, t->state_bytes, t->bytes_sent,
+		    t->memory_bytes, t->rtt_us, t->protocol_version,
+		    t->encrypted ? "true" : "false",
 		    (unsigned)t->stop_reason < NITEMS(stop_names) ?
-		    stop_names[t->stop_reason] : "none", t->nrounds);
+		    stop_names[t->stop_reason] : "none", t->nrounds,
+		    t->nstreams);
 	fputc('}', f);
 }
 
@@ -687,7 +697,7 @@ decode_result(struct dec *d, struct mig_event *ev)
 		[MIG_SIDE_LINK] = "link",
 	};
 	const char *reasons, *r;
-	uint64_t code;
+	uint64_t code, v;
 
 	ev->outcome = dec_name(d, "result", outcome_names, MIG_OUT_COUNT);
 	ev->runs_on = dec_name(d, "guest_runs_on", runs_on_names,
@@ -732,6 +742,10 @@ decode_result(struct dec *d, struct mig_event *ev)
 		ev->stats.stop_reason = dec_name(d, "stats.stop_reason",
 		    stop_names, (int)NITEMS(stop_names));
 		ev->stats.nrounds = (uint32_t)dec_u64(d, "stats.nrounds");
+		/* Optional: a controller older than streams sends none. */
+		if (!mig_json_get_u64(d->line, "stats.streams", &v))
+			v = 1;
+		ev->stats.nstreams = (uint32_t)v;
 	}
 }
 

@@ -71,6 +71,7 @@ enum mig_opt_id {
 	MIG_OPT_MAX_PAUSE,
 	MIG_OPT_DISKS,
 	MIG_OPT_SWITCHOVER_WAIT,
+	MIG_OPT_STREAMS,
 	MIG_OPT_FAULT,			/* the test bed's; stays last */
 	MIG_OPT_COUNT
 };
@@ -158,6 +159,7 @@ struct mig_totals {
 	bool		encrypted;
 	enum mig_stop_reason stop_reason;
 	uint32_t	nrounds;
+	uint32_t	nstreams;
 };
 
 struct mig_event {

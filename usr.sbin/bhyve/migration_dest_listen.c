@@ -183,8 +183,26 @@ struct preauth {
 	int		error;
 };
 
+/*
+ * A connection that answered HELLO with JOIN (migration_streams.h):
+ * parked until the session it names is accepted, within its deadline.
+ */
+struct parked {
+	bool		busy;
+	int		fd;
+	uint64_t	started_us;
+	struct mig_conn	*conn;
+	char		peer[MIG_DEST_PEER_MAX];
+};
+
 struct preauth_set {
 	struct preauth	slot[MIG_DEST_PREAUTH_MAX];
+	struct parked	joins[MIG_DEST_PREAUTH_MAX];
+	struct mig_conn	*session;	/* accepted, its streams joining */
+	int		session_fd;
+	uint64_t	session_us;
+	char		session_peer[MIG_DEST_PEER_MAX];
+	struct mig_vminfo session_vi;
 	int		wake[2];
 };
 
@@ -310,8 +328,9 @@ preauth_fail(struct mig_error *err, int error, const char *fmt, ...)
 }
 
 /*
- * One ended handshake: 1 when it is the source to serve, 0 to keep
- * listening, -1 when the whole receive fails.
+ * One ended handshake: 1 when it is the source to serve, 2 when it is
+ * a stream joining a session, 0 to keep listening, -1 when the whole
+ * receive fails.
  */
 static int
 preauth_reap(struct mig_dest *d, struct preauth *s, uint64_t hs_ms)
@@ -320,6 +339,8 @@ preauth_reap(struct mig_dest *d, struct preauth *s, uint64_t hs_ms)
 	(void)pthread_join(s->tid, NULL);
 	if (s->error == 0)
 		return (1);
+	if (s->error == EINPROGRESS)
+		return (2);
 	close(s->fd);
 	s->busy = false;
 	/*
@@ -345,6 +366,159 @@ preauth_reap(struct mig_dest *d, struct preauth *s, uint64_t hs_ms)
 	return (0);
 }
 
+/* Check a join against the session; the socket is the session's if 0. */
+static void
+join_try(struct mig_dest *d, struct preauth_set *ps, struct mig_conn *conn,
+    int fd, const char *peer)
+{
+	char msg[MIG_ERRMSG_MAX];
+	int error;
+
+	error = mig_conn_join(ps->session, conn, msg, sizeof(msg));
+	mig_conn_free(conn);
+	if (error == 0)
+		return;
+	dest_log(d, "Refused a stream join from %s: %s; still waiting", peer,
+	    msg);
+	close(fd);
+}
+
+static void
+join_drop(struct parked *j)
+{
+
+	mig_conn_free(j->conn);
+	close(j->fd);
+	j->busy = false;
+}
+
+/* Park a join that came before its session; the oldest makes room. */
+static void
+join_park(struct mig_dest *d, struct preauth_set *ps, struct preauth *s)
+{
+	struct parked *j, *oldest;
+	int i;
+
+	j = oldest = NULL;
+	for (i = 0; i < MIG_DEST_PREAUTH_MAX && j == NULL; i++) {
+		if (!ps->joins[i].busy)
+			j = &ps->joins[i];
+		else if (oldest == NULL ||
+		    ps->joins[i].started_us < oldest->started_us)
+			oldest = &ps->joins[i];
+	}
+	if (j == NULL) {
+		dest_log(d, "Refused a stream join from %s: closed to make "
+		    "room for a newer one; still waiting", oldest->peer);
+		join_drop(oldest);
+		j = oldest;
+	}
+	j->busy = true;
+	j->fd = s->fd;
+	j->conn = s->conn;
+	j->started_us = s->started_us;
+	snprintf(j->peer, sizeof(j->peer), "%s", s->peer);
+}
+
+/* Parked joins: try them on the session, drop the ones past time. */
+static void
+joins_check(struct mig_dest *d, struct preauth_set *ps, uint64_t now,
+    uint64_t hs_ms, uint64_t *wait_us)
+{
+	struct parked *j;
+	uint64_t end;
+	int i;
+
+	for (i = 0; i < MIG_DEST_PREAUTH_MAX; i++) {
+		j = &ps->joins[i];
+		if (!j->busy)
+			continue;
+		if (ps->session != NULL) {
+			join_try(d, ps, j->conn, j->fd, j->peer);
+			j->busy = false;
+			continue;
+		}
+		end = j->started_us + hs_ms * 1000;
+		if (now >= end) {
+			dest_log(d, "Refused a stream join from %s: no session "
+			    "it belongs to within %ju ms; still waiting",
+			    j->peer, (uintmax_t)hs_ms);
+			join_drop(j);
+		} else if (end - now < *wait_us)
+			*wait_us = end - now;
+	}
+}
+
+static void
+joins_drop_all(struct preauth_set *ps)
+{
+	int i;
+
+	for (i = 0; i < MIG_DEST_PREAUTH_MAX; i++)
+		if (ps->joins[i].busy)
+			join_drop(&ps->joins[i]);
+}
+
+/*
+ * A served handshake while a session's streams join: a join is tried,
+ * another source refused.
+ */
+static void
+session_reap(struct mig_dest *d, struct preauth_set *ps, struct preauth *s,
+    int r)
+{
+
+	if (r == 2) {
+		join_try(d, ps, s->conn, s->fd, s->peer);
+	} else {
+		dest_log(d, "Refused a migration connection from %s: the "
+		    "migration from %s is being set up; still waiting",
+		    s->peer, ps->session_peer);
+		mig_conn_free(s->conn);
+		close(s->fd);
+	}
+	s->busy = false;
+}
+
+/*
+ * The session once every stream joined: 0 with it, an errno value when
+ * its time ran out (the source proved the key: the receive fails), -1
+ * to go on waiting.  ps is freed unless -1.
+ */
+static int
+session_check(struct mig_dest *d, struct preauth_set *ps, uint64_t now,
+    uint64_t hs_ms, uint64_t *wait_us, struct mig_conn **cp,
+    struct mig_vminfo *vi, struct mig_error *err)
+{
+	uint64_t end;
+	uint32_t n;
+
+	end = ps->session_us + hs_ms * 1000;
+	if (!mig_conn_joined_all(ps->session) && now < end) {
+		if (end - now < *wait_us)
+			*wait_us = end - now;
+		return (-1);
+	}
+	preauth_stop_all(ps, NULL);
+	joins_drop_all(ps);
+	if (mig_conn_joined_all(ps->session)) {
+		snprintf(d->peer, sizeof(d->peer), "%s", ps->session_peer);
+		*cp = ps->session;
+		*vi = ps->session_vi;
+		free(ps);
+		mig_dest_set_state(MIG_DEST_RECEIVING);
+		return (0);
+	}
+	n = mig_conn_nstreams(ps->session);
+	mig_conn_free(ps->session);
+	close(ps->session_fd);
+	preauth_fail(err, ETIMEDOUT, "not every one of the %u streams of the "
+	    "migration from %s joined within %ju ms", n, ps->session_peer,
+	    (uintmax_t)hs_ms);
+	free(ps);
+	return (ETIMEDOUT);
+}
+
 int
 mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
     struct mig_conn **cp, struct mig_vminfo *vi, struct mig_error *err)
@@ -354,6 +528,7 @@ mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
 	struct preauth *s, *oldest;
 	uint64_t hs_ms, now, deadline, wait_us;
 	char drain[64];
+	bool held;
 	int error, i, n, nbusy, r, timeout;
 
 	hs_ms = d->handshake_timeout_ms != 0 ? d->handshake_timeout_ms :
@@ -387,11 +562,31 @@ mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
 				continue;
 			}
 			r = preauth_reap(d, s, hs_ms);
-			if (r == 0) {
+			held = r == 0;
+			if (r != 0 && ps->session != NULL) {
+				session_reap(d, ps, s, r);
+				held = true;
+			} else if (r == 2) {
+				join_park(d, ps, s);
+				s->busy = false;
+				held = true;
+			} else if (r == 1 && mig_conn_nstreams(s->conn) > 1) {
+				/* Its streams join before it is served. */
+				ps->session = s->conn;
+				ps->session_fd = s->fd;
+				ps->session_us = now;
+				ps->session_vi = s->vi;
+				snprintf(ps->session_peer,
+				    sizeof(ps->session_peer), "%s", s->peer);
+				s->busy = false;
+				held = true;
+			}
+			if (held) {
 				nbusy--;
 				continue;
 			}
 			preauth_stop_all(ps, s);
+			joins_drop_all(ps);
 			if (r < 0) {
 				error = s->error;
 				*err = s->err;
@@ -406,7 +601,12 @@ mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
 			mig_dest_set_state(MIG_DEST_RECEIVING);
 			return (0);
 		}
-		if (deadline != 0 && now >= deadline && nbusy == 0) {
+		joins_check(d, ps, now, hs_ms, &wait_us);
+		if (ps->session != NULL && (r = session_check(d, ps, now, hs_ms,
+		    &wait_us, cp, vi, err)) >= 0)
+			return (r);
+		if (deadline != 0 && now >= deadline && nbusy == 0 &&
+		    ps->session == NULL) {
 			preauth_stop_all(ps, NULL);
 			free(ps);
 			preauth_fail(err, ETIMEDOUT, "no source proved the key "
@@ -419,7 +619,7 @@ mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
 		pfd[n].events = POLLIN;
 		pfd[n++].revents = 0;
 		/* Past the listen deadline only the pending ones finish. */
-		if (deadline == 0 || now < deadline) {
+		if (deadline == 0 || now < deadline || ps->session != NULL) {
 			for (i = 0; i < d->nfds; i++) {
 				pfd[n].fd = d->fds[i];
 				pfd[n].events = POLLIN;

@@ -59,6 +59,10 @@ hs_hello(struct hs_state *hs, const struct mig_params *p,
 		me.caps |= MIG_CAP_WANT_ENCRYPT;
 	if (p->check_only && hs->ch->role == MIG_ROLE_SOURCE)
 		me.caps |= MIG_CAP_CHECK_ONLY;
+	/* A destination takes streams; a source says it brings some. */
+	if (hs->ch->role == MIG_ROLE_DEST ||
+	    (p->nstreams > 1 && !p->check_only))
+		me.caps |= MIG_CAP_STREAMS;
 	if ((error = mig_random(me.nonce, sizeof(me.nonce))) != 0) {
 		mig_fail(hs->err, mig_role_side(hs->ch->role),
 		    MIG_PHASE_HANDSHAKE, error, "no random numbers for the "
@@ -74,6 +78,8 @@ hs_hello(struct hs_state *hs, const struct mig_params *p,
 		    "sending HELLO");
 		return (error);
 	}
+	memcpy(hs->ch->hello, hs->mine, sizeof(hs->ch->hello));
+	/* EINPROGRESS: a JOIN for a session (migration_streams.h). */
 	if ((error = mig_expect(hs->ch, hs->err, MIG_PHASE_HANDSHAKE,
 	    MIG_MSG_HELLO, "waiting for HELLO", &payload, &len)) != 0)
 		return (error);
@@ -92,7 +98,8 @@ hs_hello(struct hs_state *hs, const struct mig_params *p,
 }
 
 static int
-hs_negotiate(struct hs_state *hs, uint32_t *version, bool *encrypt)
+hs_negotiate(struct hs_state *hs, uint32_t nstreams, uint32_t *version,
+    bool *encrypt)
 {
 	char why[MIG_ERRMSG_MAX];
 	uint32_t lo, hi, common;
@@ -122,6 +129,13 @@ hs_negotiate(struct hs_state *hs, uint32_t *version, bool *encrypt)
 	hs->ch->hold = (common & MIG_CAP_HOLD) != 0;
 	hs->ch->check_only = hs->ch->role == MIG_ROLE_DEST &&
 	    (hs->peer.caps & MIG_CAP_CHECK_ONLY) != 0;
+	hs->ch->streams = hs->ch->role == MIG_ROLE_DEST &&
+	    (hs->peer.caps & MIG_CAP_STREAMS) != 0;
+	if (hs->ch->role == MIG_ROLE_SOURCE && nstreams > 1 &&
+	    (hs->peer.caps & MIG_CAP_STREAMS) == 0)
+		return (hs_refuse(hs, MIG_PHASE_HANDSHAKE, EPROTONOSUPPORT,
+		    "the destination takes one stream only; migrate without "
+		    "streams"));
 	return (0);
 }
 
@@ -146,7 +160,8 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 	hs.err = err;
 	*rtt_us = mig_now_us();
 	if ((error = hs_hello(&hs, p, require_encrypt)) != 0 ||
-	    (error = hs_negotiate(&hs, version, &encrypt)) != 0)
+	    (error = hs_negotiate(&hs, p->check_only ? 1 : p->nstreams,
+	    version, &encrypt)) != 0)
 		return (error);
 	encrypt = encrypt || p->encrypt || require_encrypt;
 
@@ -157,8 +172,10 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 	else
 		error = mig_sha256(hs.theirs, sizeof(hs.theirs), hs.mine,
 		    sizeof(hs.mine), transcript);
-	if (error == 0)
+	if (error == 0) {
+		memcpy(ch->session, transcript, sizeof(ch->session));
 		error = mig_derive_keys(p->key, transcript, &keys);
+	}
 	if (error != 0) {
 		mig_fail(err, mig_role_side(ch->role), MIG_PHASE_AUTH, error,
 		    "could not derive session keys");

@@ -17,7 +17,9 @@
  *	request		string: the request payload (migration_ctl.h),
  *			the same bytes the test bed's tbctl sends
  *	socket		descriptor: the connected migration stream
- *			(migrate, migrate-check)
+ *			(migrate, migrate-check): stream 0
+ *	streams		descriptor array: streams 1..n-1 of a migration
+ *			with "streams=n" in its request (optional)
  *	progress	descriptor: one end of a socketpair: the events
  *			(migrate, migrate-check) or the one-line answer
  *
@@ -109,17 +111,42 @@ migrate_fd(const nvlist_t *nvl, const char *name)
 	return (dup(nvlist_get_descriptor(nvl, name)));
 }
 
+/*
+ * The streams of the request, duplicated, stream 0 first: how many.  More
+ * than the engine takes are counted, not taken, for the refusal to say.
+ */
+static int
+migrate_socks(const nvlist_t *nvl, int *socks)
+{
+	const int *more;
+	size_t i, n;
+
+	socks[0] = migrate_fd(nvl, "socket");
+	if (!nvlist_exists_descriptor_array(nvl, "streams"))
+		return (1);
+	more = nvlist_get_descriptor_array(nvl, "streams", &n);
+	if (n >= MIG_STREAMS_MAX) {
+		if (socks[0] >= 0)
+			close(socks[0]);
+		return ((int)n + 1);
+	}
+	for (i = 0; i < n; i++)
+		socks[i + 1] = dup(more[i]);
+	return ((int)n + 1);
+}
+
 static int
 migrate_start(struct vmctx *ctx, const nvlist_t *nvl, bool check)
 {
 	char msg[MIG_ERRMSG_MAX];
+	int socks[MIG_STREAMS_MAX];
 	const char *payload;
 
 	migrate_seam(ctx);
 	payload = nvlist_exists_string(nvl, "request") ?
 	    nvlist_get_string(nvl, "request") : "";
-	return (mig_source_migrate(payload, strlen(payload),
-	    migrate_fd(nvl, "socket"), migrate_fd(nvl, "progress"), check,
+	return (mig_source_migrate(payload, strlen(payload), socks,
+	    migrate_socks(nvl, socks), migrate_fd(nvl, "progress"), check,
 	    msg, sizeof(msg)));
 }
 

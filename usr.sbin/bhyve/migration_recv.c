@@ -28,6 +28,7 @@
 #include "migration_backend.h"
 #include "migration_disk.h"
 #include "migration_internal.h"
+#include "migration_streams.h"
 #include "migration_wire.h"
 
 struct mig_conn {
@@ -58,6 +59,7 @@ struct mig_conn {
 	uint64_t	section_len;
 	uint64_t	section_got;
 	bool		go;
+	struct mig_rxstreams *streams;	/* streams 1..n-1, or NULL */
 };
 
 static int
@@ -90,6 +92,29 @@ local_fail(struct mig_conn *c, int error, const char *what)
 	return (error);
 }
 
+/* STREAMS: the session's further streams are to join. */
+static int
+recv_streams(struct mig_conn *c, const struct mig_params *p)
+{
+	void *payload;
+	uint32_t len, n;
+	int error;
+
+	if ((error = mig_expect(&c->ch, c->err, c->phase, MIG_MSG_STREAMS,
+	    "waiting for the number of streams", &payload, &len)) != 0)
+		return (error);
+	if ((error = mig_streams_decode(payload, len, &n, c->ch.why,
+	    sizeof(c->ch.why))) != 0) {
+		chan_fail(c, error, "reading the number of streams");
+		mig_tell_peer(&c->ch, c->err);
+		return (error);
+	}
+	if ((error = mig_rxstreams_create(&c->streams, n, &c->ch, p->key)) !=
+	    0)
+		return (local_fail(c, error, "could not set up the streams"));
+	return (0);
+}
+
 int
 mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
     struct mig_vminfo *vi, struct mig_error *err)
@@ -119,7 +144,14 @@ mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
 	}
 	c->phase = MIG_PHASE_HANDSHAKE;
 	if ((error = mig_handshake(&c->ch, p, p->encrypt, &c->version,
-	    &c->rtt_us, err)) != 0)
+	    &c->rtt_us, err)) == EINPROGRESS) {
+		/* A further stream: mig_conn_join() checks its JOIN. */
+		c->err = NULL;
+		*cp = c;
+		return (error);
+	}
+	if (error != 0 || (c->ch.streams && (error = recv_streams(c, p)) !=
+	    0))
 		goto fail;
 	c->phase = MIG_PHASE_COMPAT;
 	if ((error = mig_expect(&c->ch, err, c->phase, MIG_MSG_VMINFO,
@@ -154,10 +186,37 @@ mig_conn_free(struct mig_conn *c)
 {
 	if (c == NULL)
 		return;
+	mig_rxstreams_free(c->streams);
 	mig_chan_destroy(&c->ch);
 	mig_disk_recv_free(c->disks);
 	free(c->section);
 	free(c);
+}
+
+uint32_t
+mig_conn_nstreams(const struct mig_conn *c)
+{
+
+	return (mig_rxstreams_count(c->streams));
+}
+
+bool
+mig_conn_joined_all(const struct mig_conn *c)
+{
+
+	return (mig_rxstreams_complete(c->streams));
+}
+
+int
+mig_conn_join(struct mig_conn *session, struct mig_conn *join, char *msg,
+    size_t msglen)
+{
+
+	if (session->streams == NULL) {
+		snprintf(msg, msglen, "the session has a single stream");
+		return (EPROTO);
+	}
+	return (mig_rxstreams_join(session->streams, &join->ch, msg, msglen));
 }
 
 static int
@@ -244,8 +303,20 @@ on_hold(struct mig_conn *c, void *payload, uint32_t len)
 	return (0);
 }
 
+/* The source broke the protocol in a PAGES frame. */
 static int
-on_pages(struct mig_conn *c, uint32_t len)
+pages_fail(struct mig_chan *ch, struct mig_error *err, enum mig_phase phase,
+    const char *doing, const char *why)
+{
+	snprintf(ch->why, sizeof(ch->why), "%s", why);
+	mig_fail_chan(err, ch, phase, EPROTO, doing);
+	return (EPROTO);
+}
+
+int
+mig_recv_pages(struct mig_chan *ch, const struct mig_vminfo *local,
+    struct mig_round_stats *r, uint64_t *pages, uint32_t len,
+    struct mig_error *err, enum mig_phase phase, const char *doing)
 {
 	struct iovec iov[MIG_PAGES_PER_MSG];
 	struct mig_pages_hdr ph;
@@ -254,31 +325,27 @@ on_pages(struct mig_conn *c, uint32_t len)
 	uint32_t i, n, ndata;
 	int error;
 
-	if (c->round == NULL)
-		return (proto_fail(c, "pages arrived outside a round"));
-	meta = c->ch.rxbuf;
+	meta = ch->rxbuf;
 	if (len < MIG_PAGES_HDR_LEN)
-		return (proto_fail(c, "PAGES message is truncated"));
-	if ((error = mig_chan_recv_body(&c->ch, meta,
-	    MIG_PAGES_HDR_LEN)) != 0)
-		return (chan_fail(c, error, "receiving memory"));
-	if ((error = mig_pages_hdr_decode(meta, MIG_PAGES_HDR_LEN, len, &ph,
-	    c->ch.why, sizeof(c->ch.why))) != 0)
-		return (chan_fail(c, error, "receiving memory"));
-	if (ph.seg >= c->local.nsegs)
-		return (proto_fail(c, "PAGES names a memory segment "
-		    "that does not exist"));
+		return (pages_fail(ch, err, phase, doing,
+		    "PAGES message is truncated"));
+	if ((error = mig_chan_recv_body(ch, meta, MIG_PAGES_HDR_LEN)) != 0 ||
+	    (error = mig_pages_hdr_decode(meta, MIG_PAGES_HDR_LEN, len, &ph,
+	    ch->why, sizeof(ch->why))) != 0)
+		goto fail;
+	if (ph.seg >= local->nsegs)
+		return (pages_fail(ch, err, phase, doing,
+		    "PAGES names a memory segment that does not exist"));
 	idx = (uint64_t *)(void *)(meta + MIG_PAGES_HDR_LEN);
-	if ((error = mig_chan_recv_body(&c->ch, idx, 8 * (size_t)ph.count))
-	    != 0)
-		return (chan_fail(c, error, "receiving memory"));
+	if ((error = mig_chan_recv_body(ch, idx, 8 * (size_t)ph.count)) != 0)
+		goto fail;
 	for (i = 0; i < ph.count; i++)
 		idx[i] = mig_le64dec(&idx[i]);
 	if ((error = mig_pages_index_check(idx, ph.count,
-	    c->local.segs[ph.seg].len / MIG_PAGE_SIZE, len, &ndata,
-	    c->ch.why, sizeof(c->ch.why))) != 0)
-		return (chan_fail(c, error, "receiving memory"));
-	host = c->local.segs[ph.seg].host;
+	    local->segs[ph.seg].len / MIG_PAGE_SIZE, len, &ndata,
+	    ch->why, sizeof(ch->why))) != 0)
+		goto fail;
+	host = local->segs[ph.seg].host;
 	n = 0;
 	for (i = 0; i < ph.count; i++) {
 		v = idx[i];
@@ -287,20 +354,32 @@ on_pages(struct mig_conn *c, uint32_t len)
 			/* Reading an untouched page faults in no memory. */
 			if (!mig_page_is_zero(page))
 				memset(page, 0, MIG_PAGE_SIZE);
-			c->round->zero_pages++;
+			r->zero_pages++;
 		} else {
 			iov[n].iov_base = page;
 			iov[n++].iov_len = MIG_PAGE_SIZE;
 		}
 	}
-	if (n > 0 && (error = mig_chan_recv_bodyv(&c->ch, iov, (int)n)) != 0)
-		return (chan_fail(c, error, "receiving memory"));
-	if ((error = mig_chan_recv_end(&c->ch)) != 0)
-		return (chan_fail(c, error, "receiving memory"));
-	c->round->pages_sent += n;
-	c->round_pages += ph.count;
-	c->round->bytes += MIG_HDR_LEN + len + MIG_TAG_LEN;
+	if ((n > 0 && (error = mig_chan_recv_bodyv(ch, iov, (int)n)) != 0) ||
+	    (error = mig_chan_recv_end(ch)) != 0)
+		goto fail;
+	r->pages_sent += n;
+	*pages += ph.count;
+	r->bytes += MIG_HDR_LEN + len + MIG_TAG_LEN;
 	return (0);
+fail:
+	mig_fail_chan(err, ch, phase, error, doing);
+	return (error);
+}
+
+static int
+on_pages(struct mig_conn *c, uint32_t len)
+{
+
+	if (c->round == NULL)
+		return (proto_fail(c, "pages arrived outside a round"));
+	return (mig_recv_pages(&c->ch, &c->local, c->round, &c->round_pages,
+	    len, c->err, c->phase, "receiving memory"));
 }
 
 /* Round 1 only: the pages are zero here already, left untouched. */
@@ -342,6 +421,11 @@ on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 	if (c->round == NULL || re.index != c->round->index)
 		return (proto_fail(c, "a round ended that had not "
 		    "begun"));
+	/* The barrier: every stream's part of the round is in. */
+	if (c->streams != NULL && (error = mig_rxstreams_round_end(c->streams,
+	    re.index, c->round->final, c->round, &c->round_pages, c->err)) !=
+	    0)
+		return (error);
 	if (re.pages != c->round_pages)
 		return (proto_fail(c, "a round's page count does not "
 		    "match the pages received"));
@@ -469,12 +553,25 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 	be->errmsg[0] = '\0';
 	st->nrounds = 0;
 	st->protocol_version = c->version;
+	st->nstreams = mig_rxstreams_count(c->streams);
 	st->encrypted = c->ch.encrypt;
 	st->rtt_us = c->rtt_us;
 	if ((error = check_compat(c)) != 0 || c->ch.check_only)
 		goto out;
+	if (c->streams != NULL && (error = mig_rxstreams_start(c->streams,
+	    &c->local, c->ch.fd, MIG_PHASE_PRECOPY)) != 0) {
+		local_fail(c, error, "could not start the stream receivers");
+		goto out;
+	}
 	c->phase = MIG_PHASE_PRECOPY;
 	while (!c->go) {
+		/* Stream 0 may idle while the others carry a round. */
+		if (c->round != NULL && c->streams != NULL &&
+		    (error = mig_rxstreams_wait(c->streams, c->ch.fd,
+		    c->p.io_timeout_ms)) != 0) {
+			chan_fail(c, error, "receiving the migration stream");
+			break;
+		}
 		if ((error = mig_chan_recv_hdr(&c->ch, &hdr)) != 0) {
 			chan_fail(c, error, c->hold_wait ? "waiting for the "
 			    "source's switchover hook" : "receiving the "
@@ -541,9 +638,13 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			break;
 	}
 out:
+	/* A stream's failure, if first, is the one to report. */
+	if (error != 0)
+		mig_rxstreams_stop(c->streams, err);
 	if (error != 0)
 		mig_tell_peer(&c->ch, err);
-	st->bytes_sent = c->ch.bytes_tx + c->ch.bytes_rx;
+	st->bytes_sent = c->ch.bytes_tx + c->ch.bytes_rx +
+	    mig_rxstreams_bytes(c->streams);
 	st->total_time_us = mig_now_us() - c->t0;
 	return (error);
 }

@@ -43,11 +43,13 @@ struct mig_source_seam {
 
 /*
  * The controller's way to the source: send command cmd with payload
- * (may be NULL), the connected migration socket (-1 if none) and the
- * reply channel to the VM named vm.  The VM holds its own copies of the
- * descriptors once this returns 0; else msg says why.
+ * (may be NULL), the nsocks connected migration sockets (stream 0
+ * first; none for an operator's command) and the reply channel to the
+ * VM named vm.  The VM holds its own copies of the descriptors once this
+ * returns 0; else msg says why.
  */
 int	mig_ctl_send(const char *vm, const char *cmd, const char *payload,
-	    int sock, int reply_fd, char *msg, size_t msglen);
+	    const int *socks, int nsocks, int reply_fd, char *msg,
+	    size_t msglen);
 
 #endif /* !_MIGRATION_SEAM_H_ */

@@ -15,7 +15,11 @@
  * destination that holds nothing, so round 1 sends all memory again.
  */
 
+#include <sys/types.h>
+#include <sys/socket.h>
+
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,13 +30,39 @@
 #include "migration_disk.h"
 #include "migration_internal.h"
 #include "migration_policy.h"
+#include "migration_streams.h"
 #include "migration_wire.h"
 
 /* Live rounds ask the dirty log again before each such share. */
 #define	MIG_RECHECK_WORDS	64	/* 4096 pages, 16 MiB */
 
+struct sender;
+
+/* One stream's sending side: its channel and its part of a round. */
+struct txstream {
+	struct sender	*s;
+	struct mig_chan	*ch;		/* stream 0: the sender's own */
+	struct mig_chan	own;		/* streams 1..n-1 */
+	uint32_t	index;
+	struct mig_error *err;		/* stream 0: the sender's */
+	struct mig_error own_err;
+	int		error;
+	pthread_t	tid;
+	struct mig_round_stats part;	/* this round's counts */
+	uint64_t	sent;		/* pages in this round's part */
+	uint8_t		*pagebuf;	/* frozen copies of pages */
+	uint8_t		meta[MIG_PAGES_HDR_LEN + 8 * MIG_PAGES_PER_MSG];
+	char		doing[48];	/* "sending memory [on stream i]" */
+};
+
 struct sender {
 	struct mig_chan	ch;
+	struct txstream	tx[MIG_STREAMS_MAX];
+	uint32_t	nstreams;
+	pthread_mutex_t	be_lock;	/* backend calls from the streams */
+	bool		be_lock_ready;
+	int		abort;		/* __atomic: a stream failed */
+	const struct mig_round_stats *round;	/* the one being sent */
 	struct mig_backend *be;
 	const struct mig_params *p;
 	struct mig_stats *st;
@@ -45,8 +75,6 @@ struct sender {
 	uint64_t	*todo[MIG_MAX_SEGS];	/* pages this round sends */
 	uint64_t	*next[MIG_MAX_SEGS];	/* taken early: next round's */
 	uint64_t	*chunk;			/* one collection's bitmap */
-	uint8_t		*pagebuf;		/* frozen copies of pages */
-	uint8_t		meta[MIG_PAGES_HDR_LEN + 8 * MIG_PAGES_PER_MSG];
 	uint64_t	pages_total;		/* sent in all rounds */
 	uint64_t	pause_us;
 	uint64_t	est_us;		/* final downtime estimate, or 0 */
@@ -100,17 +128,31 @@ estimate_check(struct sender *s, uint64_t paused_us)
 
 /* A backend operation failed: this is the source's own failure. */
 static int
-backend_fail(struct sender *s, int error, const char *what)
+backend_fail_err(struct sender *s, struct mig_error *err, int error,
+    const char *what)
 {
-	mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, error, "%s: %s", what,
+	mig_fail(err, MIG_SIDE_SOURCE, s->phase, error, "%s: %s", what,
 	    s->be->errmsg[0] != '\0' ? s->be->errmsg : strerror(error));
 	return (error);
+}
+
+static int
+backend_fail(struct sender *s, int error, const char *what)
+{
+	return (backend_fail_err(s, s->err, error, what));
 }
 
 static int
 chan_fail(struct sender *s, int error, const char *doing)
 {
 	mig_fail_chan(s->err, &s->ch, s->phase, error, doing);
+	return (error);
+}
+
+static int
+tx_fail(struct txstream *t, int error, const char *doing)
+{
+	mig_fail_chan(t->err, t->ch, t->s->phase, error, doing);
 	return (error);
 }
 
@@ -130,9 +172,12 @@ alloc_bitmaps(struct sender *s)
 	}
 	s->chunk = calloc(bitmap_words(MIG_DIRTY_CHUNK_PAGES),
 	    sizeof(uint64_t));
-	s->pagebuf = malloc((size_t)MIG_PAGES_PER_MSG * MIG_PAGE_SIZE);
-	if (s->chunk == NULL || s->pagebuf == NULL)
+	if (s->chunk == NULL)
 		return (ENOMEM);
+	for (i = 0; i < s->nstreams; i++)
+		if ((s->tx[i].pagebuf = malloc((size_t)MIG_PAGES_PER_MSG *
+		    MIG_PAGE_SIZE)) == NULL)
+			return (ENOMEM);
 	return (0);
 }
 
@@ -146,7 +191,8 @@ free_bitmaps(struct sender *s)
 		free(s->next[i]);
 	}
 	free(s->chunk);
-	free(s->pagebuf);
+	for (i = 0; i < MIG_STREAMS_MAX; i++)
+		free(s->tx[i].pagebuf);
 }
 
 typedef int	bits_op_t(void *, uint32_t, uint64_t, uint64_t, uint64_t *);
@@ -164,8 +210,8 @@ chunk_pages(const struct sender *s, uint32_t seg, uint64_t first,
 
 /* Run a backend bitmap operation over n pages into s->chunk. */
 static int
-fetch_bits(struct sender *s, bits_op_t *op, uint32_t seg, uint64_t first,
-    uint64_t n, const char *what)
+fetch_bits(struct sender *s, struct mig_error *err, bits_op_t *op,
+    uint32_t seg, uint64_t first, uint64_t n, const char *what)
 {
 	uint64_t nw;
 	int error;
@@ -173,7 +219,7 @@ fetch_bits(struct sender *s, bits_op_t *op, uint32_t seg, uint64_t first,
 	nw = bitmap_words(n);
 	memset(s->chunk, 0, nw * sizeof(uint64_t));
 	if ((error = op(s->be->arg, seg, first, n, s->chunk)) != 0)
-		return (backend_fail(s, error, what));
+		return (backend_fail_err(s, err, error, what));
 	/* Chunks are a multiple of 64 pages but the last. */
 	if (n % BITS_PER_WORD != 0)
 		s->chunk[nw - 1] &= (1ull << (n % BITS_PER_WORD)) - 1;
@@ -197,9 +243,9 @@ collect(struct sender *s, uint64_t *count)
 		for (first = 0; first < s->npages[seg]; first += n) {
 			n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
 			nw = bitmap_words(n);
-			if ((error = fetch_bits(s, s->be->ops->dirty_collect,
-			    seg, first, n, "could not read the dirty page log"))
-			    != 0)
+			if ((error = fetch_bits(s, s->err,
+			    s->be->ops->dirty_collect, seg, first, n,
+			    "could not read the dirty page log")) != 0)
 				return (error);
 			/* ORs into the chunk; it marks only these n pages. */
 			if (s->be->ops->devlog_collect != NULL &&
@@ -238,7 +284,8 @@ frozen_copy_needed(const struct sender *s)
 	return (!s->ch.encrypt && !s->paused);
 }
 
-static int	check_cancel(struct sender *);
+static int	cancel_check(const struct sender *, struct mig_error *);
+static void	kill_stream_fault(struct txstream *);
 
 /*
  * The hard bound on the pause.  By default ten times the downtime limit,
@@ -276,17 +323,19 @@ pause_spent_us(const struct sender *s)
  * common path rolls back and the guest resumes on the source.
  */
 static int
-pause_check(struct sender *s)
+pause_check(struct txstream *t)
 {
+	struct sender *s;
 	uint64_t bound, spent;
 	uint32_t left;
 	int error;
 
+	s = t->s;
 	bound = pause_bound_ms(s->p) * 1000;
 	spent = pause_spent_us(s);
 	estimate_check(s, spent);
 	if (spent >= bound) {
-		mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, ETIMEDOUT,
+		mig_fail(t->err, MIG_SIDE_SOURCE, s->phase, ETIMEDOUT,
 		    "the downtime bound was missed: the guest was paused "
 		    "%ju ms, past max_pause_ms %ju, before GO",
 		    (uintmax_t)(spent / 1000), (uintmax_t)(bound / 1000));
@@ -295,26 +344,28 @@ pause_check(struct sender *s)
 	left = (uint32_t)((bound - spent + 999) / 1000);
 	if (left > s->p->io_timeout_ms)
 		left = s->p->io_timeout_ms;
-	if ((error = mig_socket_timeout(s->ch.fd, left)) != 0)
-		return (chan_fail(s, error, "bounding the pause"));
+	if ((error = mig_socket_timeout(t->ch->fd, left)) != 0)
+		return (tx_fail(t, error, "bounding the pause"));
 	return (0);
 }
 
 /* A socket wait cut by the bound says so rather than "stopped responding". */
 static int
-pause_timeout(struct sender *s, int error)
+pause_timeout(struct txstream *t, int error)
 {
+	struct sender *s;
 	char note[128];
 	uint64_t bound, spent;
 
+	s = t->s;
 	bound = pause_bound_ms(s->p) * 1000;
 	spent = pause_spent_us(s);
-	if (error != 0 && s->err->code == ETIMEDOUT && spent + 1000000 >=
+	if (error != 0 && t->err->code == ETIMEDOUT && spent + 1000000 >=
 	    bound) {
 		snprintf(note, sizeof(note), "; the downtime bound was missed: "
 		    "the guest was paused %ju ms, max_pause_ms %ju",
 		    (uintmax_t)(spent / 1000), (uintmax_t)(bound / 1000));
-		mig_error_append(s->err, note);
+		mig_error_append(t->err, note);
 	}
 	return (error);
 }
@@ -323,33 +374,38 @@ pause_timeout(struct sender *s, int error)
 static int
 send_step(void *arg)
 {
-	struct sender *s = arg;
+	struct txstream *t = arg;
 	int error;
 
-	if ((error = check_cancel(s)) != 0 ||
-	    (s->paused && (error = pause_check(s)) != 0))
+	if ((error = cancel_check(t->s, t->err)) != 0 ||
+	    (t->s->paused && (error = pause_check(t)) != 0))
 		return (error);
 	return (0);
 }
 
 static int
-flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
-    const uint8_t **datapages, struct mig_round_stats *r)
+flush_pages(struct txstream *t, uint32_t seg, uint32_t count, uint32_t ndata,
+    const uint8_t **datapages)
 {
 	struct iovec parts[1 + MIG_PAGES_PER_MSG];
 	struct mig_pages_hdr ph;
+	struct sender *s;
 	uint64_t before;
 	uint32_t i;
 	int error, n;
 
+	s = t->s;
+	/* Another stream failed: this one stops too. */
+	if (__atomic_load_n(&s->abort, __ATOMIC_SEQ_CST) != 0)
+		return (ECANCELED);
 	/* A big round must not make an operator's cancel wait. */
-	if ((error = send_step(s)) != 0)
+	if ((error = send_step(t)) != 0)
 		return (error);
 	ph.seg = seg;
 	ph.count = count;
-	(void)mig_pages_hdr_encode(s->meta, MIG_PAGES_HDR_LEN, &ph);
+	(void)mig_pages_hdr_encode(t->meta, MIG_PAGES_HDR_LEN, &ph);
 	n = 0;
-	parts[n].iov_base = s->meta;
+	parts[n].iov_base = t->meta;
 	parts[n++].iov_len = MIG_PAGES_HDR_LEN + 8 * (size_t)count;
 	if (!frozen_copy_needed(s)) {
 		for (i = 0; i < ndata; i++) {
@@ -357,14 +413,13 @@ flush_pages(struct sender *s, uint32_t seg, uint32_t count, uint32_t ndata,
 			parts[n++].iov_len = MIG_PAGE_SIZE;
 		}
 	} else if (ndata > 0) {
-		parts[n].iov_base = s->pagebuf;
+		parts[n].iov_base = t->pagebuf;
 		parts[n++].iov_len = (size_t)ndata * MIG_PAGE_SIZE;
 	}
-	before = s->ch.bytes_tx;
-	if ((error = mig_chan_sendv(&s->ch, MIG_MSG_PAGES, parts, n)) != 0)
-		return (pause_timeout(s, chan_fail(s, error,
-		    "sending memory")));
-	r->bytes += s->ch.bytes_tx - before;
+	before = t->ch->bytes_tx;
+	if ((error = mig_chan_sendv(t->ch, MIG_MSG_PAGES, parts, n)) != 0)
+		return (pause_timeout(t, tx_fail(t, error, t->doing)));
+	t->part.bytes += t->ch->bytes_tx - before;
 	return (0);
 }
 
@@ -426,8 +481,8 @@ send_unpopulated(struct sender *s, uint32_t seg, struct mig_round_stats *r,
 	for (first = 0; first < s->npages[seg]; first += n) {
 		n = chunk_pages(s, seg, first, MIG_DIRTY_CHUNK_PAGES);
 		nw = bitmap_words(n);
-		if ((error = fetch_bits(s, s->be->ops->populated, seg, first,
-		    n, "could not tell which pages hold data")) != 0)
+		if ((error = fetch_bits(s, s->err, s->be->ops->populated, seg,
+		    first, n, "could not tell which pages hold data")) != 0)
 			return (error);
 		for (w = 0; w < nw; w++) {
 			t = &s->todo[seg][first / BITS_PER_WORD + w];
@@ -459,11 +514,13 @@ send_unpopulated(struct sender *s, uint32_t seg, struct mig_round_stats *r,
  * twice.  Take the dirty log of the range now; its pages go next round.
  */
 static int
-recheck(struct sender *s, uint32_t seg, uint64_t w, struct mig_round_stats *r)
+recheck(struct txstream *ts, uint32_t seg, uint64_t w)
 {
+	struct sender *s;
 	uint64_t first, n, nw, i, *t;
 	int error;
 
+	s = ts->s;
 	nw = bitmap_words(s->npages[seg]) - w;
 	if (nw > MIG_RECHECK_WORDS)
 		nw = MIG_RECHECK_WORDS;
@@ -472,31 +529,217 @@ recheck(struct sender *s, uint32_t seg, uint64_t w, struct mig_round_stats *r)
 		return (0);
 	first = w * BITS_PER_WORD;
 	n = chunk_pages(s, seg, first, nw * BITS_PER_WORD);
-	if ((error = fetch_bits(s, s->be->ops->dirty_collect, seg, first, n,
-	    "could not read the dirty page log")) != 0)
-		return (error);
-	for (i = 0; i < nw; i++) {
-		r->rewritten_pages += (uint64_t)__builtin_popcountll(t[i] &
-		    s->chunk[i]);
-		t[i] &= ~s->chunk[i];
-		s->next[seg][w + i] |= s->chunk[i];
+	/* The streams share the backend and the collection buffer. */
+	pthread_mutex_lock(&s->be_lock);
+	if ((error = fetch_bits(s, ts->err, s->be->ops->dirty_collect, seg,
+	    first, n, "could not read the dirty page log")) == 0) {
+		for (i = 0; i < nw; i++) {
+			ts->part.rewritten_pages +=
+			    (uint64_t)__builtin_popcountll(t[i] & s->chunk[i]);
+			t[i] &= ~s->chunk[i];
+			s->next[seg][w + i] |= s->chunk[i];
+		}
+	}
+	pthread_mutex_unlock(&s->be_lock);
+	return (error);
+}
+
+/*
+ * One stream's part of a round: the pages marked in todo in the chunks
+ * of MIG_STREAM_CHUNK_WORDS words this stream owns, clearing todo as it
+ * goes.  Counts into t->part and t->sent.
+ */
+static int
+send_part(struct txstream *t)
+{
+	const uint8_t *datapages[MIG_PAGES_PER_MSG];
+	struct sender *s;
+	const struct mig_round_stats *round;
+	const uint8_t *page;
+	uint64_t bits, c, end, idx, w, nw, step;
+	uint32_t seg, count, ndata;
+	int error, b;
+
+	s = t->s;
+	round = s->round;
+	step = (uint64_t)MIG_STREAM_CHUNK_WORDS * s->nstreams;
+	for (seg = 0; seg < s->vi.nsegs; seg++) {
+		count = ndata = 0;
+		nw = bitmap_words(s->npages[seg]);
+		for (c = (uint64_t)t->index * MIG_STREAM_CHUNK_WORDS; c < nw;
+		    c += step) {
+			if (!round->final && s->tracking &&
+			    (error = recheck(t, seg, c)) != 0)
+				return (error);
+			end = c + MIG_STREAM_CHUNK_WORDS < nw ?
+			    c + MIG_STREAM_CHUNK_WORDS : nw;
+			for (w = c; w < end; w++) {
+				bits = s->todo[seg][w];
+				s->todo[seg][w] = 0;
+				while (bits != 0) {
+					b = __builtin_ctzll(bits);
+					bits &= bits - 1;
+					idx = w * BITS_PER_WORD + (uint64_t)b;
+					if (s->p->fault ==
+					    MIG_FAULT_DROP_DIRTY_PAGE &&
+					    round->final && t->index == 0 &&
+					    !s->fault_done) {
+						s->fault_done = true;
+						continue;
+					}
+					page = s->vi.segs[seg].host +
+					    idx * MIG_PAGE_SIZE;
+					if (mig_page_is_zero(page)) {
+						idx |= MIG_PAGE_ZERO;
+						t->part.zero_pages++;
+					} else {
+						if (frozen_copy_needed(s))
+							memcpy(t->pagebuf +
+							    (size_t)ndata *
+							    MIG_PAGE_SIZE, page,
+							    MIG_PAGE_SIZE);
+						datapages[ndata++] = page;
+						t->part.pages_sent++;
+					}
+					mig_le64enc(t->meta +
+					    MIG_PAGES_HDR_LEN +
+					    8 * (size_t)count, idx);
+					t->sent++;
+					if (++count < MIG_PAGES_PER_MSG)
+						continue;
+					if ((error = flush_pages(t, seg, count,
+					    ndata, datapages)) != 0)
+						return (error);
+					count = ndata = 0;
+					kill_stream_fault(t);
+				}
+			}
+		}
+		if (count > 0 && (error = flush_pages(t, seg, count, ndata,
+		    datapages)) != 0)
+			return (error);
 	}
 	return (0);
+}
+
+/*
+ * Test only: the last stream dies after its first frame of round 1, as
+ * a connection reset by the network would end it.
+ */
+static void
+kill_stream_fault(struct txstream *t)
+{
+	struct sender *s;
+
+	s = t->s;
+	if (s->p->fault == MIG_FAULT_KILL_STREAM && t->index > 0 &&
+	    t->index == s->nstreams - 1 && s->round->index == 1)
+		(void)shutdown(t->ch->fd, SHUT_RDWR);
+}
+
+/* The first stream to fail stops the others; its error is the one. */
+static void
+part_failed(struct txstream *t)
+{
+	int none;
+
+	none = 0;
+	(void)__atomic_compare_exchange_n(&t->s->abort, &none,
+	    (int)t->index + 1, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+/* Streams 1..n-1: the part, then PART_END. */
+static void *
+part_thread(void *arg)
+{
+	struct mig_round_end re;
+	struct txstream *t;
+	uint8_t buf[32];
+	uint64_t before;
+
+	t = arg;
+	if ((t->error = send_part(t)) == 0) {
+		re.index = t->s->round->index;
+		re.pages = t->sent;
+		before = t->ch->bytes_tx;
+		if ((t->error = mig_chan_send(t->ch, MIG_MSG_PART_END, buf,
+		    mig_round_end_encode(buf, sizeof(buf), &re))) != 0)
+			(void)tx_fail(t, t->error, "ending a round's part");
+		t->part.bytes += t->ch->bytes_tx - before;
+	}
+	if (t->error != 0)
+		part_failed(t);
+	return (NULL);
+}
+
+/*
+ * All streams' parts of the round: 1..n-1 in threads, 0 in this one.
+ * The first failure recorded by any stream becomes the sender's.
+ */
+static int
+send_parts(struct sender *s, struct mig_round_stats *r, uint64_t *sent)
+{
+	struct txstream *t;
+	uint32_t i, started;
+	int error, first;
+
+	for (i = 0; i < s->nstreams; i++) {
+		t = &s->tx[i];
+		memset(&t->part, 0, sizeof(t->part));
+		memset(&t->own_err, 0, sizeof(t->own_err));
+		t->err = &t->own_err;
+		t->sent = 0;
+		t->error = 0;
+	}
+	s->round = r;
+	s->abort = 0;
+	error = 0;
+	for (started = 1; started < s->nstreams; started++) {
+		t = &s->tx[started];
+		if ((error = pthread_create(&t->tid, NULL, part_thread, t)) !=
+		    0) {
+			mig_fail(&s->tx[0].own_err, MIG_SIDE_SOURCE, s->phase,
+			    error, "could not start the sender of stream %u",
+			    started);
+			break;
+		}
+	}
+	if (error == 0)
+		error = send_part(&s->tx[0]);
+	if ((s->tx[0].error = error) != 0)
+		part_failed(&s->tx[0]);
+	for (i = 1; i < started; i++)
+		(void)pthread_join(s->tx[i].tid, NULL);
+	s->tx[0].err = s->err;
+	for (i = 0; i < s->nstreams; i++) {
+		t = &s->tx[i];
+		r->pages_sent += t->part.pages_sent;
+		r->zero_pages += t->part.zero_pages;
+		r->rewritten_pages += t->part.rewritten_pages;
+		r->bytes += t->part.bytes;
+		*sent += t->sent;
+	}
+	if ((first = s->abort) == 0)
+		return (0);
+	/* The others stopped because of it, quietly or not. */
+	*s->err = s->tx[first - 1].own_err;
+	if (s->err->code == 0)
+		mig_fail(s->err, MIG_SIDE_SOURCE, s->phase,
+		    s->tx[first - 1].error, "stream %d stopped: %s", first - 1,
+		    strerror(s->tx[first - 1].error));
+	return (s->err->code);
 }
 
 /* Send every page marked in todo, clearing todo as it goes. */
 static int
 send_round(struct sender *s, struct mig_round_stats *r)
 {
-	const uint8_t *datapages[MIG_PAGES_PER_MSG];
 	struct mig_round_begin rb;
 	struct mig_round_end re;
 	uint8_t buf[32];
-	const uint8_t *page;
-	uint64_t bits, idx, w, nw, sent;
-	uint32_t seg, count, ndata;
-	uint64_t t0, before;
-	int error, b;
+	uint64_t sent, t0, before;
+	uint32_t seg;
+	int error;
 
 	t0 = mig_now_us();
 	rb.index = r->index;
@@ -508,60 +751,15 @@ send_round(struct sender *s, struct mig_round_stats *r)
 		return (chan_fail(s, error, "starting a round"));
 	r->bytes += s->ch.bytes_tx - before;
 	sent = 0;
-	for (seg = 0; seg < s->vi.nsegs; seg++) {
+	for (seg = 0; seg < s->vi.nsegs; seg++)
 		if (r->index == 1 && s->ch.zero_ranges &&
 		    s->be->ops->populated != NULL &&
 		    (error = send_unpopulated(s, seg, r, &sent)) != 0)
 			return (error);
-		count = ndata = 0;
-		nw = bitmap_words(s->npages[seg]);
-		for (w = 0; w < nw; w++) {
-			if (!r->final && s->tracking &&
-			    w % MIG_RECHECK_WORDS == 0 &&
-			    (error = recheck(s, seg, w, r)) != 0)
-				return (error);
-			bits = s->todo[seg][w];
-			s->todo[seg][w] = 0;
-			while (bits != 0) {
-				b = __builtin_ctzll(bits);
-				bits &= bits - 1;
-				idx = w * BITS_PER_WORD + (uint64_t)b;
-				if (s->p->fault == MIG_FAULT_DROP_DIRTY_PAGE &&
-				    r->final && !s->fault_done) {
-					s->fault_done = true;
-					continue;
-				}
-				page = s->vi.segs[seg].host +
-				    idx * MIG_PAGE_SIZE;
-				if (mig_page_is_zero(page)) {
-					idx |= MIG_PAGE_ZERO;
-					r->zero_pages++;
-				} else {
-					if (frozen_copy_needed(s))
-						memcpy(s->pagebuf +
-						    (size_t)ndata *
-						    MIG_PAGE_SIZE, page,
-						    MIG_PAGE_SIZE);
-					datapages[ndata++] = page;
-					r->pages_sent++;
-				}
-				mig_le64enc(s->meta + MIG_PAGES_HDR_LEN +
-				    8 * (size_t)count, idx);
-				sent++;
-				if (++count == MIG_PAGES_PER_MSG) {
-					if ((error = flush_pages(s, seg, count,
-					    ndata, datapages, r)) != 0)
-						return (error);
-					count = ndata = 0;
-				}
-			}
-		}
-		if (count > 0 && (error = flush_pages(s, seg, count, ndata,
-		    datapages, r)) != 0)
-			return (error);
-	}
+	if ((error = send_parts(s, r, &sent)) != 0)
+		return (error);
 	if (s->disks != NULL && (error = mig_disk_send_round(s->disks, &s->ch,
-	    r, send_step, s)) != 0)
+	    r, send_step, &s->tx[0])) != 0)
 		return (error);
 	re.index = r->index;
 	re.pages = sent;
@@ -715,14 +913,21 @@ mark_all(struct sender *s)
 
 /* The operator cancelled: fail as any error before GO does. */
 static int
-check_cancel(struct sender *s)
+cancel_check(const struct sender *s, struct mig_error *err)
 {
 
 	if (!mig_cancelled(s->p->cancel))
 		return (0);
-	mig_fail(s->err, MIG_SIDE_SOURCE, s->phase, ECANCELED,
+	mig_fail(err, MIG_SIDE_SOURCE, s->phase, ECANCELED,
 	    "cancelled by the operator");
 	return (ECANCELED);
+}
+
+static int
+check_cancel(struct sender *s)
+{
+
+	return (cancel_check(s, s->err));
 }
 
 static int
@@ -815,17 +1020,17 @@ stop_and_copy(struct sender *s)
 		error = collect(s, &dirty);
 	else
 		dirty = mark_all(s);
-	if (error != 0 || (error = pause_check(s)) != 0)
+	if (error != 0 || (error = pause_check(&s->tx[0])) != 0)
 		goto out;
 	if (s->p->switchover_wait_ms != 0 &&
 	    ((error = mig_switchover_hold(&s->ch, s->be, s->p,
 	    s->st->nrounds + 1, dirty, s->err, &s->hook_us)) != 0 ||
-	    (error = pause_check(s)) != 0))
+	    (error = pause_check(&s->tx[0])) != 0))
 		goto out;
 	r = next_round(s, dirty, true);
 	progress(s, r->index, dirty, NULL);
-	if ((error = pause_timeout(s, send_round(s, r))) != 0 ||
-	    (error = pause_check(s)) != 0)
+	if ((error = pause_timeout(&s->tx[0], send_round(s, r))) != 0 ||
+	    (error = pause_check(&s->tx[0])) != 0)
 		goto out;
 
 	s->phase = MIG_PHASE_STATE;
@@ -838,8 +1043,9 @@ stop_and_copy(struct sender *s)
 	    (error = save_state(s, &ss, true)) != 0)
 		goto out;
 	for (i = 0; i < s->vi.nsections; i++) {
-		if ((error = pause_timeout(s, send_section(s, i, ss.buf[i],
-		    ss.len[i]))) != 0 || (error = pause_check(s)) != 0)
+		if ((error = pause_timeout(&s->tx[0], send_section(s, i,
+		    ss.buf[i], ss.len[i]))) != 0 ||
+		    (error = pause_check(&s->tx[0])) != 0)
 			goto out;
 	}
 	r->duration_us += mig_now_us() - t0;
@@ -854,9 +1060,9 @@ stop_and_copy(struct sender *s)
 		error = chan_fail(s, error, "announcing the end of the stream");
 		goto out;
 	}
-	if ((error = pause_timeout(s, mig_expect(&s->ch, s->err, s->phase,
-	    MIG_MSG_READY, "waiting for the destination to be ready",
-	    &payload, &len))) != 0 || (error = pause_check(s)) != 0)
+	if ((error = pause_timeout(&s->tx[0], mig_expect(&s->ch, s->err,
+	    s->phase, MIG_MSG_READY, "waiting for the destination to be ready",
+	    &payload, &len))) != 0 || (error = pause_check(&s->tx[0])) != 0)
 		goto out;
 	/* The destination's READY echoes what it counted: GO only if equal. */
 	if ((error = mig_ready_decode(payload, len, &ready, s->ch.why,
@@ -950,8 +1156,99 @@ roll_back(struct sender *s)
 	mig_tell_peer(&s->ch, s->err);
 }
 
+/*
+ * Set the streams' channels up over fds, stream 0 the sender's own.  The
+ * bandwidth limit is shared out among them.
+ */
+static int
+streams_init(struct sender *s, const int *fds)
+{
+	struct txstream *t;
+	uint64_t rate;
+	uint32_t i;
+	int error;
+
+	rate = s->p->bandwidth_limit / s->nstreams;
+	if ((error = pthread_mutex_init(&s->be_lock, NULL)) != 0)
+		return (error);
+	s->be_lock_ready = true;
+	for (i = 0; i < s->nstreams; i++) {
+		t = &s->tx[i];
+		t->s = s;
+		t->index = i;
+		t->ch = i == 0 ? &s->ch : &t->own;
+		t->err = i == 0 ? s->err : &t->own_err;
+		if (s->nstreams == 1)
+			snprintf(t->doing, sizeof(t->doing), "sending memory");
+		else
+			snprintf(t->doing, sizeof(t->doing),
+			    "sending memory on stream %u", i);
+		if ((error = mig_chan_init(t->ch, fds[i], MIG_ROLE_SOURCE,
+		    rate)) != 0 ||
+		    (error = mig_socket_setup(fds[i], s->p->io_timeout_ms)) !=
+		    0)
+			return (error);
+	}
+	return (0);
+}
+
+/* After AUTH: announce the streams and join 1..n-1 to the session. */
+static int
+streams_join(struct sender *s)
+{
+	uint8_t buf[MIG_STREAMS_LEN];
+	uint32_t i;
+	int error;
+
+	if (s->nstreams == 1)
+		return (0);
+	if ((error = mig_chan_send(&s->ch, MIG_MSG_STREAMS, buf,
+	    mig_streams_encode(buf, sizeof(buf), s->nstreams))) != 0)
+		return (chan_fail(s, error, "announcing the streams"));
+	for (i = 1; i < s->nstreams; i++)
+		if ((error = mig_stream_join(&s->tx[i].own, &s->ch, s->p->key,
+		    i, s->nstreams, s->err)) != 0)
+			return (error);
+	return (0);
+}
+
+/* After ACCEPT: the destination took every stream into the session. */
+static int
+streams_joined(struct sender *s)
+{
+	char doing[64];
+	void *payload;
+	uint32_t i;
+	int error;
+
+	for (i = 1; i < s->nstreams; i++) {
+		snprintf(doing, sizeof(doing), "waiting for stream %u to be "
+		    "accepted", i);
+		if ((error = mig_expect(&s->tx[i].own, s->err, s->phase,
+		    MIG_MSG_JOINED, doing, &payload, NULL)) != 0)
+			return (error);
+	}
+	return (0);
+}
+
+static void
+streams_destroy(struct sender *s)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->nstreams; i++) {
+		if (s->tx[i].ch == NULL)
+			break;
+		s->st->bytes_sent += s->tx[i].ch->bytes_tx +
+		    s->tx[i].ch->bytes_rx;
+		mig_chan_destroy(s->tx[i].ch);
+	}
+	if (s->be_lock_ready)
+		pthread_mutex_destroy(&s->be_lock);
+}
+
 enum mig_result
-mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
+mig_send(const int *fds, struct mig_backend *be, const struct mig_params *p,
     struct mig_stats *st, struct mig_error *err)
 {
 	struct sender s;
@@ -970,6 +1267,7 @@ mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
 	t0 = mig_now_us();
 	result = MIG_FAILED;
 	st->nrounds = 0;
+	st->bytes_sent = 0;
 
 	if ((error = mig_params_check(p, err->msg, sizeof(err->msg))) != 0) {
 		err->code = error;
@@ -977,19 +1275,21 @@ mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
 		err->guest_running_on_source = true;
 		return (MIG_FAILED);
 	}
-	if ((error = mig_chan_init(&s.ch, fd, MIG_ROLE_SOURCE,
-	    p->bandwidth_limit)) != 0 ||
-	    (error = mig_socket_setup(fd, p->io_timeout_ms)) != 0) {
+	/* A dry run checks over stream 0 alone. */
+	s.nstreams = p->check_only ? 1 : p->nstreams;
+	if ((error = streams_init(&s, fds)) != 0) {
 		mig_fail(err, MIG_SIDE_SOURCE, MIG_PHASE_CONNECT, error,
-		    "could not set up the migration socket: %s",
+		    "could not set up the migration sockets: %s",
 		    strerror(error));
 		goto done;
 	}
 	s.phase = MIG_PHASE_HANDSHAKE;
 	progress(&s, 0, 0, NULL);
-	if (mig_handshake(&s.ch, p, false, &version, &st->rtt_us, err) != 0)
+	if (mig_handshake(&s.ch, p, false, &version, &st->rtt_us, err) != 0 ||
+	    streams_join(&s) != 0)
 		goto done;
 	st->protocol_version = version;
+	st->nstreams = s.nstreams;
 	st->encrypted = s.ch.encrypt;
 	if (describe_and_check(&s) != 0)
 		goto done;
@@ -998,7 +1298,7 @@ mig_send(int fd, struct mig_backend *be, const struct mig_params *p,
 		result = MIG_OK;
 		goto done;
 	}
-	if ((error = check_cancel(&s)) != 0 ||
+	if ((error = check_cancel(&s)) != 0 || streams_joined(&s) != 0 ||
 	    (error = alloc_bitmaps(&s)) != 0) {
 		if (err->code == 0)
 			mig_fail(err, MIG_SIDE_SOURCE, s.phase, error,
@@ -1020,9 +1320,8 @@ done:
 	if (s.tracking)
 		be->ops->dirty_stop(be->arg);
 	mig_disk_send_end(s.disks);
-	st->bytes_sent = s.ch.bytes_tx + s.ch.bytes_rx;
 	st->total_time_us = mig_now_us() - t0;
 	free_bitmaps(&s);
-	mig_chan_destroy(&s.ch);
+	streams_destroy(&s);
 	return (result);
 }

@@ -60,7 +60,8 @@ struct writer {
 };
 
 struct job {
-	int		sock;
+	int		socks[MIG_STREAMS_MAX];
+	int		nsocks;
 	struct writer	*w;
 	struct mig_params params;
 	struct mig_cancel cancel;
@@ -370,6 +371,16 @@ outcome_of(const struct job *job, enum mig_result res,
 	return (MIG_OUT_FAILED);
 }
 
+static void
+close_socks(const int *socks, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (socks[i] >= 0)
+			close(socks[i]);
+}
+
 static void *
 migrate_main(void *arg)
 {
@@ -393,8 +404,8 @@ migrate_main(void *arg)
 		err.guest_running_on_source = true;
 		snprintf(err.msg, sizeof(err.msg), "out of memory");
 	} else
-		res = mig_send(job->sock, job->be, &job->params, &st, &err);
-	close(job->sock);
+		res = mig_send(job->socks, job->be, &job->params, &st, &err);
+	close_socks(job->socks, job->nsocks);
 	out = outcome_of(job, res, &err);
 
 	/* The state first: whoever reads the result may act on it. */
@@ -454,8 +465,8 @@ mig_source_init(const struct mig_source_seam *seam)
 }
 
 int
-mig_source_migrate(const char *payload, size_t len, int sock, int events,
-    bool check, char *msg, size_t msglen)
+mig_source_migrate(const char *payload, size_t len, const int *socks,
+    int nsocks, int events, bool check, char *msg, size_t msglen)
 {
 	pthread_attr_t attr;
 	pthread_t thr;
@@ -467,18 +478,34 @@ mig_source_migrate(const char *payload, size_t len, int sock, int events,
 		snprintf(msg, msglen, "out of memory");
 		goto fail;
 	}
-	job->sock = sock;
 	job->check = check;
 	job->phase = MIG_PHASE_COUNT;
-	if (sock < 0) {
+	if (nsocks < 1 || nsocks > MIG_STREAMS_MAX) {
+		error = EINVAL;
+		snprintf(msg, msglen, "the request carries %d migration "
+		    "connections, not 1 to %d", nsocks, MIG_STREAMS_MAX);
+		goto fail;
+	}
+	if (socks[0] < 0) {
 		error = EINVAL;
 		snprintf(msg, msglen, "the request carries no migration "
 		    "connection");
 		goto fail;
 	}
+	memcpy(job->socks, socks, sizeof(*socks) * (size_t)nsocks);
+	job->nsocks = nsocks;
 	if ((error = mig_request_decode(payload, len, &job->params, msg,
 	    msglen)) != 0)
 		goto fail;
+	/* A dry run uses stream 0 alone; a migration every stream. */
+	if ((check && nsocks != 1) || (!check &&
+	    job->params.nstreams != (uint32_t)nsocks)) {
+		error = EINVAL;
+		snprintf(msg, msglen, "the request asks for %u streams but "
+		    "carries %d connections", check ? 1 : job->params.nstreams,
+		    nsocks);
+		goto fail;
+	}
 	job->params.check_only = check;
 	mig_cancel_init(&job->cancel);
 	job->params.cancel = &job->cancel;
@@ -532,8 +559,8 @@ fail:
 	refuse(events, error, msg);
 	if (events >= 0)
 		close(events);
-	if (sock >= 0)
-		close(sock);
+	if (nsocks > 0 && nsocks <= MIG_STREAMS_MAX)
+		close_socks(socks, nsocks);
 	if (job != NULL) {
 		if (job->be != NULL)
 			src.seam.backend_destroy(src.seam.arg, job->be);

@@ -31,11 +31,13 @@ enum mig_source_state {
 void	mig_source_init(const struct mig_source_seam *);
 /*
  * Start a migration (or with check a dry run) in its own thread and
- * return at once.  The handler takes sock and events in every case;
- * a refusal goes to events as a result and to the return value.
+ * return at once.  socks are the nsocks connected streams (stream 0
+ * first; one for a dry run, as many as the request's "streams" for a
+ * migration).  The handler takes socks and events in every case; a
+ * refusal goes to events as a result and to the return value.
  */
-int	mig_source_migrate(const char *payload, size_t len, int sock,
-	    int events, bool check, char *msg, size_t msglen);
+int	mig_source_migrate(const char *payload, size_t len, const int *socks,
+	    int nsocks, int events, bool check, char *msg, size_t msglen);
 /* Cancel before GO: ESRCH if none runs, EALREADY once GO is decided. */
 int	mig_source_cancel(char *msg, size_t msglen);
 /*

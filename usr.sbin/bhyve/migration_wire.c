@@ -234,6 +234,10 @@ static const char *const msg_names[MIG_MSG_TYPE_MAX] = {
 	[MIG_MSG_DISK_BLOCKS] = "DISK_BLOCKS",
 	[MIG_MSG_DISK_ZERO] = "DISK_ZERO",
 	[MIG_MSG_HOLD] = "HOLD",
+	[MIG_MSG_STREAMS] = "STREAMS",
+	[MIG_MSG_JOIN] = "JOIN",
+	[MIG_MSG_JOINED] = "JOINED",
+	[MIG_MSG_PART_END] = "PART_END",
 };
 
 const char *
@@ -274,7 +278,8 @@ mig_hdr_decode(const uint8_t in[MIG_HDR_LEN], struct mig_hdr *h, char *msg,
 	h->type = mig_le16dec(in);
 	h->flags = mig_le16dec(in + 2);
 	h->len = mig_le32dec(in + 4);
-	if (h->type == 0 || h->type >= MIG_MSG_TYPE_MAX)
+	if (h->type == 0 || h->type >= MIG_MSG_TYPE_MAX ||
+	    msg_names[h->type] == NULL)
 		return (reject(msg, msglen, EPROTO,
 		    "unknown message type %u", h->type));
 	if (h->flags != 0)
@@ -1025,4 +1030,67 @@ mig_disk_zero_decode(void *buf, size_t len, const struct mig_vminfo *vi,
 	return (ranges_decode(buf, len, "DISK_ZERO", "disk", "blocks",
 	    vi->ndisks, disk_blocks, vi, &z->disk, &z->count, z->r, msg,
 	    msglen));
+}
+
+size_t
+mig_streams_encode(void *buf, size_t len, uint32_t nstreams)
+{
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, buf, len);
+	mig_put32(&c, nstreams);
+	return (cursor_result(&c));
+}
+
+int
+mig_streams_decode(void *buf, size_t len, uint32_t *nstreams, char *msg,
+    size_t msglen)
+{
+	struct mig_cursor c;
+	int error;
+
+	mig_cursor_init(&c, buf, len);
+	*nstreams = mig_get32(&c);
+	if ((error = cursor_done(&c, "STREAMS", msg, msglen)) != 0)
+		return (error);
+	if (*nstreams < 2 || *nstreams > MIG_STREAMS_MAX)
+		return (reject(msg, msglen, EPROTO, "STREAMS announces %u "
+		    "streams, not 2 to %d", *nstreams, MIG_STREAMS_MAX));
+	return (0);
+}
+
+size_t
+mig_join_encode(void *buf, size_t len, const struct mig_join *j)
+{
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, buf, len);
+	mig_put32(&c, j->index);
+	mig_put32(&c, j->nstreams);
+	mig_putbytes(&c, j->session, sizeof(j->session));
+	mig_putbytes(&c, j->proof, sizeof(j->proof));
+	return (cursor_result(&c));
+}
+
+int
+mig_join_decode(void *buf, size_t len, struct mig_join *j, char *msg,
+    size_t msglen)
+{
+	struct mig_cursor c;
+	int error;
+
+	mig_cursor_init(&c, buf, len);
+	j->index = mig_get32(&c);
+	j->nstreams = mig_get32(&c);
+	mig_getbytes(&c, j->session, sizeof(j->session));
+	mig_getbytes(&c, j->proof, sizeof(j->proof));
+	if ((error = cursor_done(&c, "JOIN", msg, msglen)) != 0)
+		return (error);
+	if (j->nstreams < 2 || j->nstreams > MIG_STREAMS_MAX)
+		return (reject(msg, msglen, EPROTO, "JOIN names %u streams, "
+		    "not 2 to %d", j->nstreams, MIG_STREAMS_MAX));
+	if (j->index == 0 || j->index >= j->nstreams)
+		return (reject(msg, msglen, EPROTO, "JOIN names stream %u of "
+		    "%u", j->index, j->nstreams));
+	return (0);
 }

@@ -45,6 +45,8 @@
 #define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
 #define	MIG_CAP_ZERO_RANGES	0x00000004u	/* ZERO_RANGES frames */
 #define	MIG_CAP_HOLD		0x00000010u	/* HOLD frames */
+/* Destination: takes several streams; source: STREAMS follows AUTH. */
+#define	MIG_CAP_STREAMS		0x00000020u
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
 #define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
 #define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES | \
@@ -70,6 +72,10 @@ enum mig_msg_type {
 	MIG_MSG_DISK_BLOCKS = 14, /* source: a batch of disk blocks */
 	MIG_MSG_DISK_ZERO = 15,	/* source: runs of zero disk blocks */
 	MIG_MSG_HOLD = 16,	/* source: paused, waiting for its hook */
+	MIG_MSG_STREAMS = 17,	/* source: how many streams the session has */
+	MIG_MSG_JOIN = 18,	/* source: a further stream joins a session */
+	MIG_MSG_JOINED = 19,	/* destination: the stream is part of it */
+	MIG_MSG_PART_END = 20,	/* source: one stream's part of a round */
 	MIG_MSG_TYPE_MAX
 };
 
@@ -192,6 +198,22 @@ struct mig_disk_zero {
 };
 
 /*
+ * Several streams (migration_streams.h).  STREAMS: u32 nstreams, on
+ * stream 0 between AUTH and VMINFO.  JOIN, in clear as the first frame
+ * of streams 1..n-1: u32 index | u32 nstreams | session[32] | proof[32].
+ * PART_END has ROUND_END's payload.
+ */
+#define	MIG_STREAMS_LEN		4
+#define	MIG_JOIN_LEN		(4 + 4 + 32 + 32)
+
+struct mig_join {
+	uint32_t	index;
+	uint32_t	nstreams;
+	uint8_t		session[32];
+	uint8_t		proof[32];
+};
+
+/*
  * A bounded cursor over a byte buffer.  Getters past the end set the
  * overflow flag and return zeros, so a decoder checks once at its end.
  */
@@ -287,6 +309,13 @@ int	mig_disk_blocks_decode(void *, size_t, const struct mig_vminfo *,
 size_t	mig_disk_zero_encode(void *, size_t, const struct mig_disk_zero *);
 int	mig_disk_zero_decode(void *, size_t, const struct mig_vminfo *,
 	    struct mig_disk_zero *, char *, size_t);
+size_t	mig_streams_encode(void *, size_t, uint32_t nstreams);
+/* nstreams from 2 to MIG_STREAMS_MAX. */
+int	mig_streams_decode(void *, size_t, uint32_t *nstreams, char *,
+	    size_t);
+size_t	mig_join_encode(void *, size_t, const struct mig_join *);
+/* index from 1 to nstreams - 1, nstreams from 2 to MIG_STREAMS_MAX. */
+int	mig_join_decode(void *, size_t, struct mig_join *, char *, size_t);
 
 const char *mig_msg_name(uint16_t type);
 

@@ -343,6 +343,35 @@ follow(int fd, const struct migrate_ctl *c)
 	return (code);
 }
 
+static void
+close_all(int *fds, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/*
+ * Connect the streams, stream 0 first: all to the same destination,
+ * which tells them apart by what the source says on each.
+ */
+static int
+connect_streams(const char *host, const char *port, const struct migrate_ctl *c,
+    int *socks, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if ((socks[i] = connect_dest(host, port, c->connect_timeout_ms,
+		    c->human && i == 0)) < 0) {
+			close_all(socks, i);
+			return (-1);
+		}
+	}
+	return (0);
+}
+
 static int
 migrate_or_check(const char *vm, const struct migrate_ctl *c)
 {
@@ -350,7 +379,7 @@ migrate_or_check(const char *vm, const struct migrate_ctl *c)
 	char msg[MIG_ERRMSG_MAX];
 	uint8_t key[MIG_KEY_LEN];
 	char *payload;
-	int error, sock, sp[2];
+	int error, nsocks, socks[MIG_STREAMS_MAX], sp[2];
 
 	if (c->keyfile == NULL) {
 		say("--%s needs --%s: a fresh key, the same one the "
@@ -382,15 +411,17 @@ migrate_or_check(const char *vm, const struct migrate_ctl *c)
 		say("out of memory");
 		return (MIG_EXIT_FAILED);
 	}
-	if ((sock = connect_dest(host, port, c->connect_timeout_ms,
-	    c->human)) < 0) {
+	/* A dry run checks over one connection. */
+	nsocks = c->cmd == MIGRATE_CMD_CHECK || !c->req.set[MIG_OPT_STREAMS] ?
+	    1 : (int)c->req.val[MIG_OPT_STREAMS];
+	if (connect_streams(host, port, c, socks, nsocks) != 0) {
 		explicit_bzero(payload, strlen(payload));
 		free(payload);
 		return (MIG_EXIT_FAILED);
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
 		say("cannot create the event channel: %s", strerror(errno));
-		close(sock);
+		close_all(socks, nsocks);
 		explicit_bzero(payload, strlen(payload));
 		free(payload);
 		return (MIG_EXIT_FAILED);
@@ -401,12 +432,12 @@ migrate_or_check(const char *vm, const struct migrate_ctl *c)
 		    c->req.set[MIG_OPT_NO_LIVE] ? "Non-live migration" :
 		    "Live migration", vm, host, port);
 	error = mig_ctl_send(vm, c->cmd == MIGRATE_CMD_CHECK ?
-	    "migrate_check" : "migrate", payload, sock, sp[1], msg,
+	    "migrate_check" : "migrate", payload, socks, nsocks, sp[1], msg,
 	    sizeof(msg));
 	explicit_bzero(payload, strlen(payload));
 	free(payload);
 	/* The VM holds its own copies of the descriptors now. */
-	close(sock);
+	close_all(socks, nsocks);
 	close(sp[1]);
 	if (error != 0) {
 		say("%s", msg);
@@ -435,7 +466,7 @@ operator_cmd(const char *vm, const struct migrate_ctl *c)
 		say("cannot create the reply channel: %s", strerror(errno));
 		return (MIG_EXIT_FAILED);
 	}
-	error = mig_ctl_send(vm, cmds[c->cmd], NULL, -1, sp[1], msg,
+	error = mig_ctl_send(vm, cmds[c->cmd], NULL, NULL, 0, sp[1], msg,
 	    sizeof(msg));
 	close(sp[1]);
 	if (error != 0) {

@@ -36,7 +36,7 @@ enum {
 
 _Static_assert(MIG_OPT_FAULT == MIG_OPT_COUNT - 1,
     "the test bed's fault option must be the table's last");
-_Static_assert(MIGRATE_OPT_BHYVECTL == 21,
+_Static_assert(MIGRATE_OPT_BHYVECTL == 22,
     "MIGRATE_LONG_OPTIONS() must list every bhyvectl migration option");
 
 /*
@@ -56,7 +56,7 @@ _Static_assert(MIGRATE_OPT_BHYVECTL == 21,
 	MIGRATE_LONG_OPTION(base, 14), MIGRATE_LONG_OPTION(base, 15),	\
 	MIGRATE_LONG_OPTION(base, 16), MIGRATE_LONG_OPTION(base, 17),	\
 	MIGRATE_LONG_OPTION(base, 18), MIGRATE_LONG_OPTION(base, 19),	\
-	MIGRATE_LONG_OPTION(base, 20)
+	MIGRATE_LONG_OPTION(base, 20), MIGRATE_LONG_OPTION(base, 21)
 
 /* bhyvectl: record option opt (0 .. MIGRATE_OPT_COUNT - 1). */
 int	migrate_option(int opt, const char *arg);

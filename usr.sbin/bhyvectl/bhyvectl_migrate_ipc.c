@@ -26,7 +26,7 @@
 
 int
 mig_ctl_send(const char *vm, const char *cmd, const char *payload,
-    int sock, int reply_fd, char *msg, size_t msglen)
+    const int *socks, int nsocks, int reply_fd, char *msg, size_t msglen)
 {
 	struct sockaddr_un addr;
 	nvlist_t *nvl;
@@ -36,8 +36,11 @@ mig_ctl_send(const char *vm, const char *cmd, const char *payload,
 	nvlist_add_string(nvl, "cmd", cmd);
 	if (payload != NULL)
 		nvlist_add_string(nvl, "request", payload);
-	if (sock >= 0)
-		nvlist_add_descriptor(nvl, "socket", sock);
+	if (nsocks > 0)
+		nvlist_add_descriptor(nvl, "socket", socks[0]);
+	if (nsocks > 1)
+		nvlist_add_descriptor_array(nvl, "streams", socks + 1,
+		    (size_t)nsocks - 1);
 	nvlist_add_descriptor(nvl, "progress", reply_fd);
 	if ((error = nvlist_error(nvl)) != 0) {
 		snprintf(msg, msglen, "cannot build the request: %s",
