@@ -337,7 +337,9 @@ def compile_one(
     overlay: Path,
     extra: Sequence[str] = (),
     openssl: Path | None = None,
+    output: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Compile one file; the object is kept at output if given."""
     if compiler.sysroot is not None:
         system = [compiler.sysroot / "usr" / "include"]
     else:
@@ -354,12 +356,113 @@ def compile_one(
             "-c",
             str(source.path),
             "-o",
-            os.path.join(tmp, "out.o"),
+            str(output) if output is not None else os.path.join(tmp, "out.o"),
         ]
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
         except (OSError, subprocess.SubprocessError) as exc:
             raise CompileCheckError(f"{compiler.name}: cannot run {argv[0]}: {exc}") from exc
+
+
+# The programs the series builds from project files: each program's directory, and the
+# directories its Makefile's .PATH adds (bhyvectl links engine files from bhyve's).
+PROGRAMS = {
+    "bhyve": ("usr.sbin/bhyve",),
+    "bhyvectl": ("usr.sbin/bhyvectl", "usr.sbin/bhyve"),
+}
+NM = "nm"
+
+
+def program_sources(repo: Path) -> dict[str, list[Path]]:
+    """Each program's project C files, as its Makefile hunks add them to SRCS."""
+    out: dict[str, list[Path]] = {}
+    for prog, dirs in PROGRAMS.items():
+        added: list[str] = []
+        pattern = "*/" + dirs[0].replace("/", "__") + "__Makefile.diff"
+        for diff in sorted((repo / "patches" / "hunks").glob(pattern)):
+            text = "\n".join(
+                line[1:]
+                for line in diff.read_text().splitlines()
+                if line.startswith("+") and not line.startswith("+++")
+            )
+            for stmt in text.replace("\\\n", " ").splitlines():
+                if re.match(r"\s*SRCS\s*\+?=", stmt):
+                    added += [w for w in stmt.split("=", 1)[1].split() if w.endswith(".c")]
+        found = []
+        for name in added:
+            for d in dirs:
+                if (repo / d / name).is_file():
+                    found.append(repo / d / name)
+                    break
+        out[prog] = found
+    return out
+
+
+def object_path(objdir: Path, repo: Path, source: Path) -> Path:
+    return objdir / source.relative_to(repo).with_suffix(".o")
+
+
+def _symbols(obj: Path) -> tuple[set[str], set[str]]:
+    """(defined, undefined) external symbols of an object file."""
+    try:
+        proc = subprocess.run(
+            [NM, "-g", "-P", str(obj)], capture_output=True, text=True, timeout=60, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CompileCheckError(f"cannot list the symbols of {obj} with {NM}: {exc}") from exc
+    defined, undefined = set(), set()
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 2:
+            (undefined if fields[1] in ("U", "w", "v") else defined).add(fields[0])
+    return defined, undefined
+
+
+def link_check(repo: Path, objdir: Path, programs: dict[str, list[Path]]) -> list[Failure]:
+    """Each program's SRCS define every project symbol its SRCS use, once; and every
+    project C file of a program's directory is in its SRCS.  A symbol counts as the
+    project's when some project object under usr.sbin/ defines it."""
+    sources = [s.path for s in find_sources(repo) if s.path.is_relative_to(repo / "usr.sbin")]
+    syms = {p: _symbols(object_path(objdir, repo, p)) for p in sources}
+    owner: dict[str, Path] = {}
+    for path, (defined, _) in syms.items():
+        for name in defined:
+            owner.setdefault(name, path)
+    failures = []
+    for prog, srcs in programs.items():
+        makefile = f"{PROGRAMS[prog][0]}/Makefile"
+        home = repo / PROGRAMS[prog][0]
+        for path in sources:
+            if path.parent == home and path not in srcs:
+                failures.append(
+                    Failure("link", path.relative_to(repo), f"{prog}: not in {makefile}'s SRCS")
+                )
+        defined_by: dict[str, Path] = {}
+        for path in srcs:
+            for name in syms[path][0]:
+                if name in defined_by:
+                    failures.append(
+                        Failure(
+                            "link",
+                            path.relative_to(repo),
+                            f"{prog}: {name} is also defined by "
+                            f"{defined_by[name].relative_to(repo)}",
+                        )
+                    )
+                defined_by[name] = path
+        for path in srcs:
+            missing = sorted(n for n in syms[path][1] if n in owner and n not in defined_by)
+            for name in missing:
+                failures.append(
+                    Failure(
+                        "link",
+                        path.relative_to(repo),
+                        f"{prog}: uses {name}, defined in "
+                        f"{owner[name].relative_to(repo)}, which {makefile}'s SRCS "
+                        "does not list",
+                    )
+                )
+    return failures
 
 
 # Machine-independent kernel files (sys/dev/vmm/) build into vmm.ko on arm64 and riscv
@@ -455,12 +558,24 @@ def compile_all(repo: Path, workdir: Path | None = None, want_clang: bool = True
     with tempfile.TemporaryDirectory(prefix="fbsd-compile-") as tmp:
         tc = prepare(repo, Path(workdir or tmp), want_clang)
         report = Report(skipped=dict(tc.skipped))
+        objdir = Path(tmp) / "objects"
         for compiler in tc.compilers:
             report.compiled[compiler.name] = 0
             report.kernel[compiler.name] = 0
             for source in sources:
+                # The first compiler's userland objects feed the link check.
+                keep = None
+                if compiler is tc.compilers[0] and not source.kernel:
+                    keep = object_path(objdir, repo, source.path)
+                    keep.parent.mkdir(parents=True, exist_ok=True)
                 proc = compile_one(
-                    compiler, repo, source, tc.zig_root, tc.overlay, openssl=tc.openssl
+                    compiler,
+                    repo,
+                    source,
+                    tc.zig_root,
+                    tc.overlay,
+                    openssl=tc.openssl,
+                    output=keep,
                 )
                 if proc.returncode != 0:
                     report.failures.append(
@@ -470,6 +585,8 @@ def compile_all(repo: Path, workdir: Path | None = None, want_clang: bool = True
                 report.compiled[compiler.name] += 1
                 if source.kernel:
                     report.kernel[compiler.name] += 1
+        if not report.failures:
+            report.failures += link_check(repo, objdir, program_sources(repo))
         mi = mi_kernel_sources(repo)
         for arch, target, arch_dir, flags in OTHER_ARCHES:
             name = f"zig-{arch}"

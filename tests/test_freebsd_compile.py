@@ -131,3 +131,48 @@ def test_hunk_with_wrong_context_is_refused() -> None:
     hunk = fc._Hunk(1, ["no such line"], ["replacement"])
     with pytest.raises(fc.HunkApplyError, match="context not found"):
         fc.apply_hunks("a\nb\n", [hunk], Path("x.diff"))
+
+
+@pytest.fixture(scope="module")
+def objects(toolchain: fc.Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """zig's objects of the usr.sbin files, for the link check."""
+    objdir = tmp_path_factory.mktemp("objects")
+    comp = _compiler(toolchain, "zig")
+    for src in fc.find_sources(ROOT):
+        if not src.path.is_relative_to(ROOT / "usr.sbin"):
+            continue
+        out = fc.object_path(objdir, ROOT, src.path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        proc = fc.compile_one(
+            comp,
+            ROOT,
+            src,
+            toolchain.zig_root,
+            toolchain.overlay,
+            openssl=toolchain.openssl,
+            output=out,
+        )
+        assert proc.returncode == 0, proc.stderr
+    return objdir
+
+
+def test_programs_link_what_they_call(objects: Path) -> None:
+    programs = fc.program_sources(ROOT)
+    names = {prog: {p.name for p in srcs} for prog, srcs in programs.items()}
+    assert {"migration_receive.c", "migration_bdisk.c"} <= names["bhyve"]
+    assert {"bhyvectl_migrate.c", "migration_send.c"} <= names["bhyvectl"]
+    failures = fc.link_check(ROOT, objects, programs)
+    assert not failures, "\n".join(f"{f.path}: {f.output}" for f in failures)
+
+
+def test_link_check_catches_a_missing_engine_file(objects: Path) -> None:
+    programs = fc.program_sources(ROOT)
+    programs["bhyvectl"] = [p for p in programs["bhyvectl"] if p.name != "migration_disk.c"]
+    programs["bhyve"] = [p for p in programs["bhyve"] if p.name != "migration_receive.c"]
+    out = [f"{f.path}: {f.output}" for f in fc.link_check(ROOT, objects, programs)]
+    assert any(
+        "migration_send.c: bhyvectl: uses mig_disk_send_begin, defined in "
+        "usr.sbin/bhyve/migration_disk.c" in line
+        for line in out
+    ), out
+    assert "usr.sbin/bhyve/migration_receive.c: bhyve: not in usr.sbin/bhyve/Makefile's SRCS" in out
