@@ -440,8 +440,8 @@ mig_bhyve_disk_recv_done(void *arg)
 	struct bhyve_mig *bm = arg;
 	int error;
 
-	if ((error = mig_bdisk_flush(bm->be.errmsg, sizeof(bm->be.errmsg)))
-	    != 0)
+	error = mig_bdisk_flush(bm->be.errmsg, sizeof(bm->be.errmsg));
+	if (error != 0)
 		return (error);
 	return (mig_bdisk_unmark(bm->be.errmsg, sizeof(bm->be.errmsg)));
 }

@@ -7,8 +7,8 @@
 /*
  * bhyvectl's side of the controller's seam (migration_seam.h): the
  * request travels to bhyve's control socket in an nvlist, the payload in
- * its "request" string, the descriptors moved into it, as bhyvectl's
- * --checkpoint sends its directory.
+ * its "request" string, the descriptors duplicated into it (the caller
+ * closes its own), as bhyvectl's --checkpoint sends its directory.
  */
 
 #include <sys/param.h>
