@@ -97,6 +97,8 @@ class Report:
     kernel: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # Program -> how many project files its SRCS list, for programs link-checked.
+    linked: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +111,8 @@ class Report:
                 f"{name}: {count} files compiled "
                 f"({count - self.kernel.get(name, 0)} userland, {self.kernel.get(name, 0)} kernel)"
             )
+        for prog, count in self.linked.items():
+            lines.append(f"link check: {prog}: the {count} project files of its SRCS")
         for name, why in self.skipped.items():
             lines.append(f"{name}: skipped: {why}")
         for f in self.failures:
@@ -586,7 +590,9 @@ def compile_all(repo: Path, workdir: Path | None = None, want_clang: bool = True
                 if source.kernel:
                     report.kernel[compiler.name] += 1
         if not report.failures:
-            report.failures += link_check(repo, objdir, program_sources(repo))
+            programs = program_sources(repo)
+            report.failures += link_check(repo, objdir, programs)
+            report.linked = {prog: len(srcs) for prog, srcs in programs.items()}
         mi = mi_kernel_sources(repo)
         for arch, target, arch_dir, flags in OTHER_ARCHES:
             name = f"zig-{arch}"
