@@ -24,7 +24,6 @@
 #include <sys/param.h>
 #include <sys/socket.h>
 
-
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
