@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from harness.tasks import engine, hosts, patches, testbed
+from harness.tasks import engine, faults, hosts, patches, testbed
 
 ns = Collection()
 ns.add_task(hosts.build)
@@ -10,5 +10,6 @@ ns.add_task(hosts.deploy)
 ns.add_task(engine.migrate)
 ns.add_task(engine.resolve)
 ns.add_task(engine.bench)
+ns.add_task(faults.faults)
 ns.add_collection(testbed.ns)
 ns.add_collection(patches.ns)

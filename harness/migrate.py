@@ -85,6 +85,8 @@ class RunningGuest:
             self.tbctl("stop", check=False, timeout=30.0)
             if self.process.wait(10.0) is None:
                 self.process.kill()
+        # A guest process that was killed cannot remove its control socket.
+        self.endpoint.runner.run(["rm", "-f", self.control], check=False)
 
 
 @dataclass
@@ -216,6 +218,7 @@ class TestbedDriver:
     controller: str = "tbctl"
     receiver: Process | None = None
     arrived: RunningGuest | None = None  # the guest on the destination, once it runs
+    receiver_args: list[str] = field(default_factory=list)  # test-only tbvm receive options
     _keys: list[tuple[Runner, str]] = field(default_factory=list)
     _prober: Prober | None = None
     _port: int = 0
@@ -269,6 +272,7 @@ class TestbedDriver:
             argv.append("--lazy-memory")
         if self.flow.destination_fault:
             argv += ["--fault", self.flow.destination_fault]
+        argv += self.receiver_args
         self.receiver = dst.runner.spawn(argv)
         try:
             line = self.receiver.wait_line("LISTENING", self.flow.start_timeout_s)

@@ -70,6 +70,26 @@ static const char *const state_names[] = {
 	"running", "paused", "migrating", "migrated"
 };
 
+/*
+ * Test-only: where "tbvm receive --stop-at" stops itself (SIGSTOP) for
+ * the fault matrix to inject a fault while both ends sit in one phase.
+ */
+enum stop_point {
+	STOP_NONE = 0,
+	STOP_HANDSHAKE,		/* both proofs checked, compat not answered */
+	STOP_ROUND1,		/* round 1 received */
+	STOP_ROUND2,		/* round 2 received, not the last */
+	STOP_STOPCOPY,		/* the paused round received */
+	STOP_READY,		/* READY sent, GO not read */
+	STOP_GO,		/* GO read, RUNNING not sent */
+	STOP_RUNNING		/* RUNNING sent */
+};
+
+static const char *const stop_names[] = {
+	"none", "handshake", "round1", "round2", "stopcopy", "ready", "go",
+	"running"
+};
+
 struct opts {
 	bool		receive;
 	const char	*control;
@@ -80,6 +100,7 @@ struct opts {
 	const char	*keyfile;
 	const char	*report;
 	const char	*fault;		/* post-GO fault of receive */
+	enum stop_point	stop_at;
 	const char	*stateless_device; /* run: a device without state */
 	bool		require_encryption;
 	uint32_t	timeout_ms;	/* 0: the engine's default */
@@ -94,6 +115,7 @@ static struct vm {
 	int		wake[2];	/* exit requests: one byte, the code */
 	struct tb_probe	*probe;
 	bool		receiving;	/* "tbvm receive" */
+	enum stop_point	stop_at;	/* test-only, receive */
 	const char	*stateless_device;
 
 	pthread_mutex_t	mtx;		/* what follows */
@@ -123,7 +145,9 @@ usage(void)
 	    "\t    --key-file FILE --control PATH [--probe HOST:PORT]\n"
 	    "\t    [--report FILE] [--require-encryption] [--timeout MS]\n"
 	    "\t    [--lazy-memory] [--fault lose-running|die-after-go]\n"
-	    "\t    [--listen-timeout MS] [--handshake-timeout MS]\n");
+	    "\t    [--listen-timeout MS] [--handshake-timeout MS]\n"
+	    "\t    [--stop-at handshake|round1|round2|stopcopy|ready|go|"
+	    "running]\n");
 	exit(EX_USAGE);
 }
 
@@ -162,6 +186,19 @@ option_name(const struct option *opts, int ch)
 	return (opts->name != NULL ? opts->name : "?");
 }
 
+static enum stop_point
+parse_stop_point(const char *arg)
+{
+	size_t i, n;
+
+	n = sizeof(stop_names) / sizeof(stop_names[0]);
+	for (i = STOP_HANDSHAKE; i < n; i++)
+		if (strcmp(arg, stop_names[i]) == 0)
+			return ((enum stop_point)i);
+	usage_error("--stop-at: '%s' is none of handshake, round1, round2, "
+	    "stopcopy, ready, go, running", arg);
+}
+
 static void
 parse_args(int argc, char **argv, struct tb_guest_config *cfg,
     struct opts *o)
@@ -184,6 +221,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "listen-timeout", required_argument, NULL, 'L' },
 		{ "handshake-timeout", required_argument, NULL, 'H' },
 		{ "fault", required_argument, NULL, 'F' },
+		{ "stop-at", required_argument, NULL, 'T' },
 		{ "lazy-memory", no_argument, NULL, 'Z' },
 		{ "stateless-device", required_argument, NULL, 'N' },
 		{ "dma", required_argument, NULL, 'D' },
@@ -203,7 +241,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 	cfg->fill = TB_FILL_PATTERN;
 	cfg->workload.kind = TB_WL_IDLE;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (!o->receive && strchr("lkrEtFLHZ", ch) != NULL)
+		if (!o->receive && strchr("lkrEtFLHZT", ch) != NULL)
 			usage_error("--%s is an option of 'tbvm receive'",
 			    option_name(longopts, ch));
 		switch (ch) {
@@ -289,6 +327,9 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 				usage_error("--fault: '%s' is neither "
 				    "'lose-running' nor 'die-after-go'", optarg);
 			o->fault = optarg;
+			break;
+		case 'T':
+			o->stop_at = parse_stop_point(optarg);
 			break;
 		case 'd':
 			if (tb_parse_size(optarg, &cfg->disk.size) != 0)
@@ -872,6 +913,34 @@ dest_log(void *arg __unused, const char *line)
 	fprintf(stderr, "tbvm: %s\n", line);
 }
 
+/* Test-only: stop here if --stop-at names this point; SIGCONT goes on. */
+static void
+stop_here(enum stop_point point)
+{
+
+	if (vm.stop_at != point)
+		return;
+	printf("STOPPED %s pid=%ld\n", stop_names[point], (long)getpid());
+	fflush(stdout);
+	(void)raise(SIGSTOP);
+}
+
+/* The receiving engine's progress: a round's end, or READY sent. */
+static void
+dest_progress(void *arg __unused, const struct mig_progress *p)
+{
+	const struct mig_round_stats *r = p->last_round;
+
+	if (p->phase == MIG_PHASE_SWITCHOVER)
+		stop_here(STOP_READY);
+	else if (r != NULL && r->final)
+		stop_here(STOP_STOPCOPY);
+	else if (r != NULL && r->index == 1)
+		stop_here(STOP_ROUND1);
+	else if (r != NULL && r->index == 2)
+		stop_here(STOP_ROUND2);
+}
+
 static int
 receive(const struct opts *o)
 {
@@ -887,6 +956,7 @@ receive(const struct opts *o)
 	int error;
 
 	vm.receiving = true;
+	vm.stop_at = o->stop_at;
 	conn = NULL;
 	memset(&d, 0, sizeof(d));
 	d.log = dest_log;
@@ -918,7 +988,7 @@ receive(const struct opts *o)
 		goto fail_stats;
 	}
 	__atomic_store_n(&vm.guest, g, __ATOMIC_RELEASE);
-	tb_backend_init(&vm.be, vm.guest, NULL, NULL);
+	tb_backend_init(&vm.be, vm.guest, dest_progress, NULL);
 	if (mig_dest_listen(&d, o->listen, host, sizeof(host), port,
 	    sizeof(port), msg, sizeof(msg)) != 0) {
 		fprintf(stderr, "tbvm: --listen %s: %s\n", o->listen, msg);
@@ -928,9 +998,12 @@ receive(const struct opts *o)
 		goto fail_stats;
 	printf("LISTENING %s %s\n", host, port);
 	fflush(stdout);
-	if (mig_dest_accept(&d, &params, &conn, &peer, &err) != 0 ||
-	    mig_dest_receive(&d, &params, &conn, &vm.be.mb, &st, &err) != 0)
+	if (mig_dest_accept(&d, &params, &conn, &peer, &err) != 0)
 		goto fail;
+	stop_here(STOP_HANDSHAKE);
+	if (mig_dest_receive(&d, &params, &conn, &vm.be.mb, &st, &err) != 0)
+		goto fail;
+	stop_here(STOP_GO);
 	mig_dest_close(&d);
 	if (tb_backend_missing_section(&vm.be, section, sizeof(section))) {
 		snprintf(err.msg, sizeof(err.msg), "state section %s never "
@@ -951,6 +1024,7 @@ receive(const struct opts *o)
 	mig_conn_free(conn);
 	write_report(o->report, MIG_OUT_OK, NULL, &st);
 	mig_stats_free(&st);
+	stop_here(STOP_RUNNING);
 	printf("RUNNING pid=%ld\n", (long)getpid());
 	fflush(stdout);
 	return (wait_exit());
