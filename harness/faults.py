@@ -279,27 +279,42 @@ def _cell_flow() -> FlowOptions:
                        keep_running=True)  # fmt: skip
 
 
+@dataclass
+class HostScan:
+    """What runs and lies on one host: tbvm/tbctl processes, workdir files, TCP listeners."""
+
+    processes: list[str]
+    files: list[str]
+    listening: list[str]
+
+
+def scan(ep: Endpoint) -> HostScan:
+    """One command per host (each SSH round trip costs)."""
+    work = ep.runner.workdir
+    script = (f"pgrep -a -x tbvm; pgrep -a -x tbctl; echo @@; ls -A {work}; echo @@; "
+              "ss -Hltnp; true")  # fmt: skip
+    parts = (ep.runner.run(["sh", "-c", script]).stdout.split("@@\n") + ["", ""])[:3]
+    # The namespaces share one pid space: the workdir tells the hosts' processes apart.
+    procs = [ln for ln in parts[0].splitlines() if f"{work}/" in ln]
+    ports = [ln.split()[3] for ln in parts[2].splitlines()
+             if len(ln.split()) > 3 and "sshd" not in ln]  # fmt: skip
+    return HostScan(procs, parts[1].split(), ports)
+
+
 def _cell_processes(ep: Endpoint, tag: str) -> list[str]:
     """This cell's tbvm/tbctl processes on ep (their command lines name the tag)."""
-    listing = ep.runner.run(["sh", "-c", "pgrep -a -x tbvm; pgrep -a -x tbctl; true"]).stdout
-    # The namespaces share one pid space: the workdir tells the hosts apart.
-    return [line for line in listing.splitlines()
-            if f"-{tag}" in line and f"{ep.runner.workdir}/" in line]  # fmt: skip
+    return [line for line in scan(ep).processes if f"-{tag}" in line]
 
 
 def leftovers(ep: Endpoint) -> list[str]:
     """What a finished migration must not leave on ep: tbvm/tbctl processes, control
     sockets, key files, the destination's report, listening TCP ports besides sshd's."""
-    work = ep.runner.workdir
-    found = []
-    listing = ep.runner.run(["sh", "-c", "pgrep -a -x tbvm; pgrep -a -x tbctl; true"]).stdout
-    found += [f"process {line}" for line in listing.splitlines() if work in line]
-    files = ep.runner.run(["sh", "-c", f"ls -A {work}"]).stdout.split()
-    found += [f"file {work}/{f}" for f in files if f.endswith((".ctl", ".key", ".json"))]
-    ports = ep.runner.run(["ss", "-Hltnp"], check=False).stdout.splitlines()
-    found += [f"listening {line.split()[3]}" for line in ports
-              if line.split() and 'sshd' not in line]  # fmt: skip
-    return [f"{ep.name}: {item}" for item in found]
+    found = scan(ep)
+    items = [f"process {line}" for line in found.processes]
+    items += [f"file {ep.runner.workdir}/{f}" for f in found.files
+              if f.endswith((".ctl", ".key", ".json"))]  # fmt: skip
+    items += [f"listening {port}" for port in found.listening]
+    return [f"{ep.name}: {item}" for item in items]
 
 
 def _running(guests: list[tuple[Endpoint, str]]) -> list[str]:
@@ -312,9 +327,9 @@ def _sweep(endpoints: tuple[Endpoint, Endpoint], tag: str) -> None:
     """Kill whatever of this cell still runs, so that one failed cell does not spoil the
     next; the cell has recorded it as left behind first."""
     for ep in endpoints:
-        for line in _cell_processes(ep, tag):
-            _kill(ep, int(line.split()[0]))
-        ep.runner.run(["sh", "-c", f"rm -f {ep.runner.workdir}/*-{tag}*"], check=False)
+        pids = " ".join(line.split()[0] for line in _cell_processes(ep, tag))
+        script = f"kill -KILL {pids} 2>/dev/null; rm -f {ep.runner.workdir}/*-{tag}*; true"
+        ep.runner.run(["sh", "-c", script], check=False)
 
 
 def _retry(home: RunningGuest | None, endpoints: tuple[Endpoint, Endpoint], tag: str) -> Report:
@@ -394,11 +409,10 @@ def run_cell(endpoints: tuple[Endpoint, Endpoint], phase: str, fault: str) -> Ce
                                 f"{retry.error}, {retry.verification}")  # fmt: skip
         except HarnessError as exc:
             problems.append(f"the retry failed: {exc}")
-    time.sleep(0.3)
     cell.leftovers = leftovers(src_ep) + leftovers(dst_ep)
     if cell.leftovers:
         problems.append("left behind: " + "; ".join(cell.leftovers))
-    _sweep(endpoints, tag)
+        _sweep(endpoints, tag)
     if problems:
         cell.verdict = "fail"
     cell.seconds = round(time.monotonic() - started, 1)

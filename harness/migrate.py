@@ -394,6 +394,8 @@ class TestbedDriver:
         if where == "undecided":
             return  # both copies stay as they are, for an operator to resolve
         kept = self.home(where) if keep_running else None
+        if kept is not None and not kept.process.alive():
+            kept = None  # its process died: stop() removes what it left
         for guest in (self.source, self.arrived):
             if guest is not None and guest is not kept:
                 guest.stop()
