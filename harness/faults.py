@@ -91,10 +91,9 @@ CI_CELLS: tuple[tuple[str, str], ...] = (
     ("round1", "kill-destination"),
     ("roundN", "link-flap"),
     ("stopcopy", "hang-destination"),
-    ("after-ready", "kill-destination"),
     ("after-ready", "kill-controller"),
-    ("after-go", "black-hole"),
     ("after-go", "kill-source"),
+    ("after-go", "black-hole"),
     ("after-running", "link-down"),
 )
 

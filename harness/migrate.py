@@ -509,15 +509,54 @@ def quiet() -> Display:
     return PlainDisplay(io.StringIO())
 
 
+def _status_kib(status: dict[str, str], key: str) -> int:
+    return int(status.get(key, "0 kB").split()[0])
+
+
+def process_usage(guest: RunningGuest) -> dict[str, Any]:
+    """A guest process's open descriptors, threads and memory (VmRSS; VmHWM, its peak),
+    read from /proc on its host (Linux hosts: the test bed); {} when it cannot be read."""
+    pid = getattr(guest.process, "pid", None)
+    if pid is None:
+        return {}
+    res = guest.endpoint.runner.run(
+        ["sh", "-c", f"ls /proc/{pid}/fd | wc -l && cat /proc/{pid}/status"], check=False)
+    lines = res.stdout.splitlines()
+    if res.returncode != 0 or not lines:
+        return {}
+    status = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+    return {"host": guest.endpoint.name, "pid": pid, "fds": int(lines[0]),
+            "threads": int(status.get("Threads", "0")),
+            "rss_kib": _status_kib(status, "VmRSS"),
+            "peak_rss_kib": _status_kib(status, "VmHWM")}  # fmt: skip
+
+
+def harness_usage() -> dict[str, Any]:
+    """The harness's own descriptors, threads and memory: it lives across every hop."""
+    import os
+    import threading
+
+    with open("/proc/self/status") as handle:
+        status = dict(line.split(":", 1) for line in handle if ":" in line)
+    return {"pid": os.getpid(), "fds": len(os.listdir("/proc/self/fd")),
+            "threads": threading.active_count(), "rss_kib": _status_kib(status, "VmRSS"),
+            "peak_rss_kib": _status_kib(status, "VmHWM")}  # fmt: skip
+
+
 @dataclass
 class PingPong:
-    """Migrate a guest back and forth between two endpoints count times."""
+    """Migrate a guest back and forth between two endpoints count times.
+
+    usage gets one entry a hop: the source process before it sends, the destination
+    process once the guest runs there (each hop's guest is a new process, which then
+    sends the next hop), and the harness, which lives across all of them."""
 
     a: Endpoint
     b: Endpoint
     guest: Guest
     policy: MigrationPolicy
     flow: FlowOptions = field(default_factory=FlowOptions)
+    usage: list[dict[str, Any]] = field(default_factory=list)
 
     def run(self, count: int, display: Display | None = None,
             on_report: Callable[[Report], None] | None = None) -> list[Report]:  # fmt: skip
@@ -529,9 +568,14 @@ class PingPong:
             for i in range(count):
                 keep = i < count - 1
                 flow = dataclasses.replace(self.flow, keep_running=keep)
+                before = process_usage(current)
                 outcome = migrate_once(current, other, self.guest, self.policy, flow,
                                        f"pp{i + 1}", display)  # fmt: skip
                 reports.append(outcome.report)
+                self.usage.append({
+                    "hop": i + 1, "source": before,
+                    "destination": process_usage(outcome.guest) if outcome.guest else {},
+                    "harness": harness_usage()})  # fmt: skip
                 if on_report is not None:
                     on_report(outcome.report)
                 if outcome.report.status != "completed" or not keep:

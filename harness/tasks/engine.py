@@ -23,7 +23,7 @@ from harness.errors import HarnessError
 from harness.flow import FlowOptions, Report, require_ok
 from harness.migrate import PingPong, resolve_testbed
 from harness.progress import Display, PlainDisplay, make_display
-from harness.report import plot_rounds, summary, write_json
+from harness.report import plot_rounds, summary, usage_table, write_json
 from harness.ssh import SSHRunner
 from harness.units import parse_size
 
@@ -149,6 +149,7 @@ def migrate(
     from harness.local import local_endpoints
 
     display: Display | None = None
+    usage: list[dict] = []
     try:
         if local or (hosts is None and os.geteuid() != 0):
             if not local:
@@ -177,7 +178,9 @@ def migrate(
             if check:
                 reports = [_testbed_check(endpoints, guest, flow, display)]
             else:
-                reports = PingPong(*endpoints, guest, policy, flow).run(runs, display)
+                pingpong = PingPong(*endpoints, guest, policy, flow)
+                reports = pingpong.run(runs, display)
+                usage = pingpong.usage
     except (HarnessError, ValueError) as exc:
         sys.exit(f"migrate: {exc}")
     finally:
@@ -185,12 +188,18 @@ def migrate(
             display.close()
     for rep in reports:
         print(summary(rep.as_json()))
+    if len(usage) > 1:
+        print("processes per hop (fds, threads, RSS and peak RSS in MiB):")
+        print(usage_table(usage))
     if report:
         path = Path(report)
         docs = [r.as_json() for r in reports]
         write_json(docs[0] if len(docs) == 1 else docs, path)
         plot_rounds(docs[-1], path.with_suffix(".png"))
         print(f"report: {path} (plot {path.with_suffix('.png')})")
+        if usage:
+            write_json(usage, path.with_suffix(".usage.json"))
+            print(f"process usage per hop: {path.with_suffix('.usage.json')}")
     try:
         for rep in reports:
             require_ok(rep)
