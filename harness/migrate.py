@@ -392,7 +392,13 @@ class TestbedDriver:
 
     def finish(self, where: str, keep_running: bool) -> None:
         if where == "undecided":
-            return  # both copies stay as they are, for an operator to resolve
+            # Both copies stay as they are, for an operator to resolve; what a dead
+            # process left (its control socket) goes.
+            if not self.source.process.alive():
+                self.source.stop()
+            if self.receiver is not None and not self.receiver.alive():
+                self.destination.runner.run(["rm", "-f", self.dst_control], check=False)
+            return
         kept = self.home(where) if keep_running else None
         if kept is not None and not kept.process.alive():
             kept = None  # its process died: stop() removes what it left

@@ -17,6 +17,8 @@ from harness import faults
 from harness.config import load_hosts
 from harness.deploy import endpoints_for
 from harness.errors import HarnessError
+from harness.flow import resolve
+from harness.migrate import quiet
 from harness.netns import Testbed, TestbedSpec
 
 STATE = Path("/var/lib/bhyve-migration-testbed-pytest-faults")
@@ -85,3 +87,26 @@ def test_table_counts() -> None:
     row = next(line for line in text.splitlines() if line.strip().startswith("handshake"))
     assert "FAIL" in row and "pass" in row
     assert faults.as_json(cells)["counts"] == {"pass": 2, "fail": 1, "n/a": 1}
+
+
+class _SourceDiedMeanwhile:
+    """A Resolvable whose destination does not run the guest and whose source's process
+    is gone (roundN x kill-source: the controller saw the switchover, then the VM died)."""
+
+    source_name = "a"
+    destination_name = "b"
+
+    def destination_runs_guest(self) -> bool:
+        return False
+
+    def resume_source(self) -> None:
+        raise HarnessError("a: tbctl resume: Connection refused (is tbvm running?)")
+
+    def destroy_source(self) -> None:
+        raise AssertionError("a guest the destination does not run is never destroyed")
+
+
+def test_resolving_with_the_source_gone_reports_it_instead_of_failing() -> None:
+    res = resolve(_SourceDiedMeanwhile(), quiet())
+    assert (res.action, res.guest_runs_on) == ("none", "undecided")
+    assert "Connection refused" in res.detail
