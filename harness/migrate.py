@@ -335,7 +335,7 @@ class TestbedDriver:
         return False
 
     def resume_source(self) -> None:
-        self.source.tbctl("resume", timeout=30.0)
+        resume_paused(self.source.endpoint, self.source.control)
 
     def destroy_source(self) -> None:
         self.source.stop()
@@ -430,6 +430,26 @@ def guest_status(ep: Endpoint, control: str) -> dict[str, Any] | None:
     return status
 
 
+def resume_paused(ep: Endpoint, control: str, settle_s: float = 30.0) -> None:
+    """Resume the source's guest if an indeterminate migration left it paused.
+
+    The source may still be finishing its side (its controller died, so it cancels and
+    rolls back by itself): wait until it leaves "migrating", then resume only a paused
+    guest.  MigrationError when its process is gone: no copy is left to resume."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        status = guest_status(ep, control)
+        if status is None:
+            raise MigrationError(f"{ep.name}: no process serves {control}: the source's "
+                                 "copy of the guest is gone")  # fmt: skip
+        if status["state"] != "migrating" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if status["state"] == "running":
+        return  # it rolled back by itself
+    ep.runner.run([ep.tool("tbctl"), "--control", control, "resume"], timeout=30.0)
+
+
 @dataclass
 class ControlSockets:
     """harness.flow.Resolvable from two control sockets alone (`invoke resolve`), for an
@@ -462,7 +482,7 @@ class ControlSockets:
         return False
 
     def resume_source(self) -> None:
-        self._tbctl(self.source, self.source_control, "resume")
+        resume_paused(self.source, self.source_control)
 
     def destroy_source(self) -> None:
         self._tbctl(self.source, self.source_control, "stop")
