@@ -322,6 +322,10 @@ class TestbedDriver:
         return self.receiver is not None and self.receiver.alive()
 
     def destination_runs_guest(self) -> bool | None:
+        # Ask only once the source's side is over: a receiver that has GO may be about
+        # to run the guest while the source still waits for its RUNNING; ended now, the
+        # guest would run nowhere once the RUNNING arrives.
+        settled_source(self.source.endpoint, self.source.control)
         if not self._receiver_alive():
             return False
         status = guest_status(self.destination, self.dst_control)
@@ -430,23 +434,28 @@ def guest_status(ep: Endpoint, control: str) -> dict[str, Any] | None:
     return status
 
 
-def resume_paused(ep: Endpoint, control: str, settle_s: float = 30.0) -> None:
-    """Resume the source's guest if an indeterminate migration left it paused.
-
-    The source may still be finishing its side (its controller died, so it cancels and
-    rolls back by itself): wait until it leaves "migrating", then resume only a paused
-    guest.  MigrationError when its process is gone: no copy is left to resume."""
+def settled_source(ep: Endpoint, control: str, settle_s: float = 30.0) -> dict[str, Any] | None:
+    """The source's guest-status once it has left "migrating" (its side of the migration
+    is over: migrated, rolled back, or paused by an indeterminate outcome); None when no
+    process serves control (it migrated and exited, or died)."""
     deadline = time.monotonic() + settle_s
     while True:
         status = guest_status(ep, control)
-        if status is None:
-            raise MigrationError(f"{ep.name}: no process serves {control}: the source's "
-                                 "copy of the guest is gone")  # fmt: skip
-        if status["state"] != "migrating" or time.monotonic() > deadline:
-            break
+        if status is None or status["state"] != "migrating" or time.monotonic() > deadline:
+            return status
         time.sleep(0.2)
+
+
+def resume_paused(ep: Endpoint, control: str) -> None:
+    """Resume the source's guest if an indeterminate migration left it paused; a source
+    that rolled back by itself (its controller died) is left running.  MigrationError when
+    its process is gone: no copy is left to resume."""
+    status = settled_source(ep, control)
+    if status is None:
+        raise MigrationError(f"{ep.name}: no process serves {control}: the source's "
+                             "copy of the guest is gone")  # fmt: skip
     if status["state"] == "running":
-        return  # it rolled back by itself
+        return
     ep.runner.run([ep.tool("tbctl"), "--control", control, "resume"], timeout=30.0)
 
 
@@ -472,6 +481,7 @@ class ControlSockets:
         ep.runner.run([ep.tool("tbctl"), "--control", control, command], timeout=30.0)
 
     def destination_runs_guest(self) -> bool | None:
+        settled_source(self.source, self.source_control)  # as TestbedDriver's
         status = guest_status(self.destination, self.destination_control)
         if status is not None and status["guest_runs_here"]:
             return True
