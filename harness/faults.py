@@ -1,11 +1,13 @@
 """The fault matrix: a fault injected at each phase of a migration on the namespace test bed,
 and the invariant checked after each one.
 
-A phase is reached exactly, not by timing: the destination (`tbvm receive --stop-at POINT`,
-test-only) stops itself with SIGSTOP at the phase's point and prints "STOPPED POINT pid=N".
-With both ends held there (the source waits for the stopped destination), the harness
-injects the fault, then continues the destination unless the fault is to kill it or to
-keep it hung.  The migration then plays out through harness.flow as users run it,
+A phase is reached exactly, not by timing: one end (`tbvm run|receive --stop-at POINT`,
+test-only) stops itself with SIGSTOP at the phase's point and prints "STOPPED POINT pid=N":
+the source as round 1, round 2 or the paused last round begins (before its pages leave),
+the destination at the handshake and the switchover's steps.  With both ends held there
+(the other end waits for the stopped one), the harness injects the fault, then continues
+the stopped end unless the fault is to kill it; a hung destination is stopped and
+continued only after the hang.  The migration then plays out through harness.flow as users run it,
 including its resolution of an indeterminate outcome.
 
 The invariant, checked after each cell:
@@ -49,16 +51,17 @@ MAX_PAUSE_MS = 4000  # and on a paused guest's switchover after this long
 HANG_S = 6.0  # a hung destination stays stopped this long: past both deadlines
 FLAP_S = 1.0  # link-flap: down this long, well within the peer timeout
 
-# phase -> (the destination's stop point, what holds there)
-PHASES: dict[str, tuple[str, str]] = {
-    "handshake": ("handshake", "both proofs checked, compatibility not answered yet"),
-    "round1": ("round1", "round 1 received; the source goes on with round 2"),
-    "roundN": ("round2", "round 2 of 3 live rounds received"),
-    "stopcopy": ("stopcopy", "guest paused on the source, its last pages received"),
-    "after-ready": ("ready", "the destination sent READY, has not read GO"),
-    "after-go": ("go", "the destination read GO, has not sent RUNNING"),
-    "after-running": ("running", "the destination sent RUNNING"),
-}
+# phase -> (the end that stops, its stop point, what holds there)
+PHASES: dict[str, tuple[str, str, str]] = {
+    "handshake": ("destination", "handshake",
+                  "both proofs checked, compatibility not answered yet"),
+    "round1": ("source", "round1", "round 1 begins: none of its pages sent"),
+    "roundN": ("source", "round2", "round 2 of 3 live rounds begins"),
+    "stopcopy": ("source", "stopcopy", "guest paused, the last round's pages not sent"),
+    "after-ready": ("destination", "ready", "the destination sent READY, has not read GO"),
+    "after-go": ("destination", "go", "the destination read GO, has not sent RUNNING"),
+    "after-running": ("destination", "running", "the destination sent RUNNING"),
+}  # fmt: skip
 
 FAULTS: dict[str, str] = {
     "kill-destination": "SIGKILL the receiving tbvm",
@@ -161,6 +164,7 @@ class Injector:
     """Waits for the destination's stop point in a thread, then injects the fault."""
 
     fault: str
+    stopping: str  # the end that stops at the point: source | destination
     source: Endpoint
     destination: Endpoint
     driver: FaultDriver
@@ -190,36 +194,51 @@ class Injector:
         ep.runner.run(["ip", *args], timeout=15.0)
         self.actions.append(f"{ep.name}: ip {' '.join(args)}")
 
+    @property
+    def _stopped(self) -> tuple[Endpoint, Process | None]:
+        if self.stopping == "source":
+            return self.source, self.driver.source.process
+        return self.destination, self.driver.receiver
+
     def _continue(self) -> None:
-        self.actions.append(_kill(self.destination, self._stopped_pid, "CONT"))
+        self.actions.append(_kill(self._stopped[0], self._stopped_pid, "CONT"))
 
     def _run(self) -> None:
-        assert self.driver.receiver is not None
+        ep, proc = self._stopped
+        assert proc is not None
         try:
-            pid = self._wait_stop(self.driver.receiver)
+            pid = self._wait_stop(proc)
             if pid is None:
-                self.error = "the destination never reached the phase's stop point"
+                self.error = f"the {self.stopping} never reached the phase's stop point"
                 return
             self._stopped_pid = pid
-            self.actions.append(f"{self.destination.name}: stopped at its point, pid {pid}")
+            self.actions.append(f"{ep.name}: stopped at its point, pid {pid}")
             self._inject(pid)
         except HarnessError as exc:
             self.error = f"injecting {self.fault}: {exc}"
 
     def _inject(self, pid: int) -> None:
         src, dst = self.source, self.destination
-        if self.fault == "kill-destination":
-            self.actions.append(_kill(dst, pid))
-            return
+        receiver = getattr(self.driver.receiver, "pid", None)
+        guest = getattr(self.driver.source.process, "pid", None)
         if self.fault == "hang-destination":
+            if self.stopping == "source":
+                self.actions.append(_kill(dst, receiver, "STOP"))
+                self._continue()
             self._done.wait(HANG_S)
-            self._continue()
+            self.actions.append(_kill(dst, receiver, "CONT"))
             return
-        if self.fault == "kill-controller":
+        if self.fault == "kill-destination":
+            self.actions.append(_kill(dst, receiver))
+            if self.stopping == "destination":
+                return
+        elif self.fault == "kill-source":
+            self.actions.append(_kill(src, guest))
+            if self.stopping == "source":
+                return
+        elif self.fault == "kill-controller":
             ctl = self.driver.controller_process
             self.actions.append(_kill(src, getattr(ctl, "pid", None)))
-        elif self.fault == "kill-source":
-            self.actions.append(_kill(src, getattr(self.driver.source.process, "pid", None)))
         elif self.fault in ("link-down", "link-flap"):
             self._ip(dst, "link", "set", MIG_IF, "down")
             self._undo.append(lambda: self._ip(dst, "link", "set", MIG_IF, "up"))
@@ -247,8 +266,8 @@ class Injector:
             self._restore()
         except HarnessError as exc:
             self.error = self.error or f"undoing {self.fault}: {exc}"
-        if self._stopped_pid is not None and self.driver.receiver is not None \
-                and self.driver.receiver.alive():  # fmt: skip
+        proc = self._stopped[1]
+        if self._stopped_pid is not None and proc is not None and proc.alive():
             self._continue()
 
 
@@ -354,15 +373,18 @@ def run_cell(endpoints: tuple[Endpoint, Endpoint], phase: str, fault: str) -> Ce
     tag = f"f{secrets.token_hex(3)}"
     flow = _cell_flow()
     src_ep, dst_ep = endpoints
-    src = start_guest(src_ep, GUEST, flow, tag)
+    side, point, _ = PHASES[phase]
+    stop = ("--stop-at", point) if fault != "wrong-key" else ()
+    src = start_guest(src_ep, GUEST, flow, tag, stop if side == "source" else ())
     time.sleep(flow.warmup_s)
     driver = FaultDriver(src, dst_ep, GUEST, POLICY, flow, tag)
     injector = None
     if fault == "wrong-key":
         driver.wrong_key = True
     else:
-        driver.receiver_args = ["--stop-at", PHASES[phase][0]]
-        injector = driver.injector = Injector(fault, src_ep, dst_ep, driver)
+        if side == "destination":
+            driver.receiver_args = list(stop)
+        injector = driver.injector = Injector(fault, side, src_ep, dst_ep, driver)
     problems = cell.problems
     try:
         report = run_migration(driver, guest_summary(GUEST), flow, quiet())
@@ -473,7 +495,8 @@ def table(cells: list[Cell]) -> str:
 
 def as_json(cells: list[Cell]) -> dict[str, Any]:
     return {
-        "phases": {p: {"stop_point": sp, "meaning": m} for p, (sp, m) in PHASES.items()},
+        "phases": {p: {"stops": side, "stop_point": sp, "meaning": m}
+                   for p, (side, sp, m) in PHASES.items()},  # fmt: skip
         "faults": FAULTS,
         "settings": {"peer_timeout_ms": PEER_TIMEOUT_MS, "max_pause_ms": MAX_PAUSE_MS,
                      "hang_s": HANG_S, "flap_s": FLAP_S, "guest": guest_summary(GUEST),

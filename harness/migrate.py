@@ -190,13 +190,14 @@ def _free_udp_port() -> int:
     return 20000 + secrets.randbelow(20000)
 
 
-def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str) -> RunningGuest:
-    """Start a fresh guest on endpoint with `tbvm run`."""
+def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str,
+                extra: tuple[str, ...] = ()) -> RunningGuest:  # fmt: skip
+    """Start a fresh guest on endpoint with `tbvm run` (extra: test-only options)."""
     control = f"{endpoint.runner.workdir}/{guest.name}-{tag}.ctl"
     port = _free_udp_port()
     argv = [
         endpoint.tool("tbvm"), "run", *guest_args(guest), *disk_args(endpoint, guest, tag),
-        "--control", control, "--probe", _addr(endpoint.probe_address, port),
+        "--control", control, "--probe", _addr(endpoint.probe_address, port), *extra,
     ]  # fmt: skip
     proc = endpoint.runner.spawn(argv)
     proc.wait_line("RUNNING", flow.start_timeout_s)

@@ -71,22 +71,24 @@ static const char *const state_names[] = {
 };
 
 /*
- * Test-only: where "tbvm receive --stop-at" stops itself (SIGSTOP) for
- * the fault matrix to inject a fault while both ends sit in one phase.
+ * Test-only: where "tbvm run|receive --stop-at" stops itself (SIGSTOP),
+ * once, for the fault matrix to inject a fault while both ends sit in one
+ * phase: the source (run) as a round begins, before its pages leave, the
+ * destination (receive) at the switchover's steps.
  */
 enum stop_point {
 	STOP_NONE = 0,
-	STOP_HANDSHAKE,		/* both proofs checked, compat not answered */
-	STOP_ROUND1,		/* round 1 received */
-	STOP_ROUND2,		/* round 2 received, not the last */
-	STOP_STOPCOPY,		/* the paused round received */
-	STOP_READY,		/* READY sent, GO not read */
-	STOP_GO,		/* GO read, RUNNING not sent */
-	STOP_RUNNING		/* RUNNING sent */
+	STOP_ROUND1,		/* run: round 1 begins */
+	STOP_ROUND2,		/* run: round 2 begins */
+	STOP_STOPCOPY,		/* run: guest paused, the last round begins */
+	STOP_HANDSHAKE,		/* receive: proofs checked, compat unanswered */
+	STOP_READY,		/* receive: READY sent, GO not read */
+	STOP_GO,		/* receive: GO read, RUNNING not sent */
+	STOP_RUNNING		/* receive: RUNNING sent */
 };
 
 static const char *const stop_names[] = {
-	"none", "handshake", "round1", "round2", "stopcopy", "ready", "go",
+	"none", "round1", "round2", "stopcopy", "handshake", "ready", "go",
 	"running"
 };
 
@@ -115,7 +117,9 @@ static struct vm {
 	int		wake[2];	/* exit requests: one byte, the code */
 	struct tb_probe	*probe;
 	bool		receiving;	/* "tbvm receive" */
-	enum stop_point	stop_at;	/* test-only, receive */
+	enum stop_point	stop_at;	/* test-only */
+	mig_progress_cb	*source_cb;	/* the controller's progress */
+	void		*source_cbarg;
 	const char	*stateless_device;
 
 	pthread_mutex_t	mtx;		/* what follows */
@@ -139,15 +143,14 @@ usage(void)
 	    "\t    [--disk SIZE --disk-image PATH [--disk-hot SIZE] "
 	    "[--disk-rate N]]\n"
 	    "\t    --control PATH [--probe HOST:PORT]\n"
-	    "\t    [--stateless-device NAME]\n"
+	    "\t    [--stateless-device NAME] [--stop-at round1|round2|stopcopy]\n"
 	    "       tbvm receive (the guest options of run) --listen "
 	    "HOST:PORT\n"
 	    "\t    --key-file FILE --control PATH [--probe HOST:PORT]\n"
 	    "\t    [--report FILE] [--require-encryption] [--timeout MS]\n"
 	    "\t    [--lazy-memory] [--fault lose-running|die-after-go]\n"
 	    "\t    [--listen-timeout MS] [--handshake-timeout MS]\n"
-	    "\t    [--stop-at handshake|round1|round2|stopcopy|ready|go|"
-	    "running]\n");
+	    "\t    [--stop-at handshake|ready|go|running]\n");
 	exit(EX_USAGE);
 }
 
@@ -186,17 +189,20 @@ option_name(const struct option *opts, int ch)
 	return (opts->name != NULL ? opts->name : "?");
 }
 
+/* run stops at the source's points, receive at the destination's. */
 static enum stop_point
-parse_stop_point(const char *arg)
+parse_stop_point(const char *arg, bool receive)
 {
-	size_t i, n;
+	size_t first, i, n;
 
-	n = sizeof(stop_names) / sizeof(stop_names[0]);
-	for (i = STOP_HANDSHAKE; i < n; i++)
+	first = receive ? STOP_HANDSHAKE : STOP_ROUND1;
+	n = receive ? sizeof(stop_names) / sizeof(stop_names[0]) :
+	    STOP_HANDSHAKE;
+	for (i = first; i < n; i++)
 		if (strcmp(arg, stop_names[i]) == 0)
 			return ((enum stop_point)i);
-	usage_error("--stop-at: '%s' is none of handshake, round1, round2, "
-	    "stopcopy, ready, go, running", arg);
+	usage_error("--stop-at: '%s' is none of %s", arg, receive ?
+	    "handshake, ready, go, running" : "round1, round2, stopcopy");
 }
 
 static void
@@ -241,7 +247,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 	cfg->fill = TB_FILL_PATTERN;
 	cfg->workload.kind = TB_WL_IDLE;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (!o->receive && strchr("lkrEtFLHZT", ch) != NULL)
+		if (!o->receive && strchr("lkrEtFLHZ", ch) != NULL)
 			usage_error("--%s is an option of 'tbvm receive'",
 			    option_name(longopts, ch));
 		switch (ch) {
@@ -329,7 +335,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 			o->fault = optarg;
 			break;
 		case 'T':
-			o->stop_at = parse_stop_point(optarg);
+			o->stop_at = parse_stop_point(optarg, o->receive);
 			break;
 		case 'd':
 			if (tb_parse_size(optarg, &cfg->disk.size) != 0)
@@ -492,12 +498,44 @@ vm_state(void)
 	}
 }
 
+/* Test-only: stop here, once, if --stop-at names this point. */
+static void
+stop_here(enum stop_point point)
+{
+
+	if (vm.stop_at != point)
+		return;
+	vm.stop_at = STOP_NONE;
+	printf("STOPPED %s pid=%ld\n", stop_names[point], (long)getpid());
+	fflush(stdout);
+	(void)raise(SIGSTOP);
+}
+
+/* The sending engine's progress, for the controller; a round's start. */
+static void
+source_progress(void *arg __unused, const struct mig_progress *p)
+{
+
+	if (vm.source_cb != NULL)
+		vm.source_cb(vm.source_cbarg, p);
+	if (p->last_round != NULL)
+		return;
+	if (p->phase == MIG_PHASE_PRECOPY && p->round == 1)
+		stop_here(STOP_ROUND1);
+	else if (p->phase == MIG_PHASE_PRECOPY && p->round == 2)
+		stop_here(STOP_ROUND2);
+	else if (p->phase == MIG_PHASE_STOPCOPY)
+		stop_here(STOP_STOPCOPY);
+}
+
 /* The source seam (migration_seam.h): the guest's backend and its end. */
 static struct mig_backend *
 seam_backend_create(void *arg __unused, mig_progress_cb *cb, void *cbarg)
 {
 
-	tb_backend_init(&vm.be, vm.guest, cb, cbarg);
+	vm.source_cb = cb;
+	vm.source_cbarg = cbarg;
+	tb_backend_init(&vm.be, vm.guest, source_progress, NULL);
 	vm.be.stateless_device = vm.stateless_device;
 	return (&vm.be.mb);
 }
@@ -870,6 +908,7 @@ run(const struct opts *o)
 	if (setup(o) != 0)
 		return (1);
 	vm.stateless_device = o->stateless_device;
+	vm.stop_at = o->stop_at;
 	error = tb_guest_create(&g, &vm.cfg, true, msg, sizeof(msg));
 	if (error != 0) {
 		fprintf(stderr, "tbvm: %s\n", msg);
@@ -913,32 +952,13 @@ dest_log(void *arg __unused, const char *line)
 	fprintf(stderr, "tbvm: %s\n", line);
 }
 
-/* Test-only: stop here if --stop-at names this point; SIGCONT goes on. */
-static void
-stop_here(enum stop_point point)
-{
-
-	if (vm.stop_at != point)
-		return;
-	printf("STOPPED %s pid=%ld\n", stop_names[point], (long)getpid());
-	fflush(stdout);
-	(void)raise(SIGSTOP);
-}
-
-/* The receiving engine's progress: a round's end, or READY sent. */
+/* The receiving engine's progress: READY sent (or a round's end). */
 static void
 dest_progress(void *arg __unused, const struct mig_progress *p)
 {
-	const struct mig_round_stats *r = p->last_round;
 
 	if (p->phase == MIG_PHASE_SWITCHOVER)
 		stop_here(STOP_READY);
-	else if (r != NULL && r->final)
-		stop_here(STOP_STOPCOPY);
-	else if (r != NULL && r->index == 1)
-		stop_here(STOP_ROUND1);
-	else if (r != NULL && r->index == 2)
-		stop_here(STOP_ROUND2);
 }
 
 static int
