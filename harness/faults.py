@@ -161,7 +161,7 @@ def _kill(ep: Endpoint, pid: int | None, sig: str = "KILL") -> str:
 
 @dataclass
 class Injector:
-    """Waits for the destination's stop point in a thread, then injects the fault."""
+    """Waits in a thread for the stopping end to reach its point, then injects the fault."""
 
     fault: str
     stopping: str  # the end that stops at the point: source | destination
@@ -179,12 +179,12 @@ class Injector:
         self._thread = threading.Thread(target=self._run, daemon=True, name="fault")
         self._thread.start()
 
-    def _wait_stop(self, receiver: Process) -> int | None:
+    def _wait_stop(self, proc: Process) -> int | None:
         while not self._done.is_set():
             try:
-                line = receiver.wait_line("STOPPED", 0.5)
+                line = proc.wait_line("STOPPED", 0.5)
             except HarnessError:
-                if not receiver.alive():
+                if not proc.alive():
                     return None
                 continue
             return int(line.split("pid=")[1])
