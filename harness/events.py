@@ -376,8 +376,10 @@ class EventLog:
             message = f"{self.source} refused its options ({said})"
         else:
             message = f"{self.source} exited {exit_status} without a result ({said})"
+        # From the switchover on GO may have left: a controller that died there (killed,
+        # or its VM gone) cannot say where the guest runs, so the destination is asked.
         if exit_status == EXIT_INDETERMINATE or (
-            exit_status is None and self.last_phase in ("switchover", "done")
+            exit_status != EXIT_USAGE and self.last_phase in ("switchover", "done")
         ):
             result, where = "indeterminate", "paused_on_source"
         else:

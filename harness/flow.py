@@ -343,7 +343,14 @@ def resolve(driver: Resolvable, display: Display) -> Resolution:
     if runs is False:
         display.say(f"resolving: the guest does not run on {driver.destination_name}; "
                     f"resuming it on {driver.source_name}")  # fmt: skip
-        driver.resume_source()
+        try:
+            driver.resume_source()
+        except HarnessError as exc:
+            # The source's process died meanwhile (killed with its host): no copy is left
+            # to resume, and the destination's was ended above.
+            return Resolution(False, "none", "undecided",
+                              f"{driver.destination_name} does not run the guest, and "
+                              f"resuming it on {driver.source_name} failed: {exc}")  # fmt: skip
         return Resolution(False, "resumed-source", "source",
                           f"{driver.destination_name} does not run the guest")  # fmt: skip
     return Resolution(

@@ -87,6 +87,8 @@ class RunningGuest:
             self.tbctl("stop", check=False, timeout=30.0)
             if self.process.wait(10.0) is None:
                 self.process.kill()
+        # A guest process that was killed cannot remove its control socket.
+        self.endpoint.runner.run(["rm", "-f", self.control], check=False)
 
 
 @dataclass
@@ -217,13 +219,14 @@ def _free_udp_port() -> int:
     return 20000 + secrets.randbelow(20000)
 
 
-def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str) -> RunningGuest:
-    """Start a fresh guest on endpoint with `tbvm run`."""
+def start_guest(endpoint: Endpoint, guest: Guest, flow: FlowOptions, tag: str,
+                extra: tuple[str, ...] = ()) -> RunningGuest:  # fmt: skip
+    """Start a fresh guest on endpoint with `tbvm run` (extra: test-only options)."""
     control = f"{endpoint.runner.workdir}/{guest.name}-{tag}.ctl"
     port = _free_udp_port()
     argv = [
         endpoint.tool("tbvm"), "run", *guest_args(guest), *disk_args(endpoint, guest, tag),
-        "--control", control, "--probe", _addr(endpoint.probe_address, port),
+        "--control", control, "--probe", _addr(endpoint.probe_address, port), *extra,
     ]  # fmt: skip
     proc = endpoint.runner.spawn(argv)
     try:
@@ -251,6 +254,7 @@ class TestbedDriver:
     controller: str = "tbctl"
     receiver: Process | None = None
     arrived: RunningGuest | None = None  # the guest on the destination, once it runs
+    receiver_args: list[str] = field(default_factory=list)  # test-only tbvm receive options
     _keys: list[tuple[Runner, str]] = field(default_factory=list)
     _prober: Prober | None = None
     _port: int = 0
@@ -309,6 +313,7 @@ class TestbedDriver:
             argv.append("--lazy-memory")
         if self.flow.destination_fault:
             argv += ["--fault", self.flow.destination_fault]
+        argv += self.receiver_args
         self.receiver = dst.runner.spawn(argv)
         try:
             line = self.receiver.wait_line("LISTENING", self.flow.start_timeout_s)
@@ -377,6 +382,10 @@ class TestbedDriver:
         return self.receiver is not None and self.receiver.alive()
 
     def destination_runs_guest(self) -> bool | None:
+        # Ask only once the source's side is over: a receiver that has GO may be about
+        # to run the guest while the source still waits for its RUNNING; ended now, the
+        # guest would run nowhere once the RUNNING arrives.
+        settled_source(self.source.endpoint, self.source.control)
         if not self._receiver_alive():
             return False
         status = guest_status(self.destination, self.dst_control)
@@ -390,7 +399,7 @@ class TestbedDriver:
         return False
 
     def resume_source(self) -> None:
-        self.source.tbctl("resume", timeout=30.0)
+        resume_paused(self.source.endpoint, self.source.control)
 
     def destroy_source(self) -> None:
         self.source.stop()
@@ -451,8 +460,16 @@ class TestbedDriver:
 
     def finish(self, where: str, keep_running: bool) -> None:
         if where == "undecided":
-            return  # both copies stay as they are, for an operator to resolve
+            # Both copies stay as they are, for an operator to resolve; what a dead
+            # process left (its control socket) goes.
+            if not self.source.process.alive():
+                self.source.stop()
+            if self.receiver is not None and not self.receiver.alive():
+                self.destination.runner.run(["rm", "-f", self.dst_control], check=False)
+            return
         kept = self.home(where) if keep_running else None
+        if kept is not None and not kept.process.alive():
+            kept = None  # its process died: stop() removes what it left
         for guest in (self.source, self.arrived):
             if guest is not None and guest is not kept:
                 guest.stop()
@@ -481,6 +498,31 @@ def guest_status(ep: Endpoint, control: str) -> dict[str, Any] | None:
     return status
 
 
+def settled_source(ep: Endpoint, control: str, settle_s: float = 30.0) -> dict[str, Any] | None:
+    """The source's guest-status once it has left "migrating" (its side of the migration
+    is over: migrated, rolled back, or paused by an indeterminate outcome); None when no
+    process serves control (it migrated and exited, or died)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        status = guest_status(ep, control)
+        if status is None or status["state"] != "migrating" or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)
+
+
+def resume_paused(ep: Endpoint, control: str) -> None:
+    """Resume the source's guest if an indeterminate migration left it paused; a source
+    that rolled back by itself (its controller died) is left running.  MigrationError when
+    its process is gone: no copy is left to resume."""
+    status = settled_source(ep, control)
+    if status is None:
+        raise MigrationError(f"{ep.name}: no process serves {control}: the source's "
+                             "copy of the guest is gone")  # fmt: skip
+    if status["state"] == "running":
+        return
+    ep.runner.run([ep.tool("tbctl"), "--control", control, "resume"], timeout=30.0)
+
+
 @dataclass
 class ControlSockets:
     """harness.flow.Resolvable from two control sockets alone (`invoke resolve`), for an
@@ -503,6 +545,7 @@ class ControlSockets:
         ep.runner.run([ep.tool("tbctl"), "--control", control, command], timeout=30.0)
 
     def destination_runs_guest(self) -> bool | None:
+        settled_source(self.source, self.source_control)  # as TestbedDriver's
         status = guest_status(self.destination, self.destination_control)
         if status is not None and status["guest_runs_here"]:
             return True
@@ -513,7 +556,7 @@ class ControlSockets:
         return False
 
     def resume_source(self) -> None:
-        self._tbctl(self.source, self.source_control, "resume")
+        resume_paused(self.source, self.source_control)
 
     def destroy_source(self) -> None:
         self._tbctl(self.source, self.source_control, "stop")
@@ -566,15 +609,54 @@ def quiet() -> Display:
     return PlainDisplay(io.StringIO())
 
 
+def _status_kib(status: dict[str, str], key: str) -> int:
+    return int(status.get(key, "0 kB").split()[0])
+
+
+def process_usage(guest: RunningGuest) -> dict[str, Any]:
+    """A guest process's open descriptors, threads and memory (VmRSS; VmHWM, its peak),
+    read from /proc on its host (Linux hosts: the test bed); {} when it cannot be read."""
+    pid = getattr(guest.process, "pid", None)
+    if pid is None:
+        return {}
+    res = guest.endpoint.runner.run(
+        ["sh", "-c", f"ls /proc/{pid}/fd | wc -l && cat /proc/{pid}/status"], check=False)
+    lines = res.stdout.splitlines()
+    if res.returncode != 0 or not lines:
+        return {}
+    status = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+    return {"host": guest.endpoint.name, "pid": pid, "fds": int(lines[0]),
+            "threads": int(status.get("Threads", "0")),
+            "rss_kib": _status_kib(status, "VmRSS"),
+            "peak_rss_kib": _status_kib(status, "VmHWM")}  # fmt: skip
+
+
+def harness_usage() -> dict[str, Any]:
+    """The harness's own descriptors, threads and memory: it lives across every hop."""
+    import os
+    import threading
+
+    with open("/proc/self/status") as handle:
+        status = dict(line.split(":", 1) for line in handle if ":" in line)
+    return {"pid": os.getpid(), "fds": len(os.listdir("/proc/self/fd")),
+            "threads": threading.active_count(), "rss_kib": _status_kib(status, "VmRSS"),
+            "peak_rss_kib": _status_kib(status, "VmHWM")}  # fmt: skip
+
+
 @dataclass
 class PingPong:
-    """Migrate a guest back and forth between two endpoints count times."""
+    """Migrate a guest back and forth between two endpoints count times.
+
+    usage gets one entry a hop: the source process before it sends, the destination
+    process once the guest runs there (each hop's guest is a new process, which then
+    sends the next hop), and the harness, which lives across all of them."""
 
     a: Endpoint
     b: Endpoint
     guest: Guest
     policy: MigrationPolicy
     flow: FlowOptions = field(default_factory=FlowOptions)
+    usage: list[dict[str, Any]] = field(default_factory=list)
 
     def run(self, count: int, display: Display | None = None,
             on_report: Callable[[Report], None] | None = None) -> list[Report]:  # fmt: skip
@@ -586,9 +668,14 @@ class PingPong:
             for i in range(count):
                 keep = i < count - 1
                 flow = dataclasses.replace(self.flow, keep_running=keep)
+                before = process_usage(current)
                 outcome = migrate_once(current, other, self.guest, self.policy, flow,
                                        f"pp{i + 1}", display)  # fmt: skip
                 reports.append(outcome.report)
+                self.usage.append({
+                    "hop": i + 1, "source": before,
+                    "destination": process_usage(outcome.guest) if outcome.guest else {},
+                    "harness": harness_usage()})  # fmt: skip
                 if on_report is not None:
                     on_report(outcome.report)
                 if outcome.report.status != "completed" or not keep:

@@ -78,6 +78,27 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def usage_table(usage: list[dict[str, Any]]) -> str:
+    """Per ping-pong hop: descriptors, threads, RSS and peak RSS (MiB) of the source process
+    before it sends, of the destination process once the guest runs there, and of the
+    harness."""
+
+    def cols(u: dict[str, Any]) -> str:
+        if not u:
+            return f"{'-':>7} {'-':>4} {'-':>4} {'-':>7} {'-':>7}"
+        return (f"{u['pid']:>7} {u['fds']:>4} {u['threads']:>4} "
+                f"{u['rss_kib'] / 1024:>7.1f} {u['peak_rss_kib'] / 1024:>7.1f}")  # fmt: skip
+
+    head = f"{'pid':>7} {'fds':>4} {'thr':>4} {'rss':>7} {'peak':>7}"
+    lines = [f"{'hop':>3} | {'source (before sending)':^33} | "
+             f"{'destination (guest running)':^33} | {'harness':^33}",
+             f"{'':>3} | {head} | {head} | {head}"]  # fmt: skip
+    for hop in usage:
+        lines.append(f"{hop['hop']:>3} | {cols(hop['source'])} | {cols(hop['destination'])} | "
+                     f"{cols(hop['harness'])}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _fmt_ms(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.1f} ms"
 

@@ -71,6 +71,28 @@ static const char *const state_names[] = {
 	"running", "paused", "migrating", "migrated"
 };
 
+/*
+ * Test-only: where "tbvm run|receive --stop-at" stops itself (SIGSTOP),
+ * once, for the fault matrix to inject a fault while both ends sit in one
+ * phase: the source (run) as a round begins, before its pages leave, the
+ * destination (receive) at the switchover's steps.
+ */
+enum stop_point {
+	STOP_NONE = 0,
+	STOP_ROUND1,		/* run: round 1 begins */
+	STOP_ROUND2,		/* run: round 2 begins */
+	STOP_STOPCOPY,		/* run: guest paused, the last round begins */
+	STOP_HANDSHAKE,		/* receive: proofs checked, compat unanswered */
+	STOP_READY,		/* receive: READY sent, GO not read */
+	STOP_GO,		/* receive: GO read, RUNNING not sent */
+	STOP_RUNNING		/* receive: RUNNING sent */
+};
+
+static const char *const stop_names[] = {
+	"none", "round1", "round2", "stopcopy", "handshake", "ready", "go",
+	"running"
+};
+
 struct opts {
 	bool		receive;
 	const char	*control;
@@ -81,6 +103,7 @@ struct opts {
 	const char	*keyfile;
 	const char	*report;
 	const char	*fault;		/* post-GO fault of receive */
+	enum stop_point	stop_at;
 	const char	*stateless_device; /* run: a device without state */
 	bool		require_encryption;
 	uint32_t	timeout_ms;	/* 0: the engine's default */
@@ -95,6 +118,9 @@ static struct vm {
 	int		wake[2];	/* exit requests: one byte, the code */
 	struct tb_probe	*probe;
 	bool		receiving;	/* "tbvm receive" */
+	enum stop_point	stop_at;	/* test-only */
+	mig_progress_cb	*source_cb;	/* the controller's progress */
+	void		*source_cbarg;
 	const char	*stateless_device;
 
 	pthread_mutex_t	mtx;		/* what follows */
@@ -118,13 +144,14 @@ usage(void)
 	    "\t    [--disk SIZE --disk-image PATH [--disk-hot SIZE] "
 	    "[--disk-rate N] [--disk-prefill]]\n"
 	    "\t    --control PATH [--probe HOST:PORT]\n"
-	    "\t    [--stateless-device NAME]\n"
+	    "\t    [--stateless-device NAME] [--stop-at round1|round2|stopcopy]\n"
 	    "       tbvm receive (the guest options of run) --listen "
 	    "HOST:PORT\n"
 	    "\t    --key-file FILE --control PATH [--probe HOST:PORT]\n"
 	    "\t    [--report FILE] [--require-encryption] [--timeout MS]\n"
 	    "\t    [--lazy-memory] [--fault lose-running|die-after-go]\n"
-	    "\t    [--listen-timeout MS] [--handshake-timeout MS]\n");
+	    "\t    [--listen-timeout MS] [--handshake-timeout MS]\n"
+	    "\t    [--stop-at handshake|ready|go|running]\n");
 	exit(EX_USAGE);
 }
 
@@ -163,6 +190,22 @@ option_name(const struct option *opts, int ch)
 	return (opts->name != NULL ? opts->name : "?");
 }
 
+/* run stops at the source's points, receive at the destination's. */
+static enum stop_point
+parse_stop_point(const char *arg, bool receive)
+{
+	size_t first, i, n;
+
+	first = receive ? STOP_HANDSHAKE : STOP_ROUND1;
+	n = receive ? sizeof(stop_names) / sizeof(stop_names[0]) :
+	    STOP_HANDSHAKE;
+	for (i = first; i < n; i++)
+		if (strcmp(arg, stop_names[i]) == 0)
+			return ((enum stop_point)i);
+	usage_error("--stop-at: '%s' is none of %s", arg, receive ?
+	    "handshake, ready, go, running" : "round1, round2, stopcopy");
+}
+
 static void
 parse_args(int argc, char **argv, struct tb_guest_config *cfg,
     struct opts *o)
@@ -185,6 +228,7 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 		{ "listen-timeout", required_argument, NULL, 'L' },
 		{ "handshake-timeout", required_argument, NULL, 'H' },
 		{ "fault", required_argument, NULL, 'F' },
+		{ "stop-at", required_argument, NULL, 'T' },
 		{ "lazy-memory", no_argument, NULL, 'Z' },
 		{ "stateless-device", required_argument, NULL, 'N' },
 		{ "dma", required_argument, NULL, 'D' },
@@ -291,6 +335,9 @@ parse_args(int argc, char **argv, struct tb_guest_config *cfg,
 				usage_error("--fault: '%s' is neither "
 				    "'lose-running' nor 'die-after-go'", optarg);
 			o->fault = optarg;
+			break;
+		case 'T':
+			o->stop_at = parse_stop_point(optarg, o->receive);
 			break;
 		case 'd':
 			if (tb_parse_size(optarg, &cfg->disk.size) != 0)
@@ -457,12 +504,44 @@ vm_state(void)
 	}
 }
 
+/* Test-only: stop here, once, if --stop-at names this point. */
+static void
+stop_here(enum stop_point point)
+{
+
+	if (vm.stop_at != point)
+		return;
+	vm.stop_at = STOP_NONE;
+	printf("STOPPED %s pid=%ld\n", stop_names[point], (long)getpid());
+	fflush(stdout);
+	(void)raise(SIGSTOP);
+}
+
+/* The sending engine's progress, for the controller; a round's start. */
+static void
+source_progress(void *arg __unused, const struct mig_progress *p)
+{
+
+	if (vm.source_cb != NULL)
+		vm.source_cb(vm.source_cbarg, p);
+	if (p->last_round != NULL)
+		return;
+	if (p->phase == MIG_PHASE_PRECOPY && p->round == 1)
+		stop_here(STOP_ROUND1);
+	else if (p->phase == MIG_PHASE_PRECOPY && p->round == 2)
+		stop_here(STOP_ROUND2);
+	else if (p->phase == MIG_PHASE_STOPCOPY)
+		stop_here(STOP_STOPCOPY);
+}
+
 /* The source seam (migration_seam.h): the guest's backend and its end. */
 static struct mig_backend *
 seam_backend_create(void *arg __unused, mig_progress_cb *cb, void *cbarg)
 {
 
-	tb_backend_init(&vm.be, vm.guest, cb, cbarg);
+	vm.source_cb = cb;
+	vm.source_cbarg = cbarg;
+	tb_backend_init(&vm.be, vm.guest, source_progress, NULL);
 	vm.be.stateless_device = vm.stateless_device;
 	return (&vm.be.mb);
 }
@@ -848,6 +927,7 @@ run(const struct opts *o)
 	if (setup(o) != 0)
 		return (1);
 	vm.stateless_device = o->stateless_device;
+	vm.stop_at = o->stop_at;
 	error = tb_guest_create(&g, &vm.cfg, true, msg, sizeof(msg));
 	if (error != 0) {
 		fprintf(stderr, "tbvm: %s\n", msg);
@@ -891,6 +971,15 @@ dest_log(void *arg __unused, const char *line)
 	fprintf(stderr, "tbvm: %s\n", line);
 }
 
+/* The receiving engine's progress: READY sent (or a round's end). */
+static void
+dest_progress(void *arg __unused, const struct mig_progress *p)
+{
+
+	if (p->phase == MIG_PHASE_SWITCHOVER)
+		stop_here(STOP_READY);
+}
+
 static int
 receive(const struct opts *o)
 {
@@ -906,6 +995,7 @@ receive(const struct opts *o)
 	int error;
 
 	vm.receiving = true;
+	vm.stop_at = o->stop_at;
 	conn = NULL;
 	memset(&d, 0, sizeof(d));
 	d.log = dest_log;
@@ -937,7 +1027,7 @@ receive(const struct opts *o)
 		goto fail_stats;
 	}
 	__atomic_store_n(&vm.guest, g, __ATOMIC_RELEASE);
-	tb_backend_init(&vm.be, vm.guest, NULL, NULL);
+	tb_backend_init(&vm.be, vm.guest, dest_progress, NULL);
 	/* The receiving's peak memory: the guest's is all set up by now. */
 	if ((error = tb_memstat_reset()) != 0)
 		fprintf(stderr, "tbvm: engine memory: %s\n", strerror(error));
@@ -950,9 +1040,12 @@ receive(const struct opts *o)
 		goto fail_stats;
 	printf("LISTENING %s %s\n", host, port);
 	fflush(stdout);
-	if (mig_dest_accept(&d, &params, &conn, &peer, &err) != 0 ||
-	    mig_dest_receive(&d, &params, &conn, &vm.be.mb, &st, &err) != 0)
+	if (mig_dest_accept(&d, &params, &conn, &peer, &err) != 0)
 		goto fail;
+	stop_here(STOP_HANDSHAKE);
+	if (mig_dest_receive(&d, &params, &conn, &vm.be.mb, &st, &err) != 0)
+		goto fail;
+	stop_here(STOP_GO);
 	mig_dest_close(&d);
 	if (tb_backend_missing_section(&vm.be, section, sizeof(section))) {
 		snprintf(err.msg, sizeof(err.msg), "state section %s never "
@@ -974,6 +1067,7 @@ receive(const struct opts *o)
 	write_report(o->report, MIG_OUT_OK, NULL, &st);
 	mig_stats_free(&st);
 	tb_memstat_print(vm.guest);
+	stop_here(STOP_RUNNING);
 	printf("RUNNING pid=%ld\n", (long)getpid());
 	fflush(stdout);
 	return (wait_exit());

@@ -150,6 +150,15 @@ def test_a_controller_without_a_result_is_reported_from_its_exit_status() -> Non
     stopped.feed(line(event="phase", phase="switchover"))
     # Killed by the harness after GO may have been sent: the outcome is unknown.
     assert stopped.finish(None).result == "indeterminate"
+    # Killed by someone else (exit -1), or its VM died (exit 1), past the switchover:
+    # the same (the fault matrix's kill-controller and kill-source after READY).
+    for status in (-1, EXIT_FAILED):
+        killed = EventLog("tbctl migrate")
+        killed.feed(line(event="phase", phase="switchover"))
+        assert killed.finish(status).result == "indeterminate"
+    early = EventLog("tbctl migrate")
+    early.feed(line(event="phase", phase="stopcopy"))
+    assert early.finish(-1).result == "failed"  # before GO: the source rolls back
 
 
 def test_plain_display_shows_phases_rounds_and_the_result() -> None:

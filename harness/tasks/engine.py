@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 from harness.flow import FlowOptions, Report, interrupt_on_terminate, require_ok
 from harness.migrate import PingPong, resolve_testbed
 from harness.progress import Display, PlainDisplay, make_display
-from harness.report import plot_rounds, summary, write_json
+from harness.report import plot_rounds, summary, usage_table, write_json
 from harness.ssh import SSHRunner
 from harness.switchover import HOOK_TIMEOUT_MAX_S
 from harness.units import parse_size
@@ -178,6 +178,7 @@ def migrate(
     from harness.local import local_endpoints
 
     display: Display | None = None
+    usage: list[dict] = []
     # SIGTERM/SIGHUP cancel like Ctrl-C: the hosts are cleaned up either way.
     with interrupt_on_terminate():
         try:
@@ -212,7 +213,9 @@ def migrate(
                 if check:
                     reports = [_testbed_check(endpoints, guest, flow, display)]
                 else:
-                    reports = PingPong(*endpoints, guest, policy, flow).run(runs, display)
+                    pingpong = PingPong(*endpoints, guest, policy, flow)
+                    reports = pingpong.run(runs, display)
+                    usage = pingpong.usage
         except (HarnessError, ValueError) as exc:
             sys.exit(f"migrate: {exc}")
         except KeyboardInterrupt as exc:
@@ -222,12 +225,18 @@ def migrate(
                 display.close()
     for rep in reports:
         print(summary(rep.as_json()))
+    if len(usage) > 1:
+        print("processes per hop (fds, threads, RSS and peak RSS in MiB):")
+        print(usage_table(usage))
     if report:
         path = Path(report)
         docs = [r.as_json() for r in reports]
         write_json(docs[0] if len(docs) == 1 else docs, path)
         plot_rounds(docs[-1], path.with_suffix(".png"))
         print(f"report: {path} (plot {path.with_suffix('.png')})")
+        if usage:
+            write_json(usage, path.with_suffix(".usage.json"))
+            print(f"process usage per hop: {path.with_suffix('.usage.json')}")
     try:
         for rep in reports:
             require_ok(rep)

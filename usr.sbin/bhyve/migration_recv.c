@@ -408,11 +408,27 @@ on_zero_ranges(struct mig_conn *c, void *payload, uint32_t len)
 	return (0);
 }
 
+/* Tell the backend where the stream is: a round's end, or READY sent. */
+static void
+dest_progress(struct mig_conn *c, uint32_t round,
+    const struct mig_round_stats *last)
+{
+	struct mig_progress ev;
+
+	if (c->be->ops->progress == NULL)
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.phase = c->phase;
+	ev.round = round;
+	ev.remaining_pages = 0;
+	ev.last_round = last;
+	c->be->ops->progress(c->be->arg, &ev);
+}
+
 static int
 on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 {
 	struct mig_round_end re;
-	struct mig_progress ev;
 	int error;
 
 	if ((error = mig_round_end_decode(payload, len, &re, c->ch.why,
@@ -435,15 +451,7 @@ on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 		c->final_done = true;
 		c->phase = MIG_PHASE_STATE;
 	}
-	if (c->be->ops->progress != NULL) {
-		memset(&ev, 0, sizeof(ev));
-		ev.phase = c->phase;
-		ev.round = c->round->index;
-		ev.remaining_pages = 0;
-		ev.last_round = c->round;
-		ev.hold_ms = 0;
-		c->be->ops->progress(c->be->arg, &ev);
-	}
+	dest_progress(c, c->round->index, c->round);
 	c->round = NULL;
 	return (0);
 }
@@ -530,6 +538,7 @@ on_ready(struct mig_conn *c, void *payload, uint32_t len)
 	if ((error = mig_chan_send(&c->ch, MIG_MSG_READY, buf,
 	    mig_ready_encode(buf, sizeof(buf), &ready))) != 0)
 		return (chan_fail(c, error, "reporting ready"));
+	dest_progress(c, c->st->nrounds, NULL);
 	if ((error = mig_expect(&c->ch, c->err, c->phase, MIG_MSG_GO,
 	    "waiting for GO", &payload, NULL)) != 0)
 		return (error);
