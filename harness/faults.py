@@ -413,6 +413,9 @@ def run_cell(endpoints: tuple[Endpoint, Endpoint], phase: str, fault: str) -> Ce
     if len(alive) > count:
         problems.append(f"processes of this migration besides the running guest: {alive}")
     home = None
+    if count == 0 and report is not None and report.guest_runs_on in ("source", "destination"):
+        problems.append(f"the report says the guest runs on the {report.guest_runs_on}, "
+                        "but no copy runs")  # fmt: skip
     if count == 1 and report is not None:
         where = "source" if cell.guests_running[0] == src_ep.name else "destination"
         if report.guest_runs_on != where:

@@ -187,7 +187,7 @@ class Report:
     status: str  # completed | failed | cancelled | indeterminate
     hosts: dict[str, str]
     guest: dict[str, Any]
-    guest_runs_on: str  # where it runs now: source | destination | undecided
+    guest_runs_on: str  # where it runs now: source | destination | undecided | nowhere
     error: dict[str, Any] | None = None
     reasons: list[str] = field(default_factory=list)
     total_time_ms: float = 0.0
@@ -476,17 +476,21 @@ def run_migration(
         if report.guest_runs_on == "destination":
             time.sleep(opts.run_after_s)
             report.destination = driver.destination_report()
-        if report.guest_runs_on in ("source", "destination"):
-            report.verification = driver.verify(report.guest_runs_on)
+        home = report.guest_runs_on
+        if home in ("source", "destination"):
+            report.verification = driver.verify(home)
             if report.status == "completed":
                 report.engine_memory = driver.engine_memory()
+            if report.verification.get("gone"):
+                # Its process died (killed with the host, say): no copy runs anywhere.
+                report.guest_runs_on = "nowhere"
         else:
             report.verification = {
                 "ok": False, "where": "undecided", "pages_checked": 0,
                 "errors": ["the outcome is undecided: nothing checked"],
             }  # fmt: skip
             report.notes.append(f"resolve it with: {driver.resolve_hint()}")
-        driver.finish(report.guest_runs_on, opts.keep_running)
+        driver.finish(home, opts.keep_running)
         return report
     finally:
         driver.remove_keys()

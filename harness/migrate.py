@@ -434,7 +434,7 @@ class TestbedDriver:
         home = self.arrived if where == "destination" else self.source
         assert home is not None
         if not home.process.alive():
-            return {"ok": False, "pages_checked": 0, "where": where,
+            return {"ok": False, "pages_checked": 0, "where": where, "gone": True,
                     "errors": [f"the guest is gone from the {where}"]}  # fmt: skip
         result = home.verify()
         result["where"] = where
