@@ -568,13 +568,18 @@ def resolve_testbed(hosts: str | None, source_control: str, destination_control:
     from harness.config import load_hosts
     from harness.deploy import endpoints_for
     from harness.flow import resolve
-    from harness.local import local_endpoints
+    from harness.local import local_endpoints, local_workdir
 
     if not source_control or not destination_control:
         raise HarnessError("give both --source-control and --destination-control")
-    src, dst = endpoints_for(load_hosts(hosts)) if hosts else local_endpoints()
-    return resolve(ControlSockets(src, source_control, dst, destination_control),
-                   PlainDisplay())  # fmt: skip
+    if hosts:
+        src, dst = endpoints_for(load_hosts(hosts))
+        return resolve(ControlSockets(src, source_control, dst, destination_control),
+                       PlainDisplay())  # fmt: skip
+    with local_workdir() as workdir:
+        src, dst = local_endpoints(workdir.path)
+        return resolve(ControlSockets(src, source_control, dst, destination_control),
+                       PlainDisplay())  # fmt: skip
 
 
 def check_once(source: RunningGuest, destination: Endpoint, guest: Guest, flow: FlowOptions,

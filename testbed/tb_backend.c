@@ -258,27 +258,27 @@ disk_error(void *arg, int error, const char *doing)
 	return (error);
 }
 
+/* The guest's one disk is the registry's disk 0 (tb_disk.c adds it). */
 static int
 tb_disk_start_op(void *arg, uint32_t disk)
 {
-	struct tb_disk *d;
+	struct tb_backend *tb = arg;
 
-	if ((d = disk_range(arg, disk, 0, 0)) == NULL)
+	if (disk_range(arg, disk, 0, 0) == NULL)
 		return (EINVAL);
-	tb_disk_track(d);
-	return (0);
+	return (mig_storage_track(disk, tb->mb.errmsg, sizeof(tb->mb.errmsg)));
 }
 
 static int
 tb_disk_collect_op(void *arg, uint32_t disk, uint64_t first, uint64_t n,
     uint64_t *bitmap)
 {
-	struct tb_disk *d;
+	struct tb_backend *tb = arg;
 
-	if ((d = disk_range(arg, disk, first, n)) == NULL || first % 64 != 0)
+	if (disk_range(arg, disk, first, n) == NULL)
 		return (EINVAL);
-	tb_disk_collect(d, first, n, bitmap);
-	return (0);
+	return (mig_storage_collect(disk, first, n, bitmap, tb->mb.errmsg,
+	    sizeof(tb->mb.errmsg)));
 }
 
 static int

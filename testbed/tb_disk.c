@@ -28,7 +28,6 @@ struct tb_disk {
 	uint64_t	nhot;
 	int		fd;
 	_Atomic uint64_t seq;
-	_Atomic uint64_t *written;	/* write bitmap, one bit a block */
 	char		mark[TB_DISK_PATH_MAX + 16]; /* IMAGE.incomplete */
 	int		error;		/* first failed write, sticky */
 	struct tb_devthread thread;
@@ -86,7 +85,7 @@ disk_write(void *arg, bool draining __attribute__((unused)))
 		return;
 	}
 	/* On completion, as block_if's: a read of it now sees the data. */
-	atomic_fetch_or(&d->written[b / 64], 1ull << (b % 64));
+	mig_storage_written(d->fd, b * TB_DISK_BLOCK, TB_DISK_BLOCK);
 	atomic_store(&d->seq, seq + 1);
 }
 
@@ -127,12 +126,7 @@ tb_disk_create(struct tb_disk **dp, const struct tb_disk_config *cfg,
 	int error;
 
 	*dp = NULL;
-	d = calloc(1, sizeof(*d));
-	if (d != NULL)
-		d->written = calloc((cfg->size / TB_DISK_BLOCK + 63) / 64,
-		    sizeof(*d->written));
-	if (d == NULL || d->written == NULL) {
-		free(d);
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
 		snprintf(msg, msglen, "out of memory");
 		return (ENOMEM);
 	}
@@ -157,7 +151,8 @@ tb_disk_create(struct tb_disk **dp, const struct tb_disk_config *cfg,
 		tb_disk_destroy(d);
 		return (error);
 	}
-	if ((error = mig_storage_add(d->fd, cfg->image, O_RDWR)) != 0) {
+	if ((error = mig_storage_add(d->fd, cfg->image, O_RDWR, cfg->size,
+	    TB_DISK_BLOCK)) != 0) {
 		snprintf(msg, msglen, "disk image %s: %s", cfg->image,
 		    strerror(error));
 		tb_disk_destroy(d);
@@ -191,7 +186,6 @@ tb_disk_destroy(struct tb_disk *d)
 		mig_storage_remove(d->fd);
 		close(d->fd);
 	}
-	free(d->written);
 	free(d);
 }
 
@@ -230,25 +224,6 @@ tb_disk_image(const struct tb_disk *d)
 {
 
 	return (d->cfg.image);
-}
-
-void
-tb_disk_track(struct tb_disk *d)
-{
-	uint64_t w;
-
-	for (w = 0; w < (d->nblocks + 63) / 64; w++)
-		atomic_store(&d->written[w], 0);
-}
-
-void
-tb_disk_collect(struct tb_disk *d, uint64_t first, uint64_t n,
-    uint64_t *bitmap)
-{
-	uint64_t w;
-
-	for (w = 0; w < (n + 63) / 64; w++)
-		bitmap[w] = atomic_exchange(&d->written[first / 64 + w], 0);
 }
 
 /* Mark blocks [from, to) of the n from first. */

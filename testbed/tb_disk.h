@@ -53,15 +53,12 @@ uint64_t tb_disk_seq(const struct tb_disk *);
 void	tb_disk_set_seq(struct tb_disk *, uint64_t);
 /*
  * Disk migration (tb_backend.c), in blocks of TB_DISK_BLOCK.  Every
- * completed write marks its block in a write bitmap: tb_disk_track()
- * clears it, tb_disk_collect() takes and clears the marks of n blocks
- * from first (a multiple of 64).  tb_disk_allocated() marks the blocks
- * that may hold data (a superset).  The rest return 0 or an errno.
+ * completed write marks its block in the image's write bitmap, kept by
+ * the registry of images (migration_storage.h) as block_if's are.
+ * tb_disk_allocated() marks the blocks that may hold data (a superset).
+ * The rest return 0 or an errno.
  */
 const char *tb_disk_image(const struct tb_disk *);
-void	tb_disk_track(struct tb_disk *);
-void	tb_disk_collect(struct tb_disk *, uint64_t first, uint64_t n,
-	    uint64_t *bitmap);
 int	tb_disk_allocated(struct tb_disk *, uint64_t first, uint64_t n,
 	    uint64_t *bitmap);
 int	tb_disk_read(struct tb_disk *, uint64_t first, uint64_t n, void *);

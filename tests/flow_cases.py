@@ -238,17 +238,18 @@ def run_testbed_case(
 
 
 def record(names: list[str]) -> None:
-    from harness.local import local_endpoints
+    from harness.local import local_endpoints, local_workdir
 
     TRANSCRIPTS.mkdir(exist_ok=True)
-    endpoints = local_endpoints()
-    for case in CASES:
-        if names and case.name not in names:
-            continue
-        path = TRANSCRIPTS / f"{case.name}.jsonl"
-        report = run_testbed_case(case, endpoints, lambda text, p=path: p.write_text(
-            "".join(ln + "\n" for ln in text.splitlines() if ln.startswith("{"))))  # fmt: skip
-        print(f"{path}: {report.status}, the guest runs on the {report.guest_runs_on}")
+    with local_workdir() as workdir:
+        endpoints = local_endpoints(workdir.path)
+        for case in CASES:
+            if names and case.name not in names:
+                continue
+            path = TRANSCRIPTS / f"{case.name}.jsonl"
+            report = run_testbed_case(case, endpoints, lambda text, p=path: p.write_text(
+                "".join(ln + "\n" for ln in text.splitlines() if ln.startswith("{"))))  # fmt: skip
+            print(f"{path}: {report.status}, the guest runs on the {report.guest_runs_on}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ key files, no control sockets, no receiver report, no VM processes.  Nor does a 
 cannot be reached while the keys are handed out.
 
 `invoke migrate --local` runs in its own temporary directory (TMPDIR); SIGTERM or SIGHUP
-arrives during pre-copy, and the migration is cancelled as on Ctrl-C.
+arrives during pre-copy, and the migration is cancelled as on Ctrl-C; TMPDIR is empty after.
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ def test_signal_mid_migration_leaves_nothing_behind(short_tmp: Path, sig: signal
     assert "cancel" in out.lower(), out
     assert _leftovers(tmp_path) == [], out
     assert _vm_processes(tmp_path) == [], out
+    # Nor the local run's own temporary directory (its images, reports, sockets).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], out
 
 
 def test_unreachable_destination_leaves_no_key_on_the_source() -> None:

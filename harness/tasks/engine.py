@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from invoke import task
@@ -175,18 +176,21 @@ def migrate(
     switchover_timeout=None, disks=False, disk=None, disk_prefill=False, streams=None,
 ):  # fmt: skip
     """Live-migrate a running guest between two hosts, verify it and report."""
-    from harness.local import local_endpoints
+    from harness.local import local_endpoints, local_workdir
 
     display: Display | None = None
     usage: list[dict] = []
-    # SIGTERM/SIGHUP cancel like Ctrl-C: the hosts are cleaned up either way.
-    with interrupt_on_terminate():
+    workdir = None
+    # SIGTERM/SIGHUP cancel like Ctrl-C: the hosts are cleaned up either way, and a local
+    # run's temporary directory removed.
+    with interrupt_on_terminate(), ExitStack() as stack:
         try:
             if local or (hosts is None and os.geteuid() != 0):
                 if not local:
                     print("not root: migrating between two local processes over loopback")
                 config = None
-                endpoints = local_endpoints()
+                workdir = stack.enter_context(local_workdir())
+                endpoints = local_endpoints(workdir.path)
             else:
                 config = load_or_testbed(hosts)
             guest = _guest(config.guest() if config else None, memory, vcpus, workload, fill,
@@ -216,6 +220,9 @@ def migrate(
                     pingpong = PingPong(*endpoints, guest, policy, flow)
                     reports = pingpong.run(runs, display)
                     usage = pingpong.usage
+            if workdir is not None and any(r.guest_runs_on == "undecided" for r in reports):
+                workdir.keep("the outcome is undecided: the guests' control sockets and "
+                             "images are there for `invoke resolve`")  # fmt: skip
         except (HarnessError, ValueError) as exc:
             sys.exit(f"migrate: {exc}")
         except KeyboardInterrupt as exc:
@@ -291,11 +298,13 @@ def bench(c, memory="1G", vcpus=1, report="reports/bench.json", repeats=3, cases
     """Measure the cases matched against QEMU, the full case over 2 and 4 streams and the
     idle scale cases (16 and 64 times --memory), beside raw TCP measured in the same run."""
     from harness.bench import run_bench, select_cases
-    from harness.local import local_endpoints
+    from harness.local import local_endpoints, local_workdir
 
     try:
         size = parse_size(memory, "--memory")
-        result = run_bench(local_endpoints(), size, vcpus, repeats, select_cases(cases, size))
+        with local_workdir() as workdir:
+            result = run_bench(local_endpoints(workdir.path), size, vcpus, repeats,
+                               select_cases(cases, size))  # fmt: skip
     except (HarnessError, ValueError) as exc:
         sys.exit(f"bench: {exc}")
     print(result["table"])

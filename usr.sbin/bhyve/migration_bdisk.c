@@ -5,13 +5,9 @@
  */
 
 /*
- * The write bitmaps of bhyve's block_if disks (migration_bdisk.h).
- *
- * A block is marked once a write or delete to it completed, before the
- * device's callback, so a collection that cleared the mark and then
- * read the block either saw the new data or finds the mark set again.
- * Marking is always on (an atomic OR per request): collection starts by
- * clearing, and nothing needs arming in block_if's threads.  The final
+ * Disk migration's I/O on bhyve's block_if images (migration_bdisk.h),
+ * through block_if's own descriptors (CAP_PREAD/CAP_PWRITE).  The write
+ * bitmaps are the registry's (migration_storage.c); the final
  * collection follows vm_pause_devices(), whose blockif_pause() waits for
  * requests in flight.
  */
@@ -20,175 +16,43 @@
 #include <sys/capsicum.h>
 #include <sys/stat.h>
 
-#include <machine/atomic.h>
-
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
-#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "migration_bdisk.h"
+#include "migration_storage.h"
 
 #define	MIG_BDISK_MARKDIR	"/var/db/bhyve"
 #define	MIG_BDISK_PATH_MAX	1024
 
-struct bdisk {
-	const void	*bc;		/* block_if's context; NULL: closed */
-	int		fd;
-	bool		ischr;
-	uint64_t	size;
-	uint64_t	nblocks;
-	volatile uint64_t *written;
-	char		path[MIG_BDISK_PATH_MAX];
-	int		markdir;	/* -1: not marked */
-	char		markname[NAME_MAX + 1];
+/* Image i's "incomplete" mark on the destination. */
+struct mark {
+	bool	made;
+	int	dir;
+	char	name[NAME_MAX + 1];
 };
 
-static pthread_mutex_t bdisk_mtx = PTHREAD_MUTEX_INITIALIZER;
-static struct bdisk bdisks[MIG_MAX_DISKS];
-static uint32_t nbdisks;
-
-void
-mig_bdisk_attach(const void *bc, int fd, uint64_t size, bool ischr,
-    const char *path)
-{
-	struct bdisk *d;
-	uint64_t nblocks;
-
-	nblocks = (size + MIG_BDISK_BLOCK - 1) / MIG_BDISK_BLOCK;
-	pthread_mutex_lock(&bdisk_mtx);
-	/* Beyond the table a disk is not tracked: vminfo refuses then. */
-	if (nbdisks < MIG_MAX_DISKS) {
-		d = &bdisks[nbdisks];
-		d->written = calloc((nblocks + 63) / 64, sizeof(uint64_t));
-		d->bc = bc;
-		d->fd = fd;
-		d->ischr = ischr;
-		d->size = size;
-		d->nblocks = nblocks;
-		d->markdir = -1;
-		snprintf(d->path, sizeof(d->path), "%s", path);
-		nbdisks++;
-	}
-	pthread_mutex_unlock(&bdisk_mtx);
-}
-
-static struct bdisk *
-bdisk_of(const void *bc)
-{
-	uint32_t i;
-
-	for (i = 0; i < nbdisks; i++)
-		if (bdisks[i].bc == bc)
-			return (&bdisks[i]);
-	return (NULL);
-}
-
-void
-mig_bdisk_detach(const void *bc)
-{
-	struct bdisk *d;
-
-	pthread_mutex_lock(&bdisk_mtx);
-	if ((d = bdisk_of(bc)) != NULL)
-		d->bc = NULL;
-	pthread_mutex_unlock(&bdisk_mtx);
-}
-
-void
-mig_bdisk_written(const void *bc, uint64_t offset, uint64_t len)
-{
-	struct bdisk *d;
-	uint64_t b, last;
-
-	/* Attach and detach run at start-up and exit: no lock here. */
-	if (len == 0 || (d = bdisk_of(bc)) == NULL || d->written == NULL ||
-	    offset >= d->size)
-		return;
-	last = (offset + len - 1) / MIG_BDISK_BLOCK;
-	if (last >= d->nblocks)
-		last = d->nblocks - 1;
-	for (b = offset / MIG_BDISK_BLOCK; b <= last; b++)
-		atomic_set_64(&d->written[b / 64], 1ull << (b % 64));
-}
-
-uint32_t
-mig_bdisk_count(void)
-{
-
-	return (nbdisks);
-}
-
-void
-mig_bdisk_describe(uint32_t i, struct mig_disk *disk)
-{
-
-	disk->block_size = MIG_BDISK_BLOCK;
-	disk->size = bdisks[i].size;
-}
-
-/* Disk i exists, tracked, and holds blocks [first, first + n). */
-static int
-bdisk_check(uint32_t i, uint64_t first, uint64_t n, char *msg,
-    size_t msglen)
-{
-
-	if (i < nbdisks && bdisks[i].written != NULL &&
-	    first <= bdisks[i].nblocks && n <= bdisks[i].nblocks - first)
-		return (0);
-	snprintf(msg, msglen, "blocks %ju+%ju of disk %u: the guest has %u "
-	    "tracked disks", (uintmax_t)first, (uintmax_t)n, i, nbdisks);
-	return (EINVAL);
-}
-
-int
-mig_bdisk_track(uint32_t i, char *msg, size_t msglen)
-{
-	uint64_t w;
-	int error;
-
-	if ((error = bdisk_check(i, 0, 0, msg, msglen)) != 0)
-		return (error);
-	for (w = 0; w < (bdisks[i].nblocks + 63) / 64; w++)
-		(void)atomic_readandclear_64(&bdisks[i].written[w]);
-	return (0);
-}
-
-int
-mig_bdisk_collect(uint32_t i, uint64_t first, uint64_t n, uint64_t *bitmap,
-    char *msg, size_t msglen)
-{
-	uint64_t w;
-	int error;
-
-	if ((error = bdisk_check(i, first, n, msg, msglen)) != 0)
-		return (error);
-	if (first % 64 != 0)
-		return (EINVAL);
-	for (w = 0; w < (n + 63) / 64; w++)
-		bitmap[w] = atomic_readandclear_64(
-		    &bdisks[i].written[first / 64 + w]);
-	return (0);
-}
+static struct mark marks[MIG_STORAGE_MAX];
 
 /* Bytes from block first to the end of block first + n - 1. */
 static size_t
-span(const struct bdisk *d, uint64_t first, uint64_t n)
+span(const struct mig_image *d, uint64_t first, uint64_t n)
 {
 	uint64_t end;
 
-	end = (first + n) * MIG_BDISK_BLOCK;
+	end = (first + n) * d->block;
 	if (end > d->size)
 		end = d->size;
-	return ((size_t)(end - first * MIG_BDISK_BLOCK));
+	return ((size_t)(end - first * d->block));
 }
 
 static int
-io_fail(const struct bdisk *d, int error, const char *doing, char *msg,
+io_fail(const struct mig_image *d, int error, const char *doing, char *msg,
     size_t msglen)
 {
 
@@ -201,14 +65,15 @@ int
 mig_bdisk_allocated(uint32_t i, uint64_t first, uint64_t n, uint64_t *bitmap,
     char *msg, size_t msglen)
 {
-	const struct bdisk *d = &bdisks[i];
+	const struct mig_image *d;
 	off_t pos, end, data, hole;
 	uint64_t b, from, to;
 	int error;
 
-	if ((error = bdisk_check(i, first, n, msg, msglen)) != 0)
+	if ((error = mig_storage_check(i, first, n, msg, msglen)) != 0)
 		return (error);
-	pos = (off_t)(first * MIG_BDISK_BLOCK);
+	d = mig_storage_image(i);
+	pos = (off_t)(first * d->block);
 	end = pos + (off_t)span(d, first, n);
 	while (pos < end) {
 		/* A device, or no hole reporting: every block may hold data. */
@@ -222,8 +87,8 @@ mig_bdisk_allocated(uint32_t i, uint64_t first, uint64_t n, uint64_t *bitmap,
 		else if ((hole = lseek(d->fd, data, SEEK_HOLE)) < 0)
 			return (io_fail(d, errno, "finding the data of", msg,
 			    msglen));
-		from = (uint64_t)data / MIG_BDISK_BLOCK;
-		to = ((uint64_t)hole + MIG_BDISK_BLOCK - 1) / MIG_BDISK_BLOCK;
+		from = (uint64_t)data / d->block;
+		to = ((uint64_t)hole + d->block - 1) / d->block;
 		for (b = from; b < to && b < first + n; b++)
 			bitmap[(b - first) / 64] |= 1ull << ((b - first) % 64);
 		pos = hole;
@@ -236,16 +101,17 @@ static int
 bdisk_io(uint32_t i, uint64_t first, uint64_t n, void *buf,
     const void *wbuf, char *msg, size_t msglen)
 {
-	const struct bdisk *d = &bdisks[i];
+	const struct mig_image *d;
 	size_t len;
 	ssize_t done;
 	off_t off;
 	int error;
 
-	if ((error = bdisk_check(i, first, n, msg, msglen)) != 0)
+	if ((error = mig_storage_check(i, first, n, msg, msglen)) != 0)
 		return (error);
+	d = mig_storage_image(i);
 	len = span(d, first, n);
-	off = (off_t)(first * MIG_BDISK_BLOCK);
+	off = (off_t)(first * d->block);
 	done = wbuf != NULL ? pwrite(d->fd, wbuf, len, off) :
 	    pread(d->fd, buf, len, off);
 	if (done < 0 || (size_t)done != len)
@@ -274,7 +140,8 @@ int
 mig_bdisk_zero(uint32_t i, uint64_t first, uint64_t n, char *msg,
     size_t msglen)
 {
-	static const uint8_t zero[MIG_BDISK_BLOCK];
+	/* block_if's images: in blocks of MIG_STORAGE_BLOCK. */
+	static const uint8_t zero[MIG_STORAGE_BLOCK];
 	uint64_t b;
 	int error;
 
@@ -285,56 +152,46 @@ mig_bdisk_zero(uint32_t i, uint64_t first, uint64_t n, char *msg,
 	return (0);
 }
 
-int
-mig_bdisk_flush(char *msg, size_t msglen)
-{
-	uint32_t i;
-
-	for (i = 0; i < nbdisks; i++)
-		if (fsync(bdisks[i].fd) != 0)
-			return (io_fail(&bdisks[i], errno, "flushing", msg,
-			    msglen));
-	return (0);
-}
-
-/* Create disk d's mark, durably, and keep its directory open. */
+/* Create image i's mark, durably, and keep its directory open. */
 static int
-mark_one(struct bdisk *d, uint32_t i, const char *vmname, char *msg,
-    size_t msglen)
+mark_one(const struct mig_image *d, uint32_t i, const char *vmname,
+    char *msg, size_t msglen)
 {
 	static const char why[] = "a migration into this disk has not "
 	    "finished: its blocks may be from several moments\n";
 	char dir[MIG_BDISK_PATH_MAX], tmp[MIG_BDISK_PATH_MAX];
+	struct mark *m = &marks[i];
 	cap_rights_t rights;
 	int error, fd;
 
 	if (d->ischr) {
 		(void)mkdir(MIG_BDISK_MARKDIR, 0700);
 		snprintf(dir, sizeof(dir), "%s", MIG_BDISK_MARKDIR);
-		snprintf(d->markname, sizeof(d->markname),
-		    "%s.disk%u.incomplete", vmname, i);
+		snprintf(m->name, sizeof(m->name), "%s.disk%u.incomplete",
+		    vmname, i);
 	} else {
 		/* Both may change their argument: give each a copy. */
 		snprintf(tmp, sizeof(tmp), "%s", d->path);
 		snprintf(dir, sizeof(dir), "%s", dirname(tmp));
 		snprintf(tmp, sizeof(tmp), "%s", d->path);
-		snprintf(d->markname, sizeof(d->markname), "%s.incomplete",
+		snprintf(m->name, sizeof(m->name), "%s.incomplete",
 		    basename(tmp));
 	}
-	if ((d->markdir = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+	if ((m->dir = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return (io_fail(d, errno, "marking (its directory)", msg,
 		    msglen));
-	fd = openat(d->markdir, d->markname, O_WRONLY | O_CREAT | O_TRUNC |
-	    O_CLOEXEC, 0600);
+	m->made = true;
+	fd = openat(m->dir, m->name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0600);
 	if (fd < 0)
 		return (io_fail(d, errno, "marking", msg, msglen));
 	error = write(fd, why, sizeof(why) - 1) == (ssize_t)(sizeof(why) - 1) &&
-	    fsync(fd) == 0 && fsync(d->markdir) == 0 ? 0 : errno;
+	    fsync(fd) == 0 && fsync(m->dir) == 0 ? 0 : errno;
 	close(fd);
 	if (error != 0)
 		return (io_fail(d, error, "marking", msg, msglen));
 	cap_rights_init(&rights, CAP_FSYNC, CAP_LOOKUP, CAP_UNLINKAT);
-	if (cap_rights_limit(d->markdir, &rights) != 0 && errno != ENOSYS)
+	if (cap_rights_limit(m->dir, &rights) != 0 && errno != ENOSYS)
 		return (io_fail(d, errno, "marking (limiting)", msg, msglen));
 	return (0);
 }
@@ -342,11 +199,13 @@ mark_one(struct bdisk *d, uint32_t i, const char *vmname, char *msg,
 int
 mig_bdisk_mark(const char *vmname, char *msg, size_t msglen)
 {
+	const struct mig_image *d;
 	uint32_t i;
 	int error;
 
-	for (i = 0; i < nbdisks; i++)
-		if ((error = mark_one(&bdisks[i], i, vmname, msg, msglen)) != 0)
+	for (i = 0; i < mig_storage_count(); i++)
+		if ((d = mig_storage_image(i)) != NULL &&
+		    (error = mark_one(d, i, vmname, msg, msglen)) != 0)
 			return (error);
 	return (0);
 }
@@ -354,18 +213,19 @@ mig_bdisk_mark(const char *vmname, char *msg, size_t msglen)
 int
 mig_bdisk_unmark(char *msg, size_t msglen)
 {
-	struct bdisk *d;
+	const struct mig_image *d;
+	struct mark *m;
 	uint32_t i;
 
-	for (i = 0; i < nbdisks; i++) {
-		d = &bdisks[i];
-		if (d->markdir < 0)
+	for (i = 0; i < mig_storage_count(); i++) {
+		m = &marks[i];
+		if (!m->made || (d = mig_storage_image(i)) == NULL)
 			continue;
-		if ((unlinkat(d->markdir, d->markname, 0) != 0 &&
-		    errno != ENOENT) || fsync(d->markdir) != 0)
+		if ((unlinkat(m->dir, m->name, 0) != 0 && errno != ENOENT) ||
+		    fsync(m->dir) != 0)
 			return (io_fail(d, errno, "unmarking", msg, msglen));
-		close(d->markdir);
-		d->markdir = -1;
+		close(m->dir);
+		m->made = false;
 	}
 	return (0);
 }

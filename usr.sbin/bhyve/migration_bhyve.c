@@ -9,7 +9,7 @@
  * libvmmapi maps it, dirty pages from vmm's tracker, vCPU and device
  * state through the snapshot code, and for a migration without shared
  * storage the block_if disks with their write bitmaps
- * (migration_bdisk.c).
+ * (migration_storage.c, migration_bdisk.c).
  *
  * State sections, in the order the destination restores them (the
  * order "bhyve -r" uses): each PCI device by its instance name, the
@@ -340,6 +340,7 @@ static int
 mig_bhyve_vminfo(void *arg, struct mig_vminfo *vi)
 {
 	struct bhyve_mig *bm = arg;
+	const struct mig_image *img;
 	uint32_t i;
 	int error;
 
@@ -353,19 +354,26 @@ mig_bhyve_vminfo(void *arg, struct mig_vminfo *vi)
 	if (error != 0)
 		return (error);
 	mig_bhyve_cpu_features(vi->cpu_features, sizeof(vi->cpu_features));
-	vi->ndisks = mig_bdisk_count();
-	for (i = 0; i < vi->ndisks; i++)
-		mig_bdisk_describe(i, &vi->disks[i]);
+	/* Only the first MIG_MAX_DISKS disks can move with the guest. */
+	vi->ndisks = MIN(mig_storage_count(), MIG_MAX_DISKS);
+	for (i = 0; i < vi->ndisks; i++) {
+		if ((img = mig_storage_image(i)) == NULL) {
+			mig_bhyve_msg(bm, "disk %u was closed", i);
+			return (EINVAL);
+		}
+		vi->disks[i].block_size = img->block;
+		vi->disks[i].size = img->size;
+	}
 	return (0);
 }
 
-/* The disks' operations: migration_bdisk.c checks disk and range. */
+/* The disks' operations: the registry checks disk and range. */
 static int
 mig_bhyve_disk_start(void *arg, uint32_t disk)
 {
 	struct bhyve_mig *bm = arg;
 
-	return (mig_bdisk_track(disk, bm->be.errmsg, sizeof(bm->be.errmsg)));
+	return (mig_storage_track(disk, bm->be.errmsg, sizeof(bm->be.errmsg)));
 }
 
 static int
@@ -374,7 +382,7 @@ mig_bhyve_disk_collect(void *arg, uint32_t disk, uint64_t first,
 {
 	struct bhyve_mig *bm = arg;
 
-	return (mig_bdisk_collect(disk, first, n, bitmap, bm->be.errmsg,
+	return (mig_storage_collect(disk, first, n, bitmap, bm->be.errmsg,
 	    sizeof(bm->be.errmsg)));
 }
 
@@ -440,8 +448,8 @@ mig_bhyve_disk_recv_done(void *arg)
 	struct bhyve_mig *bm = arg;
 	int error;
 
-	error = mig_bdisk_flush(bm->be.errmsg, sizeof(bm->be.errmsg));
-	if (error != 0)
+	if ((error = mig_storage_flush(bm->be.errmsg,
+	    sizeof(bm->be.errmsg))) != 0)
 		return (error);
 	return (mig_bdisk_unmark(bm->be.errmsg, sizeof(bm->be.errmsg)));
 }
