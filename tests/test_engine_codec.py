@@ -12,7 +12,9 @@ from harness.engine_build import build_testbed_programs
 @pytest.fixture(scope="module")
 def wire_test_output() -> list[str]:
     out = build_testbed_programs(targets=("wire_test",), sanitize=True)
-    proc = subprocess.run([str(out / "wire_test")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(out / "wire_test")], capture_output=True, text=True, errors="replace", timeout=120
+    )
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return lines

@@ -22,7 +22,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migration_backend.h"
 #include "migration_chan.h"
+#include "migration_disk.h"
 #include "migration_policy.h"
 #include "migration_streams.h"
 #include "migration_wire.h"
@@ -372,6 +374,86 @@ fill_disks(struct mig_vminfo *vi)
 	vi->disks[0].size = 10 * 4096 + 100;
 	vi->disks[1].block_size = 512;
 	vi->disks[1].size = 64 * 512;
+}
+
+/* A backend whose disk operations are never called: only present. */
+static int
+no_disk_start(void *arg, uint32_t disk)
+{
+
+	(void)arg;
+	(void)disk;
+	return (0);
+}
+
+static void
+no_disk_stop(void *arg, uint32_t disk)
+{
+
+	(void)arg;
+	(void)disk;
+}
+
+static int
+no_disk_bits(void *arg, uint32_t disk, uint64_t first, uint64_t n,
+    uint64_t *bits)
+{
+
+	(void)arg;
+	(void)disk;
+	(void)first;
+	(void)n;
+	(void)bits;
+	return (0);
+}
+
+static int
+no_disk_read(void *arg, uint32_t disk, uint64_t first, uint64_t n, void *buf)
+{
+
+	(void)arg;
+	(void)disk;
+	(void)first;
+	(void)n;
+	(void)buf;
+	return (0);
+}
+
+/* Disks the source cannot move are refused by name, never left behind. */
+static void
+test_disk_describe_refusals(void)
+{
+	struct mig_backend_ops ops;
+	struct mig_backend be;
+	struct mig_params p;
+	struct mig_vminfo vi;
+	char why[MIG_ERRMSG_MAX];
+
+	memset(&ops, 0, sizeof(ops));
+	ops.disk_start = no_disk_start;
+	ops.disk_stop = no_disk_stop;
+	ops.disk_collect = no_disk_bits;
+	ops.disk_read = no_disk_read;
+	memset(&be, 0, sizeof(be));
+	be.ops = &ops;
+	memset(&p, 0, sizeof(p));
+	p.migrate_disks = true;
+	memset(&vi, 0, sizeof(vi));
+	fill_disks(&vi);
+	check(mig_disk_describe(&vi, &be, &p, why, sizeof(why)) == 0 &&
+	    vi.disk_flags == MIG_DISKS_MOVE, "two writable disks move", NULL);
+	vi.ndisks_beyond = 3;
+	check(mig_disk_describe(&vi, &be, &p, why, sizeof(why)) == E2BIG &&
+	    strstr(why, "5 disks") != NULL && vi.disk_flags == 0,
+	    "disks beyond the described ones refused", why);
+	vi.ndisks_beyond = 0;
+	vi.disks[1].flags = MIG_DISK_READONLY;
+	check(mig_disk_describe(&vi, &be, &p, why, sizeof(why)) == EROFS &&
+	    strstr(why, "disk 1 is open read-only") != NULL,
+	    "a read-only disk refused", why);
+	p.migrate_disks = false;
+	check(mig_disk_describe(&vi, &be, &p, why, sizeof(why)) == 0,
+	    "shared storage takes a read-only disk", NULL);
 }
 
 static void
@@ -912,6 +994,7 @@ main(void)
 	test_pages();
 	test_zero_ranges();
 	test_vminfo_disks();
+	test_disk_describe_refusals();
 	test_disk_blocks();
 	test_disk_zero();
 	test_streams();

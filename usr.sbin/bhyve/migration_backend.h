@@ -54,7 +54,10 @@ struct mig_section {
 struct mig_disk {
 	uint32_t	block_size;
 	uint64_t	size;
+	uint32_t	flags;		/* local only, not on the wire */
 };
+
+#define	MIG_DISK_READONLY	0x1	/* opened read-only: cannot be moved */
 
 #define	MIG_DISKS_MOVE		0x1	/* the source sends the disks' blocks */
 
@@ -70,6 +73,7 @@ struct mig_vminfo {
 	uint32_t	disk_flags;	/* MIG_DISKS_*: set by the engine */
 	uint32_t	ndisks;
 	struct mig_disk	disks[MIG_MAX_DISKS];
+	uint32_t	ndisks_beyond;	/* local only: disks not in disks[] */
 };
 
 struct mig_backend_ops {

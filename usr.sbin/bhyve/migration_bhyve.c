@@ -31,6 +31,7 @@
 #include <assert.h>
 #include <err.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <pthread_np.h>
 #include <stdarg.h>
@@ -354,8 +355,16 @@ mig_bhyve_vminfo(void *arg, struct mig_vminfo *vi)
 	if (error != 0)
 		return (error);
 	mig_bhyve_cpu_features(vi->cpu_features, sizeof(vi->cpu_features));
-	/* Only the first MIG_MAX_DISKS disks can move with the guest. */
+	/* Disks the hand-over would miss: no flush, no reopen, no move. */
+	if (mig_storage_unregistered() != 0) {
+		mig_bhyve_msg(bm, "%u disk images were opened while the "
+		    "migration's list of %d was full", mig_storage_unregistered(),
+		    MIG_STORAGE_MAX);
+		return (ENOSPC);
+	}
+	/* The engine refuses to move disks when there are more. */
 	vi->ndisks = MIN(mig_storage_count(), MIG_MAX_DISKS);
+	vi->ndisks_beyond = mig_storage_count() - vi->ndisks;
 	for (i = 0; i < vi->ndisks; i++) {
 		if ((img = mig_storage_image(i)) == NULL) {
 			mig_bhyve_msg(bm, "disk %u was closed", i);
@@ -363,6 +372,8 @@ mig_bhyve_vminfo(void *arg, struct mig_vminfo *vi)
 		}
 		vi->disks[i].block_size = img->block;
 		vi->disks[i].size = img->size;
+		if ((img->oflags & O_ACCMODE) == O_RDONLY)
+			vi->disks[i].flags |= MIG_DISK_READONLY;
 	}
 	return (0);
 }

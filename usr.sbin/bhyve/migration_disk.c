@@ -85,6 +85,7 @@ mig_disk_describe(struct mig_vminfo *vi, const struct mig_backend *be,
     const struct mig_params *p, char *msg, size_t msglen)
 {
 	const struct mig_backend_ops *o = be->ops;
+	uint32_t i;
 
 	vi->disk_flags = 0;
 	if (!p->migrate_disks)
@@ -93,6 +94,23 @@ mig_disk_describe(struct mig_vminfo *vi, const struct mig_backend *be,
 		snprintf(msg, msglen, "disk migration was asked for, but the "
 		    "guest has no disk");
 		return (EINVAL);
+	}
+	/* Never move some disks and silently leave the rest behind. */
+	if (vi->ndisks_beyond != 0) {
+		snprintf(msg, msglen, "disk migration was asked for, but the "
+		    "guest has %u disks, more than the %d a migration moves",
+		    vi->ndisks + vi->ndisks_beyond, MIG_MAX_DISKS);
+		return (E2BIG);
+	}
+	for (i = 0; i < vi->ndisks; i++) {
+		if ((vi->disks[i].flags & MIG_DISK_READONLY) != 0) {
+			snprintf(msg, msglen, "disk migration was asked for, "
+			    "but disk %u is open read-only (a CD image, say) "
+			    "and the destination could not write its copy: "
+			    "give the destination its own copy of that image "
+			    "and detach it here, or use shared storage", i);
+			return (EROFS);
+		}
 	}
 	if (o->disk_start == NULL || o->disk_collect == NULL ||
 	    o->disk_read == NULL || o->disk_stop == NULL) {

@@ -42,6 +42,7 @@
 
 static pthread_mutex_t storage_mtx = PTHREAD_MUTEX_INITIALIZER;
 static struct mig_image disks[MIG_STORAGE_MAX];
+static uint32_t unregistered;	/* images opened while the list was full */
 static uint32_t ndisks;		/* slots in use or used before */
 
 int
@@ -69,6 +70,7 @@ mig_storage_add(int fd, const char *path, int oflags, uint64_t size,
 	for (i = 0; i < ndisks && disks[i].fd >= 0; i++)
 		;
 	if (i == MIG_STORAGE_MAX) {
+		unregistered++;
 		pthread_mutex_unlock(&storage_mtx);
 		free(copy);
 		free(written);
@@ -131,6 +133,17 @@ mig_storage_count(void)
 {
 
 	return (ndisks);
+}
+
+uint32_t
+mig_storage_unregistered(void)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&storage_mtx);
+	n = unregistered;
+	pthread_mutex_unlock(&storage_mtx);
+	return (n);
 }
 
 const struct mig_image *

@@ -63,6 +63,8 @@ void	mig_storage_written(int fd, uint64_t offset, uint64_t len);
 
 /* Image i of mig_storage_count(), NULL if it was closed. */
 uint32_t mig_storage_count(void);
+/* Images that found the list full (ENOSPC): none of them can migrate. */
+uint32_t mig_storage_unregistered(void);
 const struct mig_image *mig_storage_image(uint32_t i);
 /*
  * Image i holds blocks [first, first + n): 0, or EINVAL with msg.  Then
