@@ -278,9 +278,12 @@ enum mig_result	mig_send(const int *fds, struct mig_backend *,
  * the guest; mig_recv_run() checks it against the local backend, receives
  * memory and state, and returns 0 once "go" arrived; the caller then
  * starts the guest and calls mig_recv_finish().  mig_conn_free() closes.
+ * mig_recv_accept() sets *proven (unless NULL) to 1, atomically, once the
+ * peer proved the key, so that a listener serving several handshakes can
+ * tell a real source from a stranger while the handshake goes on.
  */
 struct mig_vminfo;
-int	mig_recv_accept(int fd, const struct mig_params *,
+int	mig_recv_accept(int fd, const struct mig_params *, int *proven,
 	    struct mig_conn **, struct mig_vminfo *, struct mig_error *);
 int	mig_recv_run(struct mig_conn *, struct mig_backend *,
 	    struct mig_stats *, struct mig_error *);

@@ -205,6 +205,48 @@ mig_rxstreams_complete(const struct mig_rxstreams *rs)
 	return (rs == NULL || rs->njoined + 1 == rs->n);
 }
 
+/*
+ * Decode the JOIN on jch and check its proof for the session it names:
+ * only a peer holding the key makes one, and only for this connection
+ * (its HELLO's nonce is in the stream's transcript).  k gets the
+ * stream's keys.
+ */
+static int
+join_verify(const uint8_t key[MIG_KEY_LEN], const struct mig_chan *jch,
+    struct mig_join *j, struct mig_session_keys *k, char *msg, size_t msglen)
+{
+	int error;
+
+	if ((error = mig_join_decode(jch->rxbuf, jch->cur.len, j, msg,
+	    msglen)) != 0)
+		return (error);
+	if ((error = stream_keys(key, j->session, j->index, jch->hello,
+	    k)) != 0) {
+		snprintf(msg, msglen, "could not derive its keys");
+		return (error);
+	}
+	if (!mig_mac_equal(j->proof, k->src_auth, sizeof(j->proof))) {
+		mig_wipe(k, sizeof(*k));
+		snprintf(msg, msglen, "its proof does not hold for this "
+		    "connection (replayed, or made without the key)");
+		return (EACCES);
+	}
+	return (0);
+}
+
+int
+mig_stream_join_proven(const struct mig_chan *jch,
+    const uint8_t key[MIG_KEY_LEN], char *msg, size_t msglen)
+{
+	struct mig_session_keys k;
+	struct mig_join j;
+	int error;
+
+	error = join_verify(key, jch, &j, &k, msg, msglen);
+	mig_wipe(&k, sizeof(k));
+	return (error);
+}
+
 int
 mig_rxstreams_join(struct mig_rxstreams *rs, struct mig_chan *jch,
     char *msg, size_t msglen)
@@ -214,28 +256,18 @@ mig_rxstreams_join(struct mig_rxstreams *rs, struct mig_chan *jch,
 	struct rxstream *x;
 	int error;
 
-	if ((error = mig_join_decode(jch->rxbuf, jch->cur.len, &j, msg,
-	    msglen)) != 0)
+	if ((error = join_verify(rs->key, jch, &j, &k, msg, msglen)) != 0)
 		return (error);
 	if (memcmp(j.session, rs->session, sizeof(j.session)) != 0) {
+		mig_wipe(&k, sizeof(k));
 		snprintf(msg, msglen, "it names another migration session");
 		return (EACCES);
 	}
 	if (j.nstreams != rs->n) {
+		mig_wipe(&k, sizeof(k));
 		snprintf(msg, msglen, "it counts %u streams, the session %u",
 		    j.nstreams, rs->n);
 		return (EPROTO);
-	}
-	if ((error = stream_keys(rs->key, rs->session, j.index, jch->hello,
-	    &k)) != 0) {
-		snprintf(msg, msglen, "could not derive its keys");
-		return (error);
-	}
-	if (!mig_mac_equal(j.proof, k.src_auth, sizeof(j.proof))) {
-		mig_wipe(&k, sizeof(k));
-		snprintf(msg, msglen, "its proof does not hold for this "
-		    "connection (replayed, or made without the key)");
-		return (EACCES);
 	}
 	x = &rs->s[j.index];
 	if (x->joined) {

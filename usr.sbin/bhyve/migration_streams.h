@@ -66,6 +66,13 @@ bool	mig_rxstreams_complete(const struct mig_rxstreams *);
 int	mig_rxstreams_join(struct mig_rxstreams *, struct mig_chan *jch,
 	    char *msg, size_t msglen);
 /*
+ * Whether the JOIN on jch is proved with key for the session it names,
+ * before that session is known: a stranger's join is refused at once
+ * and cannot take the place of a real one waiting for its session.
+ */
+int	mig_stream_join_proven(const struct mig_chan *jch,
+	    const uint8_t key[MIG_KEY_LEN], char *msg, size_t msglen);
+/*
  * Start one receiver thread per joined stream, writing pages into the
  * guest memory local describes.  ctlfd is stream 0's socket, shut for
  * reading when a stream fails so that the main loop notices.
