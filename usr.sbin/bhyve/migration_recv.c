@@ -281,6 +281,8 @@ on_round_begin(struct mig_conn *c, void *payload, uint32_t len)
 	c->round->dirty_pages = rb.pages;
 	c->round_pages = 0;
 	c->round_t0 = mig_now_us();
+	if (c->streams != NULL)
+		mig_rxstreams_round_begin(c->streams, rb.index);
 	if (rb.final) {
 		c->phase = MIG_PHASE_STOPCOPY;
 		if (!c->held)

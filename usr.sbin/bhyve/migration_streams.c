@@ -128,6 +128,7 @@ struct mig_rxstreams {
 	enum mig_phase	phase;
 	pthread_mutex_t	mtx;
 	pthread_cond_t	cv;
+	uint32_t	begun;		/* the last round stream 0 began */
 	uint32_t	released;	/* rounds the main loop counted */
 	bool		final;		/* the last of them was the final one */
 	bool		stopping;
@@ -345,12 +346,35 @@ part_end(struct rxstream *x, uint32_t len)
 	return (0);
 }
 
+/*
+ * Idle, reading nothing, until stream 0 began the round x is in: the
+ * source may hold the guest paused for its switchover hook between
+ * rounds (HOLD), longer than the I/O timeout of a read.  0, or
+ * ECANCELED when the receive stops.
+ */
+static int
+round_wait(struct rxstream *x)
+{
+	struct mig_rxstreams *rs;
+	bool stop;
+
+	rs = x->rs;
+	pthread_mutex_lock(&rs->mtx);
+	while (rs->begun < x->round && !rs->stopping && !rs->failed)
+		pthread_cond_wait(&rs->cv, &rs->mtx);
+	stop = rs->stopping || rs->failed;
+	pthread_mutex_unlock(&rs->mtx);
+	return (stop ? ECANCELED : 0);
+}
+
 static int
 rx_loop(struct rxstream *x)
 {
 	struct mig_hdr hdr;
 	int error;
 
+	if ((error = round_wait(x)) != 0)
+		return (error);
 	for (;;) {
 		if ((error = mig_chan_recv_hdr(&x->ch, &hdr)) != 0) {
 			mig_fail_chan(&x->err, &x->ch, x->rs->phase, error,
@@ -382,6 +406,8 @@ rx_loop(struct rxstream *x)
 			}
 			if ((error = part_end(x, hdr.len)) == 1)
 				return (0);
+			if (error == 0)
+				error = round_wait(x);
 			break;
 		default:
 			error = stream_proto_fail(x, "unexpected %s message on "
@@ -434,6 +460,16 @@ mig_rxstreams_start(struct mig_rxstreams *rs, const struct mig_vminfo *local,
 		x->started = true;
 	}
 	return (0);
+}
+
+void
+mig_rxstreams_round_begin(struct mig_rxstreams *rs, uint32_t index)
+{
+
+	pthread_mutex_lock(&rs->mtx);
+	rs->begun = index;
+	pthread_cond_broadcast(&rs->cv);
+	pthread_mutex_unlock(&rs->mtx);
 }
 
 int

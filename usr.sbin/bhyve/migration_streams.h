@@ -80,6 +80,11 @@ int	mig_stream_join_proven(const struct mig_chan *jch,
 int	mig_rxstreams_start(struct mig_rxstreams *,
 	    const struct mig_vminfo *local, int ctlfd, enum mig_phase phase);
 /*
+ * Stream 0's ROUND_BEGIN of round index: the streams read their part of
+ * it (until then they idle, reading nothing, whatever a HOLD lasts).
+ */
+void	mig_rxstreams_round_begin(struct mig_rxstreams *, uint32_t index);
+/*
  * The round barrier, at stream 0's ROUND_END: wait for every stream's
  * PART_END of round index, add their counts to r and *pages, and let
  * the streams go on (or end, after the final round).  A stream's
