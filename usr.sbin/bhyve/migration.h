@@ -297,10 +297,12 @@ void	mig_conn_free(struct mig_conn *);
 bool	mig_conn_check_only(const struct mig_conn *);
 /*
  * Several streams: mig_recv_accept() returns EINPROGRESS with a
- * connection that answered HELLO with JOIN.  mig_conn_join() checks it
- * against an accepted session; on 0 the session owns its socket, and
- * either way the caller frees join.  A session counts its streams, and
- * receives once every further one joined.
+ * connection that answered HELLO with a JOIN whose proof holds for the
+ * session it names (one whose proof fails is refused, EACCES, during
+ * MIG_PHASE_AUTH).  mig_conn_join() checks it against an accepted
+ * session; on 0 the session owns its socket, and either way the caller
+ * frees join.  A session counts its streams, and receives once every
+ * further one joined.
  */
 int	mig_conn_join(struct mig_conn *session, struct mig_conn *join,
 	    char *msg, size_t msglen);
