@@ -192,6 +192,63 @@ def test_foreign_and_replayed_joins_are_refused(joining, captured_vminfo: bytes)
     peer.close()
 
 
+def test_a_stranger_connecting_while_eight_streams_join_evicts_none_of_them(
+    joining, captured_vminfo: bytes  # noqa: F811
+) -> None:  # fmt: skip
+    """A source connects all of its streams at once; a stranger then displaces nothing of it."""
+    key, rx, conns = joining
+    n = 8
+    peer = migpeer.Peer.connect("127.0.0.1", rx.port, key)
+    caps = migpeer.CAP_AEAD | migpeer.CAP_ZERO | migpeer.CAP_STREAMS
+    peer.handshake(hello=migpeer.hello_payload(migpeer.ROLE_SOURCE, caps=caps))
+    peer.send(migpeer.STREAMS, struct.pack("<I", n))
+    joins = [migpeer.Joiner.connect("127.0.0.1", rx.port, key) for _ in range(n - 1)]
+    conns.extend(joins)
+    # The stranger is served (its HELLO arrives) once whatever made room for it did.
+    stranger = migpeer.Joiner.connect("127.0.0.1", rx.port, secrets.token_bytes(32))
+    conns.append(stranger)
+    # Its JOIN, made without the key, is refused before it could wait for a session.
+    stranger.join(peer.transcript, 1, n)
+    assert "during auth" in _logged(rx, "does not hold for this connection")
+    for i, j in enumerate(joins, 1):
+        j.join(peer.transcript, i, n)
+    peer.send(migpeer.VMINFO, captured_vminfo)
+    for j in joins:
+        assert j.peer.recv() == (migpeer.JOINED, b"")
+    assert peer.recv() == (migpeer.ACCEPT, b"")
+    assert "make room" not in rx.proc.output()
+    peer.close()
+
+
+def test_joins_made_without_the_key_cannot_displace_a_parked_real_one(
+    joining, captured_vminfo: bytes  # noqa: F811
+) -> None:  # fmt: skip
+    """A real join waiting for its session stays parked however many strangers' joins come."""
+    key, rx, conns = joining
+    peer = migpeer.Peer.connect("127.0.0.1", rx.port, key)
+    caps = migpeer.CAP_AEAD | migpeer.CAP_ZERO | migpeer.CAP_STREAMS
+    peer.handshake(hello=migpeer.hello_payload(migpeer.ROLE_SOURCE, caps=caps))
+    peer.send(migpeer.STREAMS, struct.pack("<I", 2))
+    # Stream 1 joins before stream 0 described its guest: it waits for its session.
+    real = migpeer.Joiner.connect("127.0.0.1", rx.port, key)
+    conns.append(real)
+    real.join(peer.transcript, 1, 2)
+    # More keyless joins naming that session than the destination parks.
+    for _ in range(10):
+        j = migpeer.Joiner.connect("127.0.0.1", rx.port, secrets.token_bytes(32))
+        conns.append(j)
+        j.join(peer.transcript, 1, 2)
+    deadline = time.monotonic() + 20
+    while rx.proc.output().count("does not hold for this connection") < 10:
+        assert time.monotonic() < deadline, rx.proc.output()
+        time.sleep(0.1)
+    peer.send(migpeer.VMINFO, captured_vminfo)
+    assert real.peer.recv() == (migpeer.JOINED, b"")
+    assert peer.recv() == (migpeer.ACCEPT, b"")
+    assert "make room" not in rx.proc.output()
+    peer.close()
+
+
 def test_a_join_with_no_session_times_out_and_a_session_still_comes_in(
     joining, captured_vminfo: bytes  # noqa: F811
 ) -> None:  # fmt: skip

@@ -52,9 +52,11 @@ def endpoints(tmp_path_factory) -> tuple[Endpoint, Endpoint]:
     return local_endpoints(tmp_path_factory.mktemp("hook"))
 
 
-def migrate(endpoints, hook: str | None, timeout_s: float = 10.0, **flow) -> dict:
+def migrate(endpoints, hook: str | None, timeout_s: float = 10.0, streams: int = 1,
+            **flow) -> dict:  # fmt: skip
     opts = FlowOptions(warmup_s=0.5, run_after_s=0.5, **flow)
-    policy = MigrationPolicy(switchover_hook=hook, switchover_timeout=timeout_s)
+    policy = MigrationPolicy(switchover_hook=hook, switchover_timeout=timeout_s,
+                             streams=streams)  # fmt: skip
     tag = secrets.token_hex(4)
     src = start_guest(endpoints[0], GUEST, opts, tag)
     time.sleep(opts.warmup_s)
@@ -213,3 +215,14 @@ def test_a_controller_gone_at_the_hook_rolls_back(endpoints) -> None:
         assert bare.src.verify()["ok"]
     finally:
         bare.close()
+
+
+def test_a_hook_longer_than_the_io_timeout_with_several_streams_completes(endpoints) -> None:
+    """The further streams idle through the hold: they wait for the next round, not time out."""
+    # Longer than the destination's I/O timeout (the engine's default, 10 s).
+    report = migrate(endpoints, f"{COPY_DISK} && sleep 11", timeout_s=30, streams=3)
+    assert report["status"] == "completed", report.get("error")
+    assert report["streams"] == 3
+    assert report["switchover_hook"]["outcome"] == "continued"
+    ver = report["verification"]
+    assert ver["where"] == "destination" and ver["ok"], ver.get("errors")

@@ -492,6 +492,11 @@ test_vminfo_disks(void)
 	mig_le64enc(buf + n - 8, 0);
 	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO,
 	    "empty disk refused", why);
+	/* Its block count (size + block_size - 1) / block_size would wrap. */
+	mig_le64enc(buf + n - 8, UINT64_MAX);
+	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&
+	    strstr(why, "disk 1") != NULL, "disk of 2^64 - 1 bytes refused",
+	    why);
 	vi.ndisks = 0;
 	n = mig_vminfo_encode(buf, sizeof(buf), &vi);
 	check(mig_vminfo_decode(buf, n, &out, why, sizeof(why)) == EPROTO &&

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fuzz_guest.h"
@@ -23,6 +24,7 @@ static uint8_t seg0[FUZZ_SEG0_PAGES * MIG_PAGE_SIZE]
 static uint8_t seg1[FUZZ_SEG1_PAGES * MIG_PAGE_SIZE]
     __attribute__((__aligned__(4096)));
 static uint8_t restored[FUZZ_VCPU_STATE_LEN];
+static uint8_t disk0[FUZZ_DISK_SIZE];
 
 void
 fuzz_guest_vminfo(struct mig_vminfo *vi)
@@ -47,6 +49,9 @@ fuzz_guest_vminfo(struct mig_vminfo *vi)
 	vi->sections[1].version = 2;
 	vi->sections[1].size_hint = FUZZ_DEV_STATE_LEN;
 	snprintf(vi->cpu_features, sizeof(vi->cpu_features), "fuzz-cpu");
+	vi->ndisks = 1;
+	vi->disks[0].block_size = FUZZ_DISK_BLOCK;
+	vi->disks[0].size = FUZZ_DISK_SIZE;
 }
 
 static int
@@ -75,6 +80,57 @@ guest_state_restore(void *arg, uint32_t idx, const void *buf, size_t len)
 	return (0);
 }
 
+/*
+ * The engine checks every block against the disk before it writes: a
+ * block beyond it here is the engine's bug, and aborts the run.
+ */
+static uint8_t *
+disk_span(uint32_t disk, uint64_t first, uint64_t n, size_t *len)
+{
+	uint64_t end;
+
+	if (disk != 0 || n == 0 || first >= FUZZ_DISK_BLOCKS ||
+	    n > FUZZ_DISK_BLOCKS - first)
+		abort();
+	end = (first + n) * FUZZ_DISK_BLOCK;
+	*len = (end < FUZZ_DISK_SIZE ? end : FUZZ_DISK_SIZE) -
+	    first * FUZZ_DISK_BLOCK;
+	return (disk0 + first * FUZZ_DISK_BLOCK);
+}
+
+static int
+guest_disk_write(void *arg, uint32_t disk, uint64_t first, uint64_t n,
+    const void *buf)
+{
+	uint8_t *p;
+	size_t len;
+
+	(void)arg;
+	p = disk_span(disk, first, n, &len);
+	memcpy(p, buf, len);
+	return (0);
+}
+
+static int
+guest_disk_zero(void *arg, uint32_t disk, uint64_t first, uint64_t n)
+{
+	uint8_t *p;
+	size_t len;
+
+	(void)arg;
+	p = disk_span(disk, first, n, &len);
+	memset(p, 0, len);
+	return (0);
+}
+
+static int
+guest_disk_mark(void *arg)
+{
+
+	(void)arg;
+	return (0);
+}
+
 static void
 guest_progress(void *arg, const struct mig_progress *p)
 {
@@ -86,6 +142,10 @@ guest_progress(void *arg, const struct mig_progress *p)
 static const struct mig_backend_ops guest_ops = {
 	.vminfo = guest_vminfo,
 	.state_restore = guest_state_restore,
+	.disk_recv_begin = guest_disk_mark,
+	.disk_write = guest_disk_write,
+	.disk_zero = guest_disk_zero,
+	.disk_recv_done = guest_disk_mark,
 	.progress = guest_progress,
 };
 

@@ -6,7 +6,8 @@
 
 /*
  * What the receive-loop fuzz targets share: a small in-memory guest for
- * the destination (two memory segments, a vCPU and a device section),
+ * the destination (two memory segments, a vCPU and a device section, a
+ * disk),
  * the key both ends hold, and the record format in which a fuzz input
  * spells the source's frames.
  *
@@ -37,6 +38,10 @@
 #define	FUZZ_SEG1_PAGES		8
 #define	FUZZ_VCPU_STATE_LEN	64
 #define	FUZZ_DEV_STATE_LEN	16
+/* One disk, its last block short; moved only when VMINFO says so. */
+#define	FUZZ_DISK_BLOCK		512
+#define	FUZZ_DISK_BLOCKS	17
+#define	FUZZ_DISK_SIZE		(16 * FUZZ_DISK_BLOCK + 100)
 
 struct fuzz_rec {
 	uint8_t		type;

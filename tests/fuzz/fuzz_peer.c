@@ -158,7 +158,7 @@ fuzz_session(const uint8_t *data, size_t len, bool authenticated,
 	fuzz_guest_params(&p);
 	largest = 0;
 	tracking = true;
-	o->accept_error = mig_recv_accept(fds[0], &p, &c, &vi, &o->err);
+	o->accept_error = mig_recv_accept(fds[0], &p, NULL, &c, &vi, &o->err);
 	if (o->accept_error == 0) {
 		o->run_error = mig_recv_run(c, fuzz_guest_backend(), &st,
 		    &o->err);

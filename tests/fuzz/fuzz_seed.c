@@ -91,6 +91,72 @@ error_of(struct mig_errmsg *e)
 	snprintf(e->msg, sizeof(e->msg), "the source gave up");
 }
 
+/* DISK_BLOCKS data: every data block of b, in order. */
+static size_t
+disk_data(const struct mig_disk *d, const struct mig_disk_blocks *b,
+    uint8_t *data)
+{
+	size_t n;
+	uint32_t i, len;
+
+	n = 0;
+	for (i = 0; i < b->count; i++) {
+		if ((b->idx[i] & MIG_BLOCK_ZERO) != 0)
+			continue;
+		len = mig_disk_block_len(d, b->idx[i]);
+		memset(data + n, 0x30 + (int)i, len);
+		n += len;
+	}
+	return (n);
+}
+
+/* fuzz_wire's disk selectors: u8 block size shift | u64 disk size | frame. */
+static void
+wire_disk(const char *name, uint8_t which, uint8_t shift, uint64_t size,
+    const void *msg, size_t len)
+{
+	uint8_t buf[SEED_MAX];
+
+	buf[0] = shift;
+	mig_le64enc(buf + 1, size);
+	memcpy(buf + 9, msg, len);
+	wire(name, which, buf, len + 9);
+}
+
+static void
+wire_disk_seeds(void)
+{
+	static struct mig_disk_blocks b;
+	struct mig_disk d = { .block_size = FUZZ_DISK_BLOCK,
+	    .size = FUZZ_DISK_SIZE };
+	struct mig_disk_zero z;
+	uint8_t buf[SEED_MAX];
+	size_t n;
+
+	/* Blocks 1 (zero), 2 and the short last one. */
+	b.disk = 0;
+	b.count = 3;
+	b.idx[0] = 1 | MIG_BLOCK_ZERO;
+	b.idx[1] = 2;
+	b.idx[2] = FUZZ_DISK_BLOCKS - 1;
+	n = mig_disk_blocks_encode(buf, sizeof(buf), &b);
+	n += disk_data(&d, &b, buf + n);
+	wire_disk("disk_blocks", 12, 0, FUZZ_DISK_SIZE, buf, n);
+	/* A disk whose block count wrapped to 0 before VMINFO refused it. */
+	b.count = 1;
+	b.idx[0] = 0 | MIG_BLOCK_ZERO;
+	n = mig_disk_blocks_encode(buf, sizeof(buf), &b);
+	wire_disk("disk_size_wraps", 12, 0, UINT64_MAX - 100, buf, n);
+	memset(&z, 0, sizeof(z));
+	z.count = 2;
+	z.r[0].first = 0;
+	z.r[0].npages = 4;
+	z.r[1].first = 8;
+	z.r[1].npages = FUZZ_DISK_BLOCKS - 8;
+	wire_disk("disk_zero", 13, 0, FUZZ_DISK_SIZE, buf,
+	    mig_disk_zero_encode(buf, sizeof(buf), &z));
+}
+
 static void
 wire_seeds(void)
 {
@@ -103,6 +169,8 @@ wire_seeds(void)
 	struct mig_vminfo vi;
 	struct mig_errmsg e;
 	struct mig_hello h;
+	struct mig_hold ho;
+	struct mig_join j;
 	struct mig_hdr hdr = { MIG_MSG_PAGES, 0, 1234 };
 	uint8_t buf[SEED_MAX];
 	size_t n;
@@ -141,6 +209,16 @@ wire_seeds(void)
 	    &z));
 	mig_le16enc(buf, MIG_MSG_ZERO_RANGES);
 	wire("name", 10, buf, 2);
+	ho.hold_ms = 2500;
+	wire("hold", 11, buf, mig_hold_encode(buf, sizeof(buf), &ho));
+	wire_disk_seeds();
+	wire("streams", 14, buf, mig_streams_encode(buf, sizeof(buf), 4));
+	memset(&j, 0, sizeof(j));
+	j.index = 3;
+	j.nstreams = 4;
+	memset(j.session, 0x5a, sizeof(j.session));
+	memset(j.proof, 0xa5, sizeof(j.proof));
+	wire("join", 15, buf, mig_join_encode(buf, sizeof(buf), &j));
 }
 
 static void
@@ -299,10 +377,48 @@ rec_state(uint8_t *buf, size_t off, uint32_t section, uint64_t total,
 	return (rec(buf, off, MIG_MSG_STATE, 0, m, MIG_STATE_HDR_LEN + n));
 }
 
-/* Memory and state of a whole migration, up to READY. */
+/* The disk's frames of a round: some blocks, then zero runs. */
 static size_t
-rec_migration(uint8_t *buf, size_t off)
+rec_disk(uint8_t *buf, size_t off, uint32_t round)
 {
+	static struct mig_disk_blocks b;
+	static uint8_t m[SEED_MAX];
+	struct mig_disk d = { .block_size = FUZZ_DISK_BLOCK,
+	    .size = FUZZ_DISK_SIZE };
+	struct mig_disk_zero z;
+	size_t n;
+
+	b.disk = 0;
+	b.count = 0;
+	if (round == 1) {
+		b.idx[b.count++] = 0;
+		b.idx[b.count++] = 1;
+		b.idx[b.count++] = 2 | MIG_BLOCK_ZERO;
+	}
+	b.idx[b.count++] = 5;
+	b.idx[b.count++] = FUZZ_DISK_BLOCKS - 1;
+	n = mig_disk_blocks_encode(m, sizeof(m), &b);
+	n += disk_data(&d, &b, m + n);
+	off = rec(buf, off, MIG_MSG_DISK_BLOCKS, 0, m, n);
+	if (round != 1)
+		return (off);
+	memset(&z, 0, sizeof(z));
+	z.count = 1;
+	z.r[0].first = 6;
+	z.r[0].npages = FUZZ_DISK_BLOCKS - 7;
+	return (rec(buf, off, MIG_MSG_DISK_ZERO, 0, m,
+	    mig_disk_zero_encode(m, sizeof(m), &z)));
+}
+
+/*
+ * Memory and state of a whole migration, up to READY; with disks, their
+ * blocks in both rounds (VMINFO must have said MIG_DISKS_MOVE), with
+ * hold, a HOLD before the final round.
+ */
+static size_t
+rec_migration(uint8_t *buf, size_t off, bool disks, bool hold)
+{
+	struct mig_hold h = { 20 };
 	struct mig_zero_ranges z;
 	struct mig_ready rd = { 42, 2 };
 	uint8_t m[64];
@@ -316,9 +432,16 @@ rec_migration(uint8_t *buf, size_t off)
 	    mig_zero_ranges_encode(m, sizeof(m), &z));
 	off = rec_pages(buf, off, 0, 0, 16, 12);
 	off = rec_pages(buf, off, 1, 0, FUZZ_SEG1_PAGES, 2);
+	if (disks)
+		off = rec_disk(buf, off, 1);
 	off = rec_round(buf, off, MIG_MSG_ROUND_END, 1, 0, 40);
+	if (hold)
+		off = rec(buf, off, MIG_MSG_HOLD, 0, m, mig_hold_encode(m,
+		    sizeof(m), &h));
 	off = rec_round(buf, off, MIG_MSG_ROUND_BEGIN, 2, 1, 2);
 	off = rec_pages(buf, off, 0, 3, 2, 1);
+	if (disks)
+		off = rec_disk(buf, off, 2);
 	off = rec_round(buf, off, MIG_MSG_ROUND_END, 2, 1, 2);
 	off = rec_state(buf, off, 0, FUZZ_VCPU_STATE_LEN, 0,
 	    FUZZ_VCPU_STATE_LEN);
@@ -341,9 +464,23 @@ recv_seeds(void)
 	uint8_t m[8192];
 	size_t off;
 
-	off = rec_migration(buf, 0);
+	off = rec_migration(buf, 0, false, false);
 	off = rec(buf, off, MIG_MSG_GO, 0, NULL, 0);
 	seed("recv", "migration", buf, off);
+
+	/* The source moves its disk (VMINFO first, saying so). */
+	fuzz_guest_vminfo(&vi);
+	vi.disk_flags = MIG_DISKS_MOVE;
+	off = rec(buf, 0, MIG_MSG_VMINFO, 0, m, mig_vminfo_encode(m,
+	    sizeof(m), &vi));
+	off = rec_migration(buf, off, true, false);
+	off = rec(buf, off, MIG_MSG_GO, 0, NULL, 0);
+	seed("recv", "migration_disks", buf, off);
+
+	/* The paused source waits for its switchover hook: HOLD. */
+	off = rec_migration(buf, 0, false, true);
+	off = rec(buf, off, MIG_MSG_GO, 0, NULL, 0);
+	seed("recv", "migration_hold", buf, off);
 
 	/* The source gives up in the middle of round 1. */
 	off = rec_round(buf, 0, MIG_MSG_ROUND_BEGIN, 1, 0, 40);

@@ -21,7 +21,8 @@
 
 enum {
 	W_HDR = 0, W_HELLO, W_ERROR, W_VMINFO, W_ROUND_BEGIN, W_ROUND_END,
-	W_STATE_HDR, W_READY, W_PAGES, W_ZERO_RANGES, W_NAME, W_COUNT
+	W_STATE_HDR, W_READY, W_PAGES, W_ZERO_RANGES, W_NAME, W_HOLD,
+	W_DISK_BLOCKS, W_DISK_ZERO, W_STREAMS, W_JOIN, W_COUNT
 };
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
@@ -49,7 +50,10 @@ fuzz_fixed(int which, uint8_t *buf, size_t len)
 	struct mig_round_end re;
 	struct mig_state_hdr sh;
 	struct mig_ready rd;
-	uint8_t out[64];
+	struct mig_hold ho;
+	struct mig_join j;
+	uint8_t out[MIG_JOIN_LEN + 16];
+	uint32_t n;
 	char why[MIG_ERRMSG_MAX];
 
 	switch (which) {
@@ -73,6 +77,29 @@ fuzz_fixed(int which, uint8_t *buf, size_t len)
 		if (mig_ready_decode(buf, len, &rd, why, sizeof(why)) == 0)
 			same_bytes(buf, len, out, mig_ready_encode(out,
 			    sizeof(out), &rd));
+		break;
+	case W_HOLD:
+		if (mig_hold_decode(buf, len, &ho, why, sizeof(why)) != 0)
+			break;
+		require(ho.hold_ms >= 1 && ho.hold_ms <= MIG_MAX_HOLD_MS);
+		same_bytes(buf, len, out, mig_hold_encode(out, sizeof(out),
+		    &ho));
+		break;
+	case W_STREAMS:
+		if (mig_streams_decode(buf, len, &n, why, sizeof(why)) != 0)
+			break;
+		require(n >= 2 && n <= MIG_STREAMS_MAX);
+		same_bytes(buf, len, out, mig_streams_encode(out, sizeof(out),
+		    n));
+		break;
+	case W_JOIN:
+		if (mig_join_decode(buf, len, &j, why, sizeof(why)) != 0)
+			break;
+		/* It indexes the session's streams: never 0, never past. */
+		require(j.nstreams >= 2 && j.nstreams <= MIG_STREAMS_MAX &&
+		    j.index >= 1 && j.index < j.nstreams);
+		same_bytes(buf, len, out, mig_join_encode(out, sizeof(out),
+		    &j));
 		break;
 	}
 }
@@ -180,6 +207,73 @@ fuzz_zero_ranges(uint8_t *buf, size_t len)
 		    vi.segs[z.seg].len / MIG_PAGE_SIZE);
 }
 
+/*
+ * u8 block size (512 << (b % 12)) | u64 disk size | DISK_BLOCKS or
+ * DISK_ZERO: the disk is the guest's only one once VMINFO's decoder
+ * takes it, so sizes near 2^64 and short last blocks are reached.
+ */
+static void
+fuzz_disk(int which, uint8_t *buf, size_t len)
+{
+	static struct mig_disk_blocks b;
+	static struct mig_disk_zero z;
+	static struct mig_vminfo vi, vi2;
+	static uint8_t out[16384];
+	const struct mig_disk *d;
+	char why[MIG_ERRMSG_MAX];
+	uint64_t data, nblocks, block;
+	uint32_t i;
+	size_t n, idxlen;
+
+	if (len < 9)
+		return;
+	fuzz_guest_vminfo(&vi);
+	vi.disk_flags = MIG_DISKS_MOVE;
+	vi.disks[0].block_size = MIG_DISK_BLOCK_MIN << (buf[0] % 12);
+	vi.disks[0].size = mig_le64dec(buf + 1);
+	n = mig_vminfo_encode(out, sizeof(out), &vi);
+	if (n == 0 || mig_vminfo_decode(out, n, &vi2, why, sizeof(why)) != 0)
+		return;
+	d = &vi2.disks[0];
+	nblocks = mig_disk_nblocks(d);
+	require(nblocks >= 1 && nblocks * d->block_size >= d->size &&
+	    (nblocks - 1) * d->block_size < d->size);
+	buf += 9;
+	len -= 9;
+	if (which == W_DISK_ZERO) {
+		if (mig_disk_zero_decode(buf, len, &vi2, &z, why,
+		    sizeof(why)) != 0)
+			return;
+		for (i = 0; i < z.count; i++)
+			require(z.r[i].npages > 0 && z.r[i].first < nblocks &&
+			    z.r[i].npages <= nblocks - z.r[i].first &&
+			    (i == 0 || z.r[i].first >= z.r[i - 1].first +
+			    z.r[i - 1].npages));
+		same_bytes(buf, len, out, mig_disk_zero_encode(out,
+		    sizeof(out), &z));
+		return;
+	}
+	if (mig_disk_blocks_decode(buf, len, &vi2, &b, why, sizeof(why)) != 0)
+		return;
+	require(b.disk == 0 && b.count >= 1 &&
+	    b.count <= mig_disk_blocks_per_msg(d->block_size));
+	data = 0;
+	for (i = 0; i < b.count; i++) {
+		block = b.idx[i] & ~MIG_BLOCK_ZERO;
+		require(block < nblocks && (i == 0 || block >
+		    (b.idx[i - 1] & ~MIG_BLOCK_ZERO)));
+		require(mig_disk_block_len(d, block) >= 1 &&
+		    mig_disk_block_len(d, block) <= d->block_size);
+		if ((b.idx[i] & MIG_BLOCK_ZERO) == 0)
+			data += mig_disk_block_len(d, block);
+	}
+	/* The data is the rest of the frame, block by block. */
+	idxlen = MIG_DISK_BLOCKS_HDR_LEN + 8 * (size_t)b.count;
+	require(b.data == buf + idxlen && data == len - idxlen);
+	same_bytes(buf, idxlen, out, mig_disk_blocks_encode(out, sizeof(out),
+	    &b));
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -221,6 +315,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case W_NAME:
 		if (len >= 2)
 			require(mig_msg_name(mig_le16dec(buf)) != NULL);
+		break;
+	case W_DISK_BLOCKS:
+	case W_DISK_ZERO:
+		fuzz_disk(which, buf, len);
 		break;
 	default:
 		fuzz_fixed(which, buf, len);

@@ -278,9 +278,12 @@ enum mig_result	mig_send(const int *fds, struct mig_backend *,
  * the guest; mig_recv_run() checks it against the local backend, receives
  * memory and state, and returns 0 once "go" arrived; the caller then
  * starts the guest and calls mig_recv_finish().  mig_conn_free() closes.
+ * mig_recv_accept() sets *proven (unless NULL) to 1, atomically, once the
+ * peer proved the key, so that a listener serving several handshakes can
+ * tell a real source from a stranger while the handshake goes on.
  */
 struct mig_vminfo;
-int	mig_recv_accept(int fd, const struct mig_params *,
+int	mig_recv_accept(int fd, const struct mig_params *, int *proven,
 	    struct mig_conn **, struct mig_vminfo *, struct mig_error *);
 int	mig_recv_run(struct mig_conn *, struct mig_backend *,
 	    struct mig_stats *, struct mig_error *);
@@ -294,10 +297,12 @@ void	mig_conn_free(struct mig_conn *);
 bool	mig_conn_check_only(const struct mig_conn *);
 /*
  * Several streams: mig_recv_accept() returns EINPROGRESS with a
- * connection that answered HELLO with JOIN.  mig_conn_join() checks it
- * against an accepted session; on 0 the session owns its socket, and
- * either way the caller frees join.  A session counts its streams, and
- * receives once every further one joined.
+ * connection that answered HELLO with a JOIN whose proof holds for the
+ * session it names (one whose proof fails is refused, EACCES, during
+ * MIG_PHASE_AUTH).  mig_conn_join() checks it against an accepted
+ * session; on 0 the session owns its socket, and either way the caller
+ * frees join.  A session counts its streams, and receives once every
+ * further one joined.
  */
 int	mig_conn_join(struct mig_conn *session, struct mig_conn *join,
 	    char *msg, size_t msglen);

@@ -160,12 +160,19 @@ mig_dest_close(struct mig_dest *d)
 
 /*
  * Connections that have not proved the key yet are served by one thread
- * each, at most MIG_DEST_PREAUTH_MAX at once, and each gets one deadline for
- * the whole exchange up to and including the guest's description: a peer
+ * each, at most DEST_SLOTS at once, and each gets one deadline for the
+ * whole exchange up to and including the guest's description: a peer
  * that sends nothing, or one byte now and then, loses its slot when the
  * deadline passes, and a new connection displaces the oldest when all slots
- * are busy, so junk cannot keep the real source out.
+ * are busy, so junk cannot keep the real source out.  A connection that
+ * proved the key (a source past AUTH, a stream with a good JOIN) is never
+ * displaced, and a source opens all of its streams at once, each holding
+ * a slot until its JOIN arrives: MIG_DEST_PREAUTH_MAX slots beyond one
+ * session's further streams, so that strangers connecting then displace
+ * each other, not the session.
  */
+#define	DEST_SLOTS	(MIG_DEST_PREAUTH_MAX + MIG_STREAMS_MAX - 1)
+
 struct preauth {
 	pthread_t	tid;
 	int		fd;
@@ -173,6 +180,7 @@ struct preauth {
 	bool		busy;
 	bool		cut;		/* shut down by the main loop */
 	bool		evicted;	/* cut to make room, not for time */
+	int		proven;		/* set by the thread: the key held */
 	int		done;		/* set by the thread when it ends */
 	uint64_t	started_us;
 	const struct mig_params *p;
@@ -196,7 +204,7 @@ struct parked {
 };
 
 struct preauth_set {
-	struct preauth	slot[MIG_DEST_PREAUTH_MAX];
+	struct preauth	slot[DEST_SLOTS];
 	struct parked	joins[MIG_DEST_PREAUTH_MAX];
 	struct mig_conn	*session;	/* accepted, its streams joining */
 	int		session_fd;
@@ -213,7 +221,7 @@ preauth_thread(void *arg)
 	char one;
 
 	s = arg;
-	s->error = mig_recv_accept(s->fd, s->p, &s->conn, &s->vi, &s->err);
+	s->error = mig_recv_accept(s->fd, s->p, &s->proven, &s->conn, &s->vi, &s->err);
 	__atomic_store_n(&s->done, 1, __ATOMIC_SEQ_CST);
 	one = 0;
 	(void)write(s->wakefd, &one, 1);
@@ -238,7 +246,7 @@ preauth_stop_all(struct preauth_set *ps, struct preauth *keep)
 	struct preauth *s;
 	int i;
 
-	for (i = 0; i < MIG_DEST_PREAUTH_MAX; i++) {
+	for (i = 0; i < DEST_SLOTS; i++) {
 		s = &ps->slot[i];
 		if (!s->busy || s == keep)
 			continue;
@@ -263,7 +271,7 @@ preauth_start(struct mig_dest *d, struct preauth_set *ps,
 	int conn, error, i;
 
 	s = NULL;
-	for (i = 0; i < MIG_DEST_PREAUTH_MAX && s == NULL; i++)
+	for (i = 0; i < DEST_SLOTS && s == NULL; i++)
 		if (!ps->slot[i].busy)
 			s = &ps->slot[i];
 	sslen = sizeof(ss);
@@ -353,7 +361,7 @@ preauth_reap(struct mig_dest *d, struct preauth *s, uint64_t hs_ms)
 	if (s->cut && s->evicted)
 		dest_log(d, "Refused a migration connection from %s: closed to "
 		    "make room for a newer one (%d connections already "
-		    "waiting); still waiting", s->peer, MIG_DEST_PREAUTH_MAX);
+		    "waiting); still waiting", s->peer, DEST_SLOTS);
 	else if (s->cut)
 		dest_log(d, "Refused a migration connection from %s: no "
 		    "authenticated guest description within %ju ms; still "
@@ -549,14 +557,15 @@ mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
 		oldest = NULL;
 		wait_us = deadline != 0 ? (deadline > now ? deadline - now :
 		    0) : UINT64_MAX;
-		for (i = 0; i < MIG_DEST_PREAUTH_MAX; i++) {
+		for (i = 0; i < DEST_SLOTS; i++) {
 			s = &ps->slot[i];
 			if (!s->busy)
 				continue;
 			nbusy++;
 			if (!__atomic_load_n(&s->done, __ATOMIC_SEQ_CST)) {
 				preauth_check_time(s, now, hs_ms, &wait_us);
-				if (!s->cut && (oldest == NULL ||
+				if (!s->cut && !__atomic_load_n(&s->proven,
+				    __ATOMIC_SEQ_CST) && (oldest == NULL ||
 				    s->started_us < oldest->started_us))
 					oldest = s;
 				continue;
@@ -626,8 +635,8 @@ mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
 				pfd[n++].revents = 0;
 			}
 		}
-		/* All slots busy and one already being displaced: wait. */
-		if (nbusy == MIG_DEST_PREAUTH_MAX && oldest == NULL)
+		/* All slots busy, none to displace or one being: wait. */
+		if (nbusy == DEST_SLOTS && oldest == NULL)
 			n = 1;
 		timeout = wait_us == UINT64_MAX ? -1 :
 		    (int)((wait_us + 999) / 1000);
@@ -646,7 +655,7 @@ mig_dest_accept(struct mig_dest *d, const struct mig_params *p,
 		for (i = 1; i < n; i++) {
 			if ((pfd[i].revents & POLLIN) == 0)
 				continue;
-			if (nbusy == MIG_DEST_PREAUTH_MAX) {
+			if (nbusy == DEST_SLOTS) {
 				if (oldest != NULL)
 					preauth_cut(oldest, true);
 				break;

@@ -116,8 +116,8 @@ recv_streams(struct mig_conn *c, const struct mig_params *p)
 }
 
 int
-mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
-    struct mig_vminfo *vi, struct mig_error *err)
+mig_recv_accept(int fd, const struct mig_params *p, int *proven,
+    struct mig_conn **cp, struct mig_vminfo *vi, struct mig_error *err)
 {
 	struct mig_conn *c;
 	void *payload;
@@ -145,13 +145,27 @@ mig_recv_accept(int fd, const struct mig_params *p, struct mig_conn **cp,
 	c->phase = MIG_PHASE_HANDSHAKE;
 	if ((error = mig_handshake(&c->ch, p, p->encrypt, &c->version,
 	    &c->rtt_us, err)) == EINPROGRESS) {
-		/* A further stream: mig_conn_join() checks its JOIN. */
+		/*
+		 * A further stream: proved here, before it waits for its
+		 * session; mig_conn_join() checks it against the session.
+		 */
+		if ((error = mig_stream_join_proven(&c->ch, p->key, c->ch.why,
+		    sizeof(c->ch.why))) != 0) {
+			mig_fail(err, MIG_SIDE_DEST, MIG_PHASE_AUTH, error,
+			    "refused a stream join: %s", c->ch.why);
+			goto fail;
+		}
+		if (proven != NULL)
+			__atomic_store_n(proven, 1, __ATOMIC_SEQ_CST);
 		c->err = NULL;
 		*cp = c;
-		return (error);
+		return (EINPROGRESS);
 	}
-	if (error != 0 || (c->ch.streams && (error = recv_streams(c, p)) !=
-	    0))
+	if (error != 0)
+		goto fail;
+	if (proven != NULL)
+		__atomic_store_n(proven, 1, __ATOMIC_SEQ_CST);
+	if (c->ch.streams && (error = recv_streams(c, p)) != 0)
 		goto fail;
 	c->phase = MIG_PHASE_COMPAT;
 	if ((error = mig_expect(&c->ch, err, c->phase, MIG_MSG_VMINFO,
@@ -267,6 +281,8 @@ on_round_begin(struct mig_conn *c, void *payload, uint32_t len)
 	c->round->dirty_pages = rb.pages;
 	c->round_pages = 0;
 	c->round_t0 = mig_now_us();
+	if (c->streams != NULL)
+		mig_rxstreams_round_begin(c->streams, rb.index);
 	if (rb.final) {
 		c->phase = MIG_PHASE_STOPCOPY;
 		if (!c->held)

@@ -128,6 +128,7 @@ struct mig_rxstreams {
 	enum mig_phase	phase;
 	pthread_mutex_t	mtx;
 	pthread_cond_t	cv;
+	uint32_t	begun;		/* the last round stream 0 began */
 	uint32_t	released;	/* rounds the main loop counted */
 	bool		final;		/* the last of them was the final one */
 	bool		stopping;
@@ -205,6 +206,48 @@ mig_rxstreams_complete(const struct mig_rxstreams *rs)
 	return (rs == NULL || rs->njoined + 1 == rs->n);
 }
 
+/*
+ * Decode the JOIN on jch and check its proof for the session it names:
+ * only a peer holding the key makes one, and only for this connection
+ * (its HELLO's nonce is in the stream's transcript).  k gets the
+ * stream's keys.
+ */
+static int
+join_verify(const uint8_t key[MIG_KEY_LEN], const struct mig_chan *jch,
+    struct mig_join *j, struct mig_session_keys *k, char *msg, size_t msglen)
+{
+	int error;
+
+	if ((error = mig_join_decode(jch->rxbuf, jch->cur.len, j, msg,
+	    msglen)) != 0)
+		return (error);
+	if ((error = stream_keys(key, j->session, j->index, jch->hello,
+	    k)) != 0) {
+		snprintf(msg, msglen, "could not derive its keys");
+		return (error);
+	}
+	if (!mig_mac_equal(j->proof, k->src_auth, sizeof(j->proof))) {
+		mig_wipe(k, sizeof(*k));
+		snprintf(msg, msglen, "its proof does not hold for this "
+		    "connection (replayed, or made without the key)");
+		return (EACCES);
+	}
+	return (0);
+}
+
+int
+mig_stream_join_proven(const struct mig_chan *jch,
+    const uint8_t key[MIG_KEY_LEN], char *msg, size_t msglen)
+{
+	struct mig_session_keys k;
+	struct mig_join j;
+	int error;
+
+	error = join_verify(key, jch, &j, &k, msg, msglen);
+	mig_wipe(&k, sizeof(k));
+	return (error);
+}
+
 int
 mig_rxstreams_join(struct mig_rxstreams *rs, struct mig_chan *jch,
     char *msg, size_t msglen)
@@ -214,28 +257,18 @@ mig_rxstreams_join(struct mig_rxstreams *rs, struct mig_chan *jch,
 	struct rxstream *x;
 	int error;
 
-	if ((error = mig_join_decode(jch->rxbuf, jch->cur.len, &j, msg,
-	    msglen)) != 0)
+	if ((error = join_verify(rs->key, jch, &j, &k, msg, msglen)) != 0)
 		return (error);
 	if (memcmp(j.session, rs->session, sizeof(j.session)) != 0) {
+		mig_wipe(&k, sizeof(k));
 		snprintf(msg, msglen, "it names another migration session");
 		return (EACCES);
 	}
 	if (j.nstreams != rs->n) {
+		mig_wipe(&k, sizeof(k));
 		snprintf(msg, msglen, "it counts %u streams, the session %u",
 		    j.nstreams, rs->n);
 		return (EPROTO);
-	}
-	if ((error = stream_keys(rs->key, rs->session, j.index, jch->hello,
-	    &k)) != 0) {
-		snprintf(msg, msglen, "could not derive its keys");
-		return (error);
-	}
-	if (!mig_mac_equal(j.proof, k.src_auth, sizeof(j.proof))) {
-		mig_wipe(&k, sizeof(k));
-		snprintf(msg, msglen, "its proof does not hold for this "
-		    "connection (replayed, or made without the key)");
-		return (EACCES);
 	}
 	x = &rs->s[j.index];
 	if (x->joined) {
@@ -313,12 +346,35 @@ part_end(struct rxstream *x, uint32_t len)
 	return (0);
 }
 
+/*
+ * Idle, reading nothing, until stream 0 began the round x is in: the
+ * source may hold the guest paused for its switchover hook between
+ * rounds (HOLD), longer than the I/O timeout of a read.  0, or
+ * ECANCELED when the receive stops.
+ */
+static int
+round_wait(struct rxstream *x)
+{
+	struct mig_rxstreams *rs;
+	bool stop;
+
+	rs = x->rs;
+	pthread_mutex_lock(&rs->mtx);
+	while (rs->begun < x->round && !rs->stopping && !rs->failed)
+		pthread_cond_wait(&rs->cv, &rs->mtx);
+	stop = rs->stopping || rs->failed;
+	pthread_mutex_unlock(&rs->mtx);
+	return (stop ? ECANCELED : 0);
+}
+
 static int
 rx_loop(struct rxstream *x)
 {
 	struct mig_hdr hdr;
 	int error;
 
+	if ((error = round_wait(x)) != 0)
+		return (error);
 	for (;;) {
 		if ((error = mig_chan_recv_hdr(&x->ch, &hdr)) != 0) {
 			mig_fail_chan(&x->err, &x->ch, x->rs->phase, error,
@@ -350,6 +406,8 @@ rx_loop(struct rxstream *x)
 			}
 			if ((error = part_end(x, hdr.len)) == 1)
 				return (0);
+			if (error == 0)
+				error = round_wait(x);
 			break;
 		default:
 			error = stream_proto_fail(x, "unexpected %s message on "
@@ -402,6 +460,16 @@ mig_rxstreams_start(struct mig_rxstreams *rs, const struct mig_vminfo *local,
 		x->started = true;
 	}
 	return (0);
+}
+
+void
+mig_rxstreams_round_begin(struct mig_rxstreams *rs, uint32_t index)
+{
+
+	pthread_mutex_lock(&rs->mtx);
+	rs->begun = index;
+	pthread_cond_broadcast(&rs->cv);
+	pthread_mutex_unlock(&rs->mtx);
 }
 
 int

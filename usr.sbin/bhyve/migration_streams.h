@@ -66,12 +66,24 @@ bool	mig_rxstreams_complete(const struct mig_rxstreams *);
 int	mig_rxstreams_join(struct mig_rxstreams *, struct mig_chan *jch,
 	    char *msg, size_t msglen);
 /*
+ * Whether the JOIN on jch is proved with key for the session it names,
+ * before that session is known: a stranger's join is refused at once
+ * and cannot take the place of a real one waiting for its session.
+ */
+int	mig_stream_join_proven(const struct mig_chan *jch,
+	    const uint8_t key[MIG_KEY_LEN], char *msg, size_t msglen);
+/*
  * Start one receiver thread per joined stream, writing pages into the
  * guest memory local describes.  ctlfd is stream 0's socket, shut for
  * reading when a stream fails so that the main loop notices.
  */
 int	mig_rxstreams_start(struct mig_rxstreams *,
 	    const struct mig_vminfo *local, int ctlfd, enum mig_phase phase);
+/*
+ * Stream 0's ROUND_BEGIN of round index: the streams read their part of
+ * it (until then they idle, reading nothing, whatever a HOLD lasts).
+ */
+void	mig_rxstreams_round_begin(struct mig_rxstreams *, uint32_t index);
 /*
  * The round barrier, at stream 0's ROUND_END: wait for every stream's
  * PART_END of round index, add their counts to r and *pages, and let

@@ -448,8 +448,10 @@ disk_valid(const struct mig_disk *d)
 {
 	uint32_t bs = d->block_size;
 
+	/* Its block count and block offsets must not wrap around. */
 	return (bs >= MIG_DISK_BLOCK_MIN && bs <= MIG_DISK_BLOCK_MAX &&
-	    (bs & (bs - 1)) == 0 && d->size > 0);
+	    (bs & (bs - 1)) == 0 && d->size > 0 &&
+	    d->size <= UINT64_MAX - MIG_DISK_BLOCK_MAX);
 }
 
 int
@@ -515,11 +517,11 @@ mig_vminfo_decode(void *buf, size_t len, struct mig_vminfo *vi, char *msg,
 		if (!c.overflow && !disk_valid(&vi->disks[i]))
 			return (reject(msg, msglen, EPROTO,
 			    "VMINFO disk %u (%ju bytes in blocks of %u) is "
-			    "not a non-empty disk with a power-of-two block "
-			    "size from %u to %u", i,
+			    "not a non-empty disk below 2^64 - %u bytes with "
+			    "a power-of-two block size from %u to %u", i,
 			    (uintmax_t)vi->disks[i].size,
-			    vi->disks[i].block_size, MIG_DISK_BLOCK_MIN,
-			    MIG_DISK_BLOCK_MAX));
+			    vi->disks[i].block_size, MIG_DISK_BLOCK_MAX,
+			    MIG_DISK_BLOCK_MIN, MIG_DISK_BLOCK_MAX));
 	}
 	if ((vi->disk_flags & MIG_DISKS_MOVE) != 0 && vi->ndisks == 0)
 		return (reject(msg, msglen, EPROTO,
