@@ -101,8 +101,10 @@ def test_a_stream_killed_mid_round_fails_cleanly(endpoints) -> None:
         result = _result(res.stdout, 1)
         assert result.result == "failed" and result.guest_runs_on == "source"
         assert result.error is not None and result.error.phase == "precopy"
-        # The stream that failed first is the one reported, not the others it stopped.
-        assert f"stream {STREAMS - 1}" in result.error.message, result.error.message
+        # The source names a stream; which of its streams notices first is a race (the
+        # destination closes them all once the killed one ends), so only the destination,
+        # which sees the killed stream end first, must name that one.
+        assert "on stream " in result.error.message, result.error.message
         assert receiver.wait(30) != 0
         out = receiver.output()
         assert f"stream {STREAMS - 1}" in out, out
