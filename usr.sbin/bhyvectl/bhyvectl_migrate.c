@@ -298,6 +298,7 @@ follow(int fd, const struct migrate_ctl *c)
 {
 	char msg[MIG_ERRMSG_MAX];
 	struct mig_event *ev;
+	enum mig_phase last;
 	char *line;
 	size_t cap;
 	ssize_t n;
@@ -316,6 +317,7 @@ follow(int fd, const struct migrate_ctl *c)
 	line = NULL;
 	cap = 0;
 	code = -1;
+	last = MIG_PHASE_CONNECT;
 	while (code < 0 && (n = getline(&line, &cap, f)) > 0) {
 		if (line[n - 1] == '\n')
 			line[--n] = '\0';
@@ -331,11 +333,19 @@ follow(int fd, const struct migrate_ctl *c)
 			mig_event_print(c->json ? stderr : stdout, ev);
 		if (ev->type == MIG_EV_RESULT)
 			code = mig_outcome_exit_code(ev->outcome);
+		else if (ev->type == MIG_EV_PHASE)
+			last = ev->phase;
 	}
 	free(line);
 	free(ev);
 	fclose(f);
-	if (code < 0) {
+	if (code < 0 && last >= MIG_PHASE_STOPCOPY) {
+		/* Paused: GO may have left before the VM went away. */
+		say("the VM ended the migration without a result after it "
+		    "paused the guest: ask the destination whether the guest "
+		    "runs there (--migrate-status) before resuming it here");
+		code = MIG_EXIT_INDETERMINATE;
+	} else if (code < 0) {
 		say("the VM ended the migration without a result; is it "
 		    "built with migration support and still running?");
 		code = MIG_EXIT_FAILED;
