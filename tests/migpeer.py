@@ -16,7 +16,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 MAGIC = b"BHYVEMIG"
 HDR = struct.Struct("<HHI")
@@ -25,6 +25,7 @@ PAGE = 4096
 PAGE_ZERO = 1 << 63
 CAP_AEAD, CAP_ZERO, CAP_HOLD, CAP_WANT_ENCRYPT = 0x1, 0x2, 0x10, 0x80000000
 CAP_STREAMS = 0x20  # destination: takes several streams; source: STREAMS follows AUTH
+CAP_POLY1305 = 0x40  # both sides: frames without encryption tagged with ChaCha20-Poly1305
 ROLE_SOURCE, ROLE_DEST = 0, 1
 DIR_S2D, DIR_D2S = 0x53324400, 0x44325300
 
@@ -52,6 +53,7 @@ class Peer:
     key: bytes
     role: int = ROLE_SOURCE
     encrypt: bool = False
+    poly1305: bool = False  # both HELLOs have CAP_POLY1305
     tx_seq: int = 0
     rx_seq: int = 0
     keys: dict[str, bytes] = field(default_factory=dict)
@@ -74,7 +76,7 @@ class Peer:
         txkey, direction = self._tx()
         iv = struct.pack("<IQ", direction, self.tx_seq)
         self.tx_seq += 1
-        aead = AESGCM(txkey)
+        aead = self._aead(txkey)
         if self.encrypt:
             sealed = aead.encrypt(iv, payload, hdr)
             return hdr + sealed
@@ -82,6 +84,11 @@ class Peer:
 
     def send(self, mtype: int, payload: bytes = b"", keyed: bool = True) -> None:
         self.send_raw(self.frame(mtype, payload, keyed))
+
+    def _aead(self, key: bytes) -> AESGCM | ChaCha20Poly1305:
+        if self.poly1305 and not self.encrypt:
+            return ChaCha20Poly1305(key)
+        return AESGCM(key)
 
     def _tx(self) -> tuple[bytes, int]:
         if self.role == ROLE_SOURCE:
@@ -112,7 +119,7 @@ class Peer:
         rxkey, direction = self._rx()
         iv = struct.pack("<IQ", direction, self.rx_seq)
         self.rx_seq += 1
-        aead = AESGCM(rxkey)
+        aead = self._aead(rxkey)
         if self.encrypt:
             return mtype, aead.decrypt(iv, body + tag, hdr)
         aead.decrypt(iv, tag, hdr + body)  # raises InvalidTag if altered
@@ -134,8 +141,10 @@ class Peer:
             "src": _prf(key, "bhyve-mig v1 source proof", transcript),
             "dst": _prf(key, "bhyve-mig v1 destination proof", transcript),
         }
-        caps = struct.unpack_from("<I", theirs, 16)[0] | struct.unpack_from("<I", mine, 16)[0]
-        self.encrypt = bool(caps & CAP_WANT_ENCRYPT)
+        their_caps = struct.unpack_from("<I", theirs, 16)[0]
+        my_caps = struct.unpack_from("<I", mine, 16)[0]
+        self.encrypt = bool((their_caps | my_caps) & CAP_WANT_ENCRYPT)
+        self.poly1305 = bool(their_caps & my_caps & CAP_POLY1305)
         self.send(AUTH, proofs["src" if self.role == ROLE_SOURCE else "dst"], keyed=False)
         mtype, body = self.recv(keyed=False)
         if mtype == ERROR:

@@ -33,9 +33,9 @@ def endpoints(tmp_path_factory):
     return local_endpoints(tmp_path_factory.mktemp("peer"))
 
 
-@pytest.fixture(scope="module")
-def captured_vminfo(endpoints) -> bytes:
-    """Act as the destination for a real source: read its VMINFO, then refuse."""
+def capture_vminfo(endpoints, caps: int) -> bytes:
+    """Act as the destination for a real source with these HELLO caps: read its
+    VMINFO (its tag checked in the suite the caps choose), then refuse."""
     src_ep = endpoints[0]
     key = secrets.token_bytes(32)
     key_path = f"{src_ep.runner.workdir}/cap.key"
@@ -47,7 +47,8 @@ def captured_vminfo(endpoints) -> bytes:
     def serve() -> None:
         conn, _ = listener.accept()
         peer = migpeer.Peer(conn, key, role=migpeer.ROLE_DEST)
-        peer.handshake()
+        peer.handshake(migpeer.hello_payload(migpeer.ROLE_DEST, caps=caps))
+        got["poly1305"] = bytes([peer.poly1305])
         mtype, body = peer.recv()
         got["type"] = bytes([mtype])
         got["vminfo"] = body
@@ -72,7 +73,21 @@ def captured_vminfo(endpoints) -> bytes:
         src.stop()
         listener.close()
     assert got["type"] == bytes([migpeer.VMINFO])
+    assert got["poly1305"] == bytes([bool(caps & migpeer.CAP_POLY1305)])
     return got["vminfo"]
+
+
+@pytest.fixture(scope="module")
+def captured_vminfo(endpoints) -> bytes:
+    """A destination without CAP_POLY1305: the source falls back to AES-256-GCM tags."""
+    return capture_vminfo(endpoints, migpeer.CAP_AEAD | migpeer.CAP_ZERO)
+
+
+def test_source_tags_with_poly1305_for_a_peer_that_speaks_it(endpoints, captured_vminfo) -> None:
+    """The real source's VMINFO verifies as ChaCha20-Poly1305 (RFC 8439, Python's
+    cryptography) once both HELLOs carry the capability, and says the same."""
+    caps = migpeer.CAP_AEAD | migpeer.CAP_ZERO | migpeer.CAP_POLY1305
+    assert capture_vminfo(endpoints, caps) == captured_vminfo
 
 
 def test_engine_vminfo_matches_the_documented_format(captured_vminfo: bytes) -> None:
@@ -224,6 +239,25 @@ def test_round_page_count_mismatch_refused(accepted) -> None:
     peer.send(migpeer.PAGES, migpeer.pages_payload(0, [(0, None), (1, b"\x02" * 4096)]))
     peer.send(migpeer.ROUND_END, migpeer.round_end(1, 3))
     rx.refused("does not match")
+
+
+def test_poly1305_frames_accepted_and_checked(endpoints, captured_vminfo) -> None:
+    """A Python source tagging with ChaCha20-Poly1305: the receiver verifies its frames
+    (the page-count check comes after two tagged frames), and refuses a bad tag."""
+    caps = migpeer.CAP_AEAD | migpeer.CAP_ZERO | migpeer.CAP_POLY1305
+    peer, rx = source_past_compat(endpoints, captured_vminfo, caps)
+    assert peer.poly1305
+    peer.send(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 2))
+    peer.send(migpeer.PAGES, migpeer.pages_payload(0, [(0, None), (1, b"\x02" * 4096)]))
+    peer.send(migpeer.ROUND_END, migpeer.round_end(1, 3))
+    rx.refused("does not match")
+    peer.close()
+    peer, rx = source_past_compat(endpoints, captured_vminfo, caps)
+    frame = bytearray(peer.frame(migpeer.ROUND_BEGIN, migpeer.round_begin(1, False, 1)))
+    frame[-1] ^= 0x40
+    peer.send_raw(bytes(frame))
+    rx.refused("integrity check")
+    peer.close()
 
 
 def test_go_without_state_refused(accepted) -> None:

@@ -929,23 +929,27 @@ test_hostport(void)
 
 /*
  * Frames through a keyed socketpair, captured and re-injected: intact
- * they pass, a flipped bit or a replayed frame fails the tag.
+ * they pass, a flipped bit or a replayed frame fails the tag, and so does
+ * a frame read with another suite's tag.
  */
 static void
-test_channel(bool encrypt)
+test_channel(enum mig_suite suite, enum mig_suite other)
 {
 	struct mig_session_keys keys;
-	struct mig_chan a, b;
+	struct mig_chan a, b, c;
 	struct mig_hdr hdr;
 	uint8_t msg[100], raw1[MIG_HDR_LEN + sizeof(msg) + MIG_TAG_LEN];
 	uint8_t raw2[sizeof(raw1)];
 	const char *mode;
 	void *payload;
-	char name[80];
-	int sv[2], error;
+	char name[120];
+	bool encrypt;
+	int sv[2], sv2[2], error;
 
-	mode = encrypt ? "encrypted" : "authenticated";
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+	mode = mig_suite_name(suite);
+	encrypt = suite == MIG_SUITE_GCM_ENCRYPT;
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM, 0, sv2) != 0) {
 		check(0, "socketpair", strerror(errno));
 		return;
 	}
@@ -953,40 +957,52 @@ test_channel(bool encrypt)
 	memset(keys.dst_to_src, 0x22, sizeof(keys.dst_to_src));
 	(void)mig_chan_init(&a, sv[0], MIG_ROLE_SOURCE, 0);
 	(void)mig_chan_init(&b, sv[1], MIG_ROLE_DEST, 0);
-	(void)mig_chan_key(&a, &keys, encrypt);
-	(void)mig_chan_key(&b, &keys, encrypt);
+	(void)mig_chan_init(&c, sv2[1], MIG_ROLE_DEST, 0);
+	(void)mig_chan_key(&a, &keys, suite);
+	(void)mig_chan_key(&b, &keys, suite);
+	(void)mig_chan_key(&c, &keys, other);
 	memset(msg, 0x5a, sizeof(msg));
 
 	(void)mig_chan_send(&a, MIG_MSG_STATE, msg, sizeof(msg));
 	(void)recv(sv[1], raw1, sizeof(raw1), MSG_WAITALL);
-	check(encrypt == (memmem(raw1, sizeof(raw1), msg, 16) == NULL),
-	    encrypt ? "encrypted payload is not in clear" :
-	    "authenticated payload is in clear", NULL);
+	snprintf(name, sizeof(name), "%s: payload %s", mode,
+	    encrypt ? "is not in clear" : "is in clear");
+	check(encrypt == (memmem(raw1, sizeof(raw1), msg, 16) == NULL), name,
+	    NULL);
 	(void)write(sv[0], raw1, sizeof(raw1));
 	error = mig_chan_recv(&b, &hdr, &payload);
-	snprintf(name, sizeof(name), "%s frame round trip", mode);
+	snprintf(name, sizeof(name), "%s: frame round trip", mode);
 	check(error == 0 && hdr.len == sizeof(msg) &&
 	    memcmp(payload, msg, sizeof(msg)) == 0, name, b.why);
+
+	(void)write(sv2[0], raw1, sizeof(raw1));
+	error = mig_chan_recv(&c, &hdr, &payload);
+	snprintf(name, sizeof(name), "%s: frame refused as %s", mode,
+	    mig_suite_name(other));
+	check(error == EBADMSG, name, c.why);
 
 	(void)mig_chan_send(&a, MIG_MSG_STATE, msg, sizeof(msg));
 	(void)recv(sv[1], raw2, sizeof(raw2), MSG_WAITALL);
 	raw2[MIG_HDR_LEN + 10] ^= 1;
 	(void)write(sv[0], raw2, sizeof(raw2));
 	error = mig_chan_recv(&b, &hdr, &payload);
-	snprintf(name, sizeof(name), "%s frame with a flipped bit refused",
+	snprintf(name, sizeof(name), "%s: frame with a flipped bit refused",
 	    mode);
 	check(error == EBADMSG && strstr(b.why, "integrity") != NULL, name,
 	    b.why);
 
 	(void)write(sv[0], raw1, sizeof(raw1));
 	error = mig_chan_recv(&b, &hdr, &payload);
-	snprintf(name, sizeof(name), "replayed %s frame refused", mode);
+	snprintf(name, sizeof(name), "%s: replayed frame refused", mode);
 	check(error == EBADMSG, name, b.why);
 
 	mig_chan_destroy(&a);
 	mig_chan_destroy(&b);
+	mig_chan_destroy(&c);
 	close(sv[0]);
 	close(sv[1]);
+	close(sv2[0]);
+	close(sv2[1]);
 }
 
 int
@@ -1006,7 +1022,8 @@ main(void)
 	test_policy();
 	test_key();
 	test_hostport();
-	test_channel(false);
-	test_channel(true);
+	test_channel(MIG_SUITE_GCM_TAG, MIG_SUITE_POLY1305_TAG);
+	test_channel(MIG_SUITE_POLY1305_TAG, MIG_SUITE_GCM_TAG);
+	test_channel(MIG_SUITE_GCM_ENCRYPT, MIG_SUITE_GCM_TAG);
 	return (check_summary());
 }

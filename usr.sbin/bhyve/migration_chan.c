@@ -16,7 +16,6 @@
 
 #define	MIG_DIR_SRC_TO_DST	0x53324400u	/* "S2D" */
 #define	MIG_DIR_DST_TO_SRC	0x44325300u	/* "D2S" */
-#define	MIG_MAX_PARTS		(2 * MIG_PAGES_PER_MSG + 4)
 
 int
 mig_chan_init(struct mig_chan *ch, int fd, enum mig_role role,
@@ -44,8 +43,10 @@ mig_chan_destroy(struct mig_chan *ch)
 
 int
 mig_chan_key(struct mig_chan *ch, const struct mig_session_keys *k,
-    bool encrypt)
+    enum mig_suite suite)
 {
+	bool encrypt;
+
 	const uint8_t *txkey, *rxkey;
 	uint32_t txdir, rxdir;
 	int error;
@@ -61,27 +62,27 @@ mig_chan_key(struct mig_chan *ch, const struct mig_session_keys *k,
 		txdir = MIG_DIR_DST_TO_SRC;
 		rxdir = MIG_DIR_SRC_TO_DST;
 	}
+	encrypt = suite == MIG_SUITE_GCM_ENCRYPT;
 	if (encrypt && (ch->txbuf = malloc(MIG_PAYLOAD_MAX)) == NULL)
 		return (ENOMEM);
-	if ((error = mig_aead_init(&ch->tx, txkey, txdir, encrypt,
+	if ((error = mig_aead_init(&ch->tx, txkey, txdir, suite,
 	    true)) != 0 ||
-	    (error = mig_aead_init(&ch->rx, rxkey, rxdir, encrypt,
+	    (error = mig_aead_init(&ch->rx, rxkey, rxdir, suite,
 	    false)) != 0)
 		return (error);
 	ch->encrypt = encrypt;
+	ch->suite = suite;
 	ch->keyed = true;
 	return (0);
 }
 
 int
-mig_chan_sendv(struct mig_chan *ch, uint16_t type, const struct iovec *parts,
-    int nparts)
+mig_chan_seal(struct mig_chan *ch, uint16_t type, const struct iovec *parts,
+    int nparts, uint8_t *cipher, struct mig_frame *f)
 {
-	struct iovec iov[MIG_MAX_PARTS + 2];
-	uint8_t hdrbuf[MIG_HDR_LEN], tag[MIG_TAG_LEN];
 	struct mig_hdr hdr;
 	size_t len, off;
-	int error, i, n;
+	int error, i;
 
 	if (nparts < 0 || nparts > (int)MIG_MAX_PARTS)
 		return (EINVAL);
@@ -93,42 +94,65 @@ mig_chan_sendv(struct mig_chan *ch, uint16_t type, const struct iovec *parts,
 	hdr.type = type;
 	hdr.flags = 0;
 	hdr.len = (uint32_t)len;
-	mig_hdr_encode(hdrbuf, &hdr);
-	n = 0;
-	iov[n].iov_base = hdrbuf;
-	iov[n++].iov_len = sizeof(hdrbuf);
-	if (ch->keyed && (error = mig_aead_begin(&ch->tx, hdrbuf,
-	    sizeof(hdrbuf))) != 0)
+	mig_hdr_encode(f->hdr, &hdr);
+	f->iovcnt = 0;
+	f->iov[f->iovcnt].iov_base = f->hdr;
+	f->iov[f->iovcnt++].iov_len = sizeof(f->hdr);
+	f->wirelen = len + MIG_HDR_LEN;
+	if (ch->keyed && (error = mig_aead_begin(&ch->tx, f->hdr,
+	    sizeof(f->hdr))) != 0)
 		return (error);
 	if (ch->keyed && ch->encrypt) {
 		off = 0;
 		for (i = 0; i < nparts; i++) {
 			error = mig_aead_update(&ch->tx, parts[i].iov_base,
-			    ch->txbuf + off, parts[i].iov_len);
+			    cipher + off, parts[i].iov_len);
 			if (error != 0)
 				return (error);
 			off += parts[i].iov_len;
 		}
-		iov[n].iov_base = ch->txbuf;
-		iov[n++].iov_len = len;
+		f->iov[f->iovcnt].iov_base = cipher;
+		f->iov[f->iovcnt++].iov_len = len;
 	} else {
 		for (i = 0; i < nparts; i++) {
 			if (ch->keyed && (error = mig_aead_update(&ch->tx,
 			    parts[i].iov_base, NULL, parts[i].iov_len)) != 0)
 				return (error);
-			iov[n++] = parts[i];
+			f->iov[f->iovcnt++] = parts[i];
 		}
 	}
 	if (ch->keyed) {
-		if ((error = mig_aead_seal(&ch->tx, tag)) != 0)
+		if ((error = mig_aead_seal(&ch->tx, f->tag)) != 0)
 			return (error);
-		iov[n].iov_base = tag;
-		iov[n++].iov_len = sizeof(tag);
+		f->iov[f->iovcnt].iov_base = f->tag;
+		f->iov[f->iovcnt++].iov_len = sizeof(f->tag);
+		f->wirelen += MIG_TAG_LEN;
 	}
-	if ((error = mig_writev_full(ch->fd, iov, n, &ch->rl)) != 0)
-		return (error);
-	ch->bytes_tx += len + MIG_HDR_LEN + (ch->keyed ? MIG_TAG_LEN : 0);
 	return (0);
+}
+
+int
+mig_chan_write(struct mig_chan *ch, struct mig_frame *f)
+{
+	int error;
+
+	if ((error = mig_writev_full(ch->fd, f->iov, f->iovcnt, &ch->rl)) !=
+	    0)
+		return (error);
+	ch->bytes_tx += f->wirelen;
+	return (0);
+}
+
+int
+mig_chan_sendv(struct mig_chan *ch, uint16_t type, const struct iovec *parts,
+    int nparts)
+{
+	int error;
+
+	if ((error = mig_chan_seal(ch, type, parts, nparts, ch->txbuf,
+	    &ch->frame)) != 0)
+		return (error);
+	return (mig_chan_write(ch, &ch->frame));
 }
 
 int

@@ -7,7 +7,7 @@
 /*
  * A framed, authenticated migration channel over one stream socket.
  * Frames before the handshake completes carry no tag; mig_chan_key()
- * switches both directions to AES-256-GCM.  Receiving is split into
+ * switches both directions to tagged frames.  Receiving is split into
  * header, body and end so that page data can land straight in guest
  * memory; nothing received counts until mig_chan_recv_end() verified
  * the tag.
@@ -27,11 +27,25 @@
 #include "migration_net.h"
 #include "migration_wire.h"
 
+/* Payload parts a frame may gather: one PAGES frame's, at most. */
+#define	MIG_MAX_PARTS		(2 * MIG_PAGES_PER_MSG + 4)
+
+/* One frame ready for the socket: sealed, its tag computed. */
+struct mig_frame {
+	uint8_t		hdr[MIG_HDR_LEN];
+	uint8_t		tag[MIG_TAG_LEN];
+	struct iovec	iov[MIG_MAX_PARTS + 2];
+	int		iovcnt;
+	size_t		wirelen;	/* header, payload and tag */
+};
+
 struct mig_chan {
 	int		fd;
 	enum mig_role	role;
 	bool		keyed;
 	bool		encrypt;
+	bool		poly1305;	/* both sides speak MIG_CAP_POLY1305 */
+	enum mig_suite	suite;		/* once keyed */
 	bool		peer_gave_up;	/* it sent ERROR */
 	bool		check_only;	/* the source asked for a dry run */
 	bool		zero_ranges;	/* both sides speak ZERO_RANGES */
@@ -43,6 +57,7 @@ struct mig_chan {
 	uint64_t	bytes_tx;
 	uint64_t	bytes_rx;
 	uint8_t		*txbuf;		/* ciphertext when encrypting */
+	struct mig_frame frame;		/* mig_chan_sendv's */
 	uint8_t		*rxbuf;		/* whole small messages */
 	struct mig_hdr	cur;		/* the frame being received */
 	uint32_t	cur_left;	/* its payload bytes not yet read */
@@ -55,9 +70,19 @@ int	mig_chan_init(struct mig_chan *, int fd, enum mig_role,
 	    uint64_t rate_limit);
 void	mig_chan_destroy(struct mig_chan *);
 int	mig_chan_key(struct mig_chan *, const struct mig_session_keys *,
-	    bool encrypt);
+	    enum mig_suite);
 
-/* Send one frame whose payload is the concatenation of parts. */
+/*
+ * Send one frame whose payload is the concatenation of parts: seal it
+ * (its tag; with encryption the payload enciphered into cipher, which
+ * holds MIG_PAYLOAD_MAX bytes), then write it.  Sealing takes the next
+ * sequence number, so frames are written in the order they were sealed;
+ * their parts must not change in between.
+ */
+int	mig_chan_seal(struct mig_chan *, uint16_t type,
+	    const struct iovec *parts, int nparts, uint8_t *cipher,
+	    struct mig_frame *);
+int	mig_chan_write(struct mig_chan *, struct mig_frame *);
 int	mig_chan_sendv(struct mig_chan *, uint16_t type,
 	    const struct iovec *parts, int nparts);
 int	mig_chan_send(struct mig_chan *, uint16_t type, const void *,

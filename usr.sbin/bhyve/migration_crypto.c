@@ -94,20 +94,38 @@ mig_wipe(void *buf, size_t len)
 	OPENSSL_cleanse(buf, len);
 }
 
+const char *
+mig_suite_name(enum mig_suite suite)
+{
+	switch (suite) {
+	case MIG_SUITE_GCM_TAG:
+		return ("AES-256-GCM tags");
+	case MIG_SUITE_POLY1305_TAG:
+		return ("ChaCha20-Poly1305 tags");
+	case MIG_SUITE_GCM_ENCRYPT:
+		return ("AES-256-GCM encryption");
+	}
+	return ("an unknown protection");
+}
+
 int
 mig_aead_init(struct mig_aead *a, const uint8_t key[MIG_KEY_LEN],
-    uint32_t direction, bool encrypt, bool seal)
+    uint32_t direction, enum mig_suite suite, bool seal)
 {
+	const EVP_CIPHER *cipher;
+
 	memset(a, 0, sizeof(*a));
+	cipher = suite == MIG_SUITE_POLY1305_TAG ? EVP_chacha20_poly1305() :
+	    EVP_aes_256_gcm();
 	if ((a->ctx = EVP_CIPHER_CTX_new()) == NULL)
 		return (ENOMEM);
-	if (EVP_CipherInit_ex(a->ctx, EVP_aes_256_gcm(), NULL, key, NULL,
+	if (EVP_CipherInit_ex(a->ctx, cipher, NULL, key, NULL,
 	    seal ? 1 : 0) != 1) {
 		mig_aead_free(a);
 		return (EIO);
 	}
 	a->direction = direction;
-	a->encrypt = encrypt;
+	a->encrypt = suite == MIG_SUITE_GCM_ENCRYPT;
 	a->seal = seal;
 	return (0);
 }
@@ -156,7 +174,7 @@ mig_aead_seal(struct mig_aead *a, uint8_t tag[MIG_TAG_LEN])
 	int outl;
 
 	if (EVP_CipherFinal_ex(a->ctx, scratch, &outl) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_GCM_GET_TAG, MIG_TAG_LEN,
+	    EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_GET_TAG, MIG_TAG_LEN,
 	    tag) != 1)
 		return (EIO);
 	a->seq++;
@@ -169,7 +187,7 @@ mig_aead_open(struct mig_aead *a, const uint8_t tag[MIG_TAG_LEN])
 	uint8_t scratch[16];
 	int outl;
 
-	if (EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_GCM_SET_TAG, MIG_TAG_LEN,
+	if (EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_SET_TAG, MIG_TAG_LEN,
 	    (void *)(uintptr_t)tag) != 1)
 		return (EIO);
 	if (EVP_CipherFinal_ex(a->ctx, scratch, &outl) != 1)

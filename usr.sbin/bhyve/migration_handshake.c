@@ -119,7 +119,7 @@ hs_negotiate(struct hs_state *hs, uint32_t nstreams, uint32_t *version,
 	common = hs->peer.caps & MIG_CAPS_SUPPORTED;
 	if ((common & MIG_CAP_AEAD) == 0)
 		return (hs_refuse(hs, MIG_PHASE_HANDSHAKE, EPROTONOSUPPORT,
-		    "the peer cannot authenticate the stream (AES-256-GCM)"));
+		    "the peer cannot authenticate the stream (tagged frames)"));
 	if ((common & MIG_CAP_ZERO_PAGES) == 0)
 		return (hs_refuse(hs, MIG_PHASE_HANDSHAKE, EPROTONOSUPPORT,
 		    "the peer does not support zero-page markers"));
@@ -127,6 +127,7 @@ hs_negotiate(struct hs_state *hs, uint32_t nstreams, uint32_t *version,
 	*encrypt = (hs->peer.caps & MIG_CAP_WANT_ENCRYPT) != 0;
 	hs->ch->zero_ranges = (common & MIG_CAP_ZERO_RANGES) != 0;
 	hs->ch->hold = (common & MIG_CAP_HOLD) != 0;
+	hs->ch->poly1305 = (common & MIG_CAP_POLY1305) != 0;
 	hs->ch->check_only = hs->ch->role == MIG_ROLE_DEST &&
 	    (hs->peer.caps & MIG_CAP_CHECK_ONLY) != 0;
 	hs->ch->streams = hs->ch->role == MIG_ROLE_DEST &&
@@ -209,7 +210,8 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 		    "migration's key");
 		goto out;
 	}
-	if ((error = mig_chan_key(ch, &keys, encrypt)) != 0)
+	if ((error = mig_chan_key(ch, &keys, encrypt ? MIG_SUITE_GCM_ENCRYPT :
+	    ch->poly1305 ? MIG_SUITE_POLY1305_TAG : MIG_SUITE_GCM_TAG)) != 0)
 		mig_fail(err, mig_role_side(ch->role), MIG_PHASE_AUTH, error,
 		    "could not set up stream protection");
 out:

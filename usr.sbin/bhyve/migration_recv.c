@@ -371,6 +371,10 @@ mig_recv_pages(struct mig_chan *ch, const struct mig_vminfo *local,
 			if (!mig_page_is_zero(page))
 				memset(page, 0, MIG_PAGE_SIZE);
 			r->zero_pages++;
+		} else if (n > 0 && (uint8_t *)iov[n - 1].iov_base +
+		    iov[n - 1].iov_len == page) {
+			/* Adjacent pages: one copy for the kernel. */
+			iov[n - 1].iov_len += MIG_PAGE_SIZE;
 		} else {
 			iov[n].iov_base = page;
 			iov[n++].iov_len = MIG_PAGE_SIZE;
@@ -379,7 +383,7 @@ mig_recv_pages(struct mig_chan *ch, const struct mig_vminfo *local,
 	if ((n > 0 && (error = mig_chan_recv_bodyv(ch, iov, (int)n)) != 0) ||
 	    (error = mig_chan_recv_end(ch)) != 0)
 		goto fail;
-	r->pages_sent += n;
+	r->pages_sent += ndata;
 	*pages += ph.count;
 	r->bytes += MIG_HDR_LEN + len + MIG_TAG_LEN;
 	return (0);

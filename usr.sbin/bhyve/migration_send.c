@@ -31,6 +31,7 @@
 #include "migration_internal.h"
 #include "migration_policy.h"
 #include "migration_streams.h"
+#include "migration_txpipe.h"
 #include "migration_wire.h"
 
 /* Live rounds ask the dirty log again before each such share. */
@@ -50,8 +51,7 @@ struct txstream {
 	pthread_t	tid;
 	struct mig_round_stats part;	/* this round's counts */
 	uint64_t	sent;		/* pages in this round's part */
-	uint8_t		*pagebuf;	/* frozen copies of pages */
-	uint8_t		meta[MIG_PAGES_HDR_LEN + 8 * MIG_PAGES_PER_MSG];
+	struct mig_txpipe pipe;		/* its PAGES frames to the socket */
 	char		doing[48];	/* "sending memory [on stream i]" */
 };
 
@@ -175,8 +175,7 @@ alloc_bitmaps(struct sender *s)
 	if (s->chunk == NULL)
 		return (ENOMEM);
 	for (i = 0; i < s->nstreams; i++)
-		if ((s->tx[i].pagebuf = malloc((size_t)MIG_PAGES_PER_MSG *
-		    MIG_PAGE_SIZE)) == NULL)
+		if (mig_txpipe_init(&s->tx[i].pipe) != 0)
 			return (ENOMEM);
 	return (0);
 }
@@ -192,7 +191,7 @@ free_bitmaps(struct sender *s)
 	}
 	free(s->chunk);
 	for (i = 0; i < MIG_STREAMS_MAX; i++)
-		free(s->tx[i].pagebuf);
+		mig_txpipe_destroy(&s->tx[i].pipe);
 }
 
 typedef int	bits_op_t(void *, uint32_t, uint64_t, uint64_t, uint64_t *);
@@ -383,18 +382,30 @@ send_step(void *arg)
 	return (0);
 }
 
+/* The pipe's writer failed: its error, as this stream's. */
 static int
-flush_pages(struct txstream *t, uint32_t seg, uint32_t count, uint32_t ndata,
-    const uint8_t **datapages)
+pipe_fail(struct txstream *t, int error)
+{
+	return (pause_timeout(t, tx_fail(t, error, t->doing)));
+}
+
+/*
+ * Seal the slot's frame: count entries from its meta, ndata pages from
+ * datapages or, as frozen copies, its buffer.  Then the next slot.
+ */
+static int
+flush_pages(struct txstream *t, struct mig_txslot **slotp, uint32_t seg,
+    uint32_t count, uint32_t ndata, const uint8_t **datapages)
 {
 	struct iovec parts[1 + MIG_PAGES_PER_MSG];
 	struct mig_pages_hdr ph;
+	struct mig_txslot *slot;
 	struct sender *s;
-	uint64_t before;
 	uint32_t i;
 	int error, n;
 
 	s = t->s;
+	slot = *slotp;
 	/* Another stream failed: this one stops too. */
 	if (__atomic_load_n(&s->abort, __ATOMIC_SEQ_CST) != 0)
 		return (ECANCELED);
@@ -403,23 +414,31 @@ flush_pages(struct txstream *t, uint32_t seg, uint32_t count, uint32_t ndata,
 		return (error);
 	ph.seg = seg;
 	ph.count = count;
-	(void)mig_pages_hdr_encode(t->meta, MIG_PAGES_HDR_LEN, &ph);
+	(void)mig_pages_hdr_encode(slot->meta, MIG_PAGES_HDR_LEN, &ph);
 	n = 0;
-	parts[n].iov_base = t->meta;
+	parts[n].iov_base = slot->meta;
 	parts[n++].iov_len = MIG_PAGES_HDR_LEN + 8 * (size_t)count;
 	if (!frozen_copy_needed(s)) {
 		for (i = 0; i < ndata; i++) {
+			/* Adjacent pages: one part, one copy for the kernel. */
+			if (n > 1 && (const uint8_t *)parts[n - 1].iov_base +
+			    parts[n - 1].iov_len == datapages[i]) {
+				parts[n - 1].iov_len += MIG_PAGE_SIZE;
+				continue;
+			}
 			parts[n].iov_base = (void *)(uintptr_t)datapages[i];
 			parts[n++].iov_len = MIG_PAGE_SIZE;
 		}
 	} else if (ndata > 0) {
-		parts[n].iov_base = t->pagebuf;
+		parts[n].iov_base = slot->buf;
 		parts[n++].iov_len = (size_t)ndata * MIG_PAGE_SIZE;
 	}
-	before = t->ch->bytes_tx;
-	if ((error = mig_chan_sendv(t->ch, MIG_MSG_PAGES, parts, n)) != 0)
-		return (pause_timeout(t, tx_fail(t, error, t->doing)));
-	t->part.bytes += t->ch->bytes_tx - before;
+	if ((error = mig_txpipe_submit(&t->pipe, slot, MIG_MSG_PAGES, parts,
+	    n)) != 0)
+		return (tx_fail(t, error, "sealing a frame of memory"));
+	t->part.bytes += slot->f.wirelen;
+	if ((error = mig_txpipe_slot(&t->pipe, slotp)) != 0)
+		return (pipe_fail(t, error));
 	return (0);
 }
 
@@ -547,13 +566,14 @@ recheck(struct txstream *ts, uint32_t seg, uint64_t w)
 /*
  * One stream's part of a round: the pages marked in todo in the chunks
  * of MIG_STREAM_CHUNK_WORDS words this stream owns, clearing todo as it
- * goes.  Counts into t->part and t->sent.
+ * goes, into the frames of its pipe.  Counts into t->part and t->sent.
  */
 static int
-send_part(struct txstream *t)
+fill_part(struct txstream *t)
 {
 	const uint8_t *datapages[MIG_PAGES_PER_MSG];
 	struct sender *s;
+	struct mig_txslot *slot;
 	const struct mig_round_stats *round;
 	const uint8_t *page;
 	uint64_t bits, c, end, idx, w, nw, step;
@@ -563,6 +583,8 @@ send_part(struct txstream *t)
 	s = t->s;
 	round = s->round;
 	step = (uint64_t)MIG_STREAM_CHUNK_WORDS * s->nstreams;
+	if ((error = mig_txpipe_slot(&t->pipe, &slot)) != 0)
+		return (pipe_fail(t, error));
 	for (seg = 0; seg < s->vi.nsegs; seg++) {
 		count = ndata = 0;
 		nw = bitmap_words(s->npages[seg]);
@@ -594,32 +616,52 @@ send_part(struct txstream *t)
 						t->part.zero_pages++;
 					} else {
 						if (frozen_copy_needed(s))
-							memcpy(t->pagebuf +
+							memcpy(slot->buf +
 							    (size_t)ndata *
 							    MIG_PAGE_SIZE, page,
 							    MIG_PAGE_SIZE);
 						datapages[ndata++] = page;
 						t->part.pages_sent++;
 					}
-					mig_le64enc(t->meta +
+					mig_le64enc(slot->meta +
 					    MIG_PAGES_HDR_LEN +
 					    8 * (size_t)count, idx);
 					t->sent++;
 					if (++count < MIG_PAGES_PER_MSG)
 						continue;
-					if ((error = flush_pages(t, seg, count,
-					    ndata, datapages)) != 0)
+					if ((error = flush_pages(t, &slot, seg,
+					    count, ndata, datapages)) != 0)
 						return (error);
 					count = ndata = 0;
 					kill_stream_fault(t);
 				}
 			}
 		}
-		if (count > 0 && (error = flush_pages(t, seg, count, ndata,
-		    datapages)) != 0)
+		if (count > 0 && (error = flush_pages(t, &slot, seg, count,
+		    ndata, datapages)) != 0)
 			return (error);
 	}
 	return (0);
+}
+
+/*
+ * The part through the stream's pipe, drained before the stream's next
+ * frame (PART_END, ROUND_END) goes straight to the socket.  The writer
+ * starts with the first round and stays for the later ones.
+ */
+static int
+send_part(struct txstream *t)
+{
+	int error, werror;
+
+	if (!t->pipe.running &&
+	    (error = mig_txpipe_start(&t->pipe, t->ch)) != 0)
+		return (tx_fail(t, error, "starting the stream's writer"));
+	error = fill_part(t);
+	werror = mig_txpipe_drain(&t->pipe);
+	if (error == 0 && werror != 0)
+		error = pipe_fail(t, werror);
+	return (error);
 }
 
 /*

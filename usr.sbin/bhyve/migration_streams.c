@@ -94,7 +94,7 @@ mig_stream_join(struct mig_chan *ch, const struct mig_chan *ctl,
 	if ((error = mig_chan_send(ch, MIG_MSG_JOIN, buf,
 	    mig_join_encode(buf, sizeof(buf), &j))) != 0)
 		mig_fail_chan(err, ch, MIG_PHASE_AUTH, error, doing);
-	else if ((error = mig_chan_key(ch, &k, ctl->encrypt)) != 0)
+	else if ((error = mig_chan_key(ch, &k, ctl->suite)) != 0)
 		mig_fail(err, MIG_SIDE_SOURCE, MIG_PHASE_AUTH, error,
 		    "could not set up the protection of stream %u", index);
 	mig_wipe(&k, sizeof(k));
@@ -122,7 +122,7 @@ struct mig_rxstreams {
 	uint32_t	njoined;
 	uint8_t		key[MIG_KEY_LEN];
 	uint8_t		session[MIG_HASH_LEN];
-	bool		encrypt;
+	enum mig_suite	suite;
 	const struct mig_vminfo *local;
 	int		ctlfd;
 	enum mig_phase	phase;
@@ -161,7 +161,7 @@ mig_rxstreams_create(struct mig_rxstreams **rsp, uint32_t nstreams,
 	rs->n = nstreams;
 	memcpy(rs->key, key, sizeof(rs->key));
 	memcpy(rs->session, ctl->session, sizeof(rs->session));
-	rs->encrypt = ctl->encrypt;
+	rs->suite = ctl->suite;
 	rs->ctlfd = -1;
 	for (i = 0; i < MIG_STREAMS_MAX; i++) {
 		rs->s[i].rs = rs;
@@ -276,7 +276,7 @@ mig_rxstreams_join(struct mig_rxstreams *rs, struct mig_chan *jch,
 		snprintf(msg, msglen, "stream %u has joined already", j.index);
 		return (EPROTO);
 	}
-	error = mig_chan_key(jch, &k, rs->encrypt);
+	error = mig_chan_key(jch, &k, rs->suite);
 	mig_wipe(&k, sizeof(k));
 	if (error != 0 || (error = mig_chan_send(jch, MIG_MSG_JOINED, NULL,
 	    0)) != 0) {

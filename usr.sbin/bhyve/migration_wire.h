@@ -10,8 +10,8 @@
  *
  *	u16 type | u16 flags | u32 length | payload[length] | tag[16]
  *
- * where the tag (AES-256-GCM) is present on every frame after the
- * handshake.  MIGRATION-PROTOCOL.md, in this directory, describes each
+ * where the tag (an AEAD's, enum mig_suite) is present on every frame
+ * after the handshake.  MIGRATION-PROTOCOL.md, in this directory, describes each
  * type, the handshake, the sequence and the control plane.
  */
 
@@ -41,16 +41,19 @@
 				    MIG_PAGE_SIZE * MIG_PAGES_PER_MSG)
 
 /* Capability bits in HELLO. */
-#define	MIG_CAP_AEAD		0x00000001u	/* AES-256-GCM frames */
+#define	MIG_CAP_AEAD		0x00000001u	/* tagged frames */
 #define	MIG_CAP_ZERO_PAGES	0x00000002u	/* zero-page markers */
 #define	MIG_CAP_ZERO_RANGES	0x00000004u	/* ZERO_RANGES frames */
 #define	MIG_CAP_HOLD		0x00000010u	/* HOLD frames */
 /* Destination: takes several streams; source: STREAMS follows AUTH. */
 #define	MIG_CAP_STREAMS		0x00000020u
+/* Frames without encryption are tagged with ChaCha20-Poly1305. */
+#define	MIG_CAP_POLY1305	0x00000040u
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
 #define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
 #define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES | \
-				    MIG_CAP_ZERO_RANGES | MIG_CAP_HOLD)
+				    MIG_CAP_ZERO_RANGES | MIG_CAP_HOLD | \
+				    MIG_CAP_POLY1305)
 
 /* In a PAGES index entry: the page is all zero and carries no data. */
 #define	MIG_PAGE_ZERO		(1ull << 63)
