@@ -26,6 +26,8 @@ def test_bench_small(tmp_path) -> None:
     # The scale cases really are larger, and idle memory is skipped, not sent.
     assert rows["idle-x64"]["memory_mib"] == 64 * 64
     assert rows["idle-x64"]["mib_sent"] < 1.0
-    assert result["raw_tcp_mb_s"] > 0
+    assert result["raw_tcp_mb_s"] > 0 and result["raw_tcp_1mib_writes_mb_s"] > 0
+    # The cases that move all of memory have a stream to pair with raw TCP.
+    assert all(rows[c]["paired_ratio_to_tcp"] > 0 for c in ("full", "full-2streams"))
     # Each side's memory beyond the guest's is measured (printed, not held to a bound).
     assert all(r["source_extra_mib"] and r["destination_extra_mib"] for r in rows.values())
