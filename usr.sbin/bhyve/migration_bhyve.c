@@ -342,7 +342,7 @@ mig_bhyve_vminfo(void *arg, struct mig_vminfo *vi)
 {
 	struct bhyve_mig *bm = arg;
 	const struct mig_image *img;
-	uint32_t i;
+	uint32_t i, unregistered;
 	int error;
 
 	memset(vi, 0, sizeof(*vi));
@@ -356,9 +356,9 @@ mig_bhyve_vminfo(void *arg, struct mig_vminfo *vi)
 		return (error);
 	mig_bhyve_cpu_features(vi->cpu_features, sizeof(vi->cpu_features));
 	/* Disks the hand-over would miss: no flush, no reopen, no move. */
-	if (mig_storage_unregistered() != 0) {
+	if ((unregistered = mig_storage_unregistered()) != 0) {
 		mig_bhyve_msg(bm, "%u disk images were opened while the "
-		    "migration's list of %d was full", mig_storage_unregistered(),
+		    "migration's list of %d was full", unregistered,
 		    MIG_STORAGE_MAX);
 		return (ENOSPC);
 	}
