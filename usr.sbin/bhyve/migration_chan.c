@@ -147,12 +147,13 @@ int
 mig_chan_sendv(struct mig_chan *ch, uint16_t type, const struct iovec *parts,
     int nparts)
 {
+	struct mig_frame f;
 	int error;
 
 	if ((error = mig_chan_seal(ch, type, parts, nparts, ch->txbuf,
-	    &ch->frame)) != 0)
+	    &f)) != 0)
 		return (error);
-	return (mig_chan_write(ch, &ch->frame));
+	return (mig_chan_write(ch, &f));
 }
 
 int

@@ -57,7 +57,6 @@ struct mig_chan {
 	uint64_t	bytes_tx;
 	uint64_t	bytes_rx;
 	uint8_t		*txbuf;		/* ciphertext when encrypting */
-	struct mig_frame frame;		/* mig_chan_sendv's */
 	uint8_t		*rxbuf;		/* whole small messages */
 	struct mig_hdr	cur;		/* the frame being received */
 	uint32_t	cur_left;	/* its payload bytes not yet read */

@@ -11,12 +11,27 @@
 
 #include "migration_txpipe.h"
 
+static void
+stop(struct mig_txpipe *tp)
+{
+	pthread_mutex_lock(&tp->mtx);
+	tp->closing = true;
+	pthread_cond_broadcast(&tp->cv);
+	pthread_mutex_unlock(&tp->mtx);
+	(void)pthread_join(tp->writer, NULL);
+	pthread_cond_destroy(&tp->cv);
+	pthread_mutex_destroy(&tp->mtx);
+	tp->running = false;
+}
+
 int
 mig_txpipe_init(struct mig_txpipe *tp)
 {
 	int i;
 
 	memset(tp, 0, sizeof(*tp));
+	if ((tp->slot = calloc(MIG_TXPIPE_SLOTS, sizeof(*tp->slot))) == NULL)
+		return (ENOMEM);
 	for (i = 0; i < MIG_TXPIPE_SLOTS; i++)
 		if ((tp->slot[i].buf = malloc(MIG_PAYLOAD_MAX)) == NULL) {
 			mig_txpipe_destroy(tp);
@@ -25,8 +40,6 @@ mig_txpipe_init(struct mig_txpipe *tp)
 	return (0);
 }
 
-static void	stop(struct mig_txpipe *);
-
 void
 mig_txpipe_destroy(struct mig_txpipe *tp)
 {
@@ -34,10 +47,12 @@ mig_txpipe_destroy(struct mig_txpipe *tp)
 
 	if (tp->running)
 		stop(tp);
-	for (i = 0; i < MIG_TXPIPE_SLOTS; i++) {
+	if (tp->slot == NULL)
+		return;
+	for (i = 0; i < MIG_TXPIPE_SLOTS; i++)
 		free(tp->slot[i].buf);
-		tp->slot[i].buf = NULL;
-	}
+	free(tp->slot);
+	tp->slot = NULL;
 }
 
 static void *
@@ -136,17 +151,4 @@ mig_txpipe_drain(struct mig_txpipe *tp)
 	error = tp->error;
 	pthread_mutex_unlock(&tp->mtx);
 	return (error);
-}
-
-static void
-stop(struct mig_txpipe *tp)
-{
-	pthread_mutex_lock(&tp->mtx);
-	tp->closing = true;
-	pthread_cond_broadcast(&tp->cv);
-	pthread_mutex_unlock(&tp->mtx);
-	(void)pthread_join(tp->writer, NULL);
-	pthread_cond_destroy(&tp->cv);
-	pthread_mutex_destroy(&tp->mtx);
-	tp->running = false;
 }

@@ -40,7 +40,7 @@ struct mig_txslot {
 
 struct mig_txpipe {
 	struct mig_chan	*ch;
-	struct mig_txslot slot[MIG_TXPIPE_SLOTS];
+	struct mig_txslot *slot;	/* MIG_TXPIPE_SLOTS of them */
 	pthread_mutex_t	mtx;
 	pthread_cond_t	cv;
 	pthread_t	writer;
