@@ -390,7 +390,10 @@ class TestbedDriver:
             return False
         status = guest_status(self.destination, self.dst_control)
         if status is None:
-            return None if self._receiver_alive() else False
+            # Nobody answers: a receiver that is ending may not show its exit yet (over
+            # SSH the exit status comes after the process is gone). A moment for it.
+            assert self.receiver is not None
+            return None if self.receiver.wait(3.0) is None else False
         if status["guest_runs_here"]:
             return True
         # Not running yet: end it so that it never can, before the source resumes.
