@@ -74,6 +74,7 @@ class RoundEvent:
     est_downtime_us: int | None = None
     unpopulated_pages: int = 0  # of zero_pages: never read, sent as ranges
     rewritten_pages: int = 0  # written again before their send: left to the next round
+    owed_pages: int = 0  # their frame failed its tag (written on the way): sent again
     disk_dirty_blocks: int = 0  # disk migration: blocks this round owed
     disk_blocks_sent: int = 0  # with data
     disk_zero_blocks: int = 0  # as zero markers or ranges
@@ -268,6 +269,7 @@ def parse_event(line: str, where: str = "event") -> Event | None:
             est_downtime_us=f.int("est_downtime_us", True),
             unpopulated_pages=f.int("unpopulated_pages", True) or 0,
             rewritten_pages=f.int("rewritten_pages", True) or 0,
+            owed_pages=f.int("owed_pages", True) or 0,
             disk_dirty_blocks=f.int("disk_dirty_blocks", True) or 0,
             disk_blocks_sent=f.int("disk_blocks_sent", True) or 0,
             disk_zero_blocks=f.int("disk_zero_blocks", True) or 0,

@@ -146,6 +146,19 @@ def test_device_state_saved_before_pause_is_caught(endpoints) -> None:
     assert any("counter" in e for e in report["verification"]["errors"])
 
 
+def test_a_live_frame_that_fails_its_tag_is_owed_and_sent_again(endpoints) -> None:
+    # Live rounds tag pages straight from the running guest (MIG_CAP_OWED). Round 1's
+    # first frame leaves with a spoilt tag, as when the guest writes a page of it on the
+    # way: the destination owes its 256 pages, says so after the round, and the source
+    # sends them again; the guest arrives page-exact.
+    report = migrate(endpoints, make_guest("idle"), fault="bad-tag")
+    assert_verified(report)
+    rounds = report["rounds"]
+    assert rounds[0]["owed_pages"] == 256
+    assert all(r["owed_pages"] == 0 for r in rounds[1:])
+    assert sum(r["dirty_pages"] for r in rounds[1:]) >= 256
+
+
 # -- failures: the guest stays on the source ---------------------------------------
 
 
@@ -182,6 +195,32 @@ def _result(stdout: str, code: int) -> ResultEvent:
     log = EventLog("tbctl migrate")
     log.feed_text(stdout)
     return log.finish(code)
+
+
+def test_owed_pages_never_sent_again_keep_the_guest_on_the_source(endpoints) -> None:
+    """A frame owed after round 1 that the source never sends again (as when one was
+    altered on the way): the destination refuses at the final round's end."""
+    src_ep, dst_ep = endpoints
+    guest = make_guest("idle")
+    tag = secrets.token_hex(4)
+    key = _key(src_ep, tag)
+    src = start_guest(src_ep, guest, FlowOptions(), tag)
+    try:
+        receiver, port = _receiver(dst_ep, guest, key, tag)
+        res = _tbctl_migrate(src, port, key, "--fault", "bad-tag-ignored")
+        assert res.returncode == 1, res.stdout + res.stderr
+        result = _result(res.stdout, 1)
+        assert result.result == "failed" and result.guest_runs_on == "source"
+        assert result.error is not None and result.error.phase == "stopcopy"
+        assert "256 pages of memory came only in frames that failed their integrity check" \
+            in result.error.message, result.error.message
+        assert receiver.wait(30) != 0
+        assert "RUNNING" not in receiver.output()
+        status = json.loads(src.tbctl("status").stdout)
+        assert status["state"] == "running"
+        assert src.verify()["ok"]
+    finally:
+        src.stop()
 
 
 def test_destination_killed_mid_round_then_retry(endpoints) -> None:

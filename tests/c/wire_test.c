@@ -25,6 +25,7 @@
 #include "migration_backend.h"
 #include "migration_chan.h"
 #include "migration_disk.h"
+#include "migration_owed.h"
 #include "migration_policy.h"
 #include "migration_streams.h"
 #include "migration_wire.h"
@@ -363,6 +364,78 @@ test_zero_ranges(void)
 	z.count = 0;
 	check(zero_ranges_roundtrip(&z, 0, &out, why, sizeof(why)) ==
 	    EPROTO, "ZERO_RANGES without ranges refused", why);
+}
+
+/*
+ * Owed pages: a failed and a passed frame of one page in one round leave
+ * it owed in either order; a later pass clears it; the OWED list sent
+ * names exactly the owed runs and OWED_END counts them.
+ */
+static void
+test_owed(void)
+{
+	static struct mig_zero_ranges z;
+	struct mig_session_keys keys;
+	struct mig_round_end end;
+	struct mig_vminfo vi;
+	struct mig_owed o;
+	struct mig_chan a, b;
+	struct mig_hdr hdr;
+	uint64_t failed[] = { 3, 4 | MIG_PAGE_ZERO, 5, 200 };
+	uint64_t passed[] = { 4 };
+	uint64_t later[] = { 3, 4 };
+	void *payload;
+	int sv[2], ok;
+
+	memset(&vi, 0, sizeof(vi));
+	vi.nsegs = 2;
+	vi.segs[0].len = 1000 * MIG_PAGE_SIZE;
+	vi.segs[1].len = 64 * MIG_PAGE_SIZE;
+	if (mig_owed_init(&o, &vi) != 0) {
+		check(0, "owed: bitmaps", "ENOMEM");
+		return;
+	}
+	mig_owed_pass(&o, 0, passed, 1);
+	mig_owed_fail(&o, 0, failed, 4);
+	mig_owed_pass(&o, 0, passed, 1);
+	check(mig_owed_merge(&o) == 4,
+	    "owed: a failed frame's pages stay owed past a pass that round",
+	    NULL);
+	mig_owed_pass(&o, 0, later, 2);
+	check(mig_owed_merge(&o) == 2, "owed: a later pass clears the debt",
+	    NULL);
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+		check(0, "socketpair", strerror(errno));
+		mig_owed_free(&o);
+		return;
+	}
+	memset(&keys, 0x33, sizeof(keys));
+	(void)mig_chan_init(&a, sv[0], MIG_ROLE_DEST, 0);
+	(void)mig_chan_init(&b, sv[1], MIG_ROLE_SOURCE, 0);
+	(void)mig_chan_key(&a, &keys, MIG_SUITE_POLY1305_TAG);
+	(void)mig_chan_key(&b, &keys, MIG_SUITE_POLY1305_TAG);
+	ok = mig_owed_send(&o, &a, 7) == 0 &&
+	    mig_chan_recv(&b, &hdr, &payload) == 0 &&
+	    hdr.type == MIG_MSG_OWED &&
+	    mig_owed_decode(payload, hdr.len, &vi, &z, b.why,
+	    sizeof(b.why)) == 0 && z.seg == 0 && z.count == 2 &&
+	    z.r[0].first == 5 && z.r[0].npages == 1 &&
+	    z.r[1].first == 200 && z.r[1].npages == 1 &&
+	    mig_chan_recv(&b, &hdr, &payload) == 0 &&
+	    hdr.type == MIG_MSG_OWED_END &&
+	    mig_round_end_decode(payload, hdr.len, &end, b.why,
+	    sizeof(b.why)) == 0 && end.index == 7 && end.pages == 2;
+	check(ok, "owed: OWED names the runs, OWED_END counts them", b.why);
+	z.r[1].first = 1000;
+	check(mig_owed_decode(payload, mig_zero_ranges_encode(b.rxbuf,
+	    MIG_PAYLOAD_MAX, &z), &vi, &z, b.why, sizeof(b.why)) ==
+	    EPROTO && strstr(b.why, "OWED") != NULL,
+	    "owed: OWED past the segment refused", b.why);
+	mig_chan_destroy(&a);
+	mig_chan_destroy(&b);
+	close(sv[0]);
+	close(sv[1]);
+	mig_owed_free(&o);
 }
 
 /* Two disks: 10 full blocks of 4096 and a 100-byte one; 64 of 512. */
@@ -991,6 +1064,21 @@ test_channel(enum mig_suite suite, enum mig_suite other)
 	check(error == EBADMSG && strstr(b.why, "integrity") != NULL, name,
 	    b.why);
 
+	/* An owed frame forgone: the one after it passes. */
+	mig_chan_recv_forgo(&b);
+	(void)mig_chan_send(&a, MIG_MSG_STATE, msg, sizeof(msg));
+	error = mig_chan_recv(&b, &hdr, &payload);
+	snprintf(name, sizeof(name), "%s: the frame after a forgone one "
+	    "passes", mode);
+	check(error == 0, name, b.why);
+	/* Out of turn (no frame failed), it fails the next frame. */
+	mig_chan_recv_forgo(&b);
+	(void)mig_chan_send(&a, MIG_MSG_STATE, msg, sizeof(msg));
+	error = mig_chan_recv(&b, &hdr, &payload);
+	snprintf(name, sizeof(name), "%s: a forgo out of turn fails the "
+	    "next frame", mode);
+	check(error == EBADMSG, name, b.why);
+
 	(void)write(sv[0], raw1, sizeof(raw1));
 	error = mig_chan_recv(&b, &hdr, &payload);
 	snprintf(name, sizeof(name), "%s: replayed frame refused", mode);
@@ -1014,6 +1102,7 @@ main(void)
 	test_small_messages();
 	test_pages();
 	test_zero_ranges();
+	test_owed();
 	test_vminfo_disks();
 	test_disk_describe_refusals();
 	test_disk_blocks();

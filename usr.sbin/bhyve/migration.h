@@ -66,6 +66,8 @@ enum mig_fault {
 	MIG_FAULT_DROP_DIRTY_PAGE,	/* sender skips one dirty page */
 	MIG_FAULT_STALE_DEVICE_STATE,	/* device state saved 100 ms early */
 	MIG_FAULT_KILL_STREAM,		/* the last stream dies in round 1 */
+	MIG_FAULT_BAD_TAG,		/* round 1's first frame: a bad tag */
+	MIG_FAULT_BAD_TAG_IGNORED,	/* and the source resends nothing */
 };
 
 /* Round policy. */
@@ -153,6 +155,7 @@ struct mig_round_stats {
 	uint64_t	zero_pages;	/* pages sent as a zero marker */
 	uint64_t	unpopulated_pages; /* of those, never read: ranges */
 	uint64_t	rewritten_pages; /* written again: left to next round */
+	uint64_t	owed_pages;	/* failed their tag: sent again */
 	uint64_t	bytes;		/* bytes on the wire */
 	uint64_t	duration_us;
 	uint32_t	throttle_pct;	/* vCPU throttle in force */

@@ -257,6 +257,13 @@ mig_chan_recv_end(struct mig_chan *ch)
 	return (0);
 }
 
+void
+mig_chan_recv_forgo(struct mig_chan *ch)
+{
+
+	ch->rx.seq++;
+}
+
 int
 mig_chan_recv(struct mig_chan *ch, struct mig_hdr *hdr, void **payload)
 {

@@ -45,6 +45,7 @@ struct mig_chan {
 	bool		keyed;
 	bool		encrypt;
 	bool		poly1305;	/* both sides speak MIG_CAP_POLY1305 */
+	bool		owed;		/* both sides speak MIG_CAP_OWED */
 	enum mig_suite	suite;		/* once keyed */
 	bool		peer_gave_up;	/* it sent ERROR */
 	bool		check_only;	/* the source asked for a dry run */
@@ -91,6 +92,11 @@ int	mig_chan_recv_hdr(struct mig_chan *, struct mig_hdr *);
 int	mig_chan_recv_body(struct mig_chan *, void *, size_t);
 int	mig_chan_recv_bodyv(struct mig_chan *, struct iovec *, int);
 int	mig_chan_recv_end(struct mig_chan *);
+/*
+ * The frame just ended failed its tag (EBADMSG) and its contents count
+ * as unverified (an owed frame): the next frame has the next number.
+ */
+void	mig_chan_recv_forgo(struct mig_chan *);
 /* A whole frame into the channel's buffer: *payload, hdr->len bytes. */
 int	mig_chan_recv(struct mig_chan *, struct mig_hdr *, void **payload);
 

@@ -27,7 +27,8 @@
 #define	NITEMS(a)	(sizeof(a) / sizeof((a)[0]))
 
 static const char *const fault_choices[] = {
-	"none", "drop-page", "stale-device", "kill-stream", NULL
+	"none", "drop-page", "stale-device", "kill-stream", "bad-tag",
+	"bad-tag-ignored", NULL
 };
 
 const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
@@ -71,8 +72,9 @@ const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
 	[MIG_OPT_STREAMS] = { "streams", "streams", MIG_OPT_UINT, 1,
 	    MIG_STREAMS_MAX, 1, 0, NULL, "n",
 	    "move memory over this many connections at once", 0 },
-	[MIG_OPT_FAULT] = { "fault", "fault", MIG_OPT_CHOICE, 0, 3, 0, 0,
-	    fault_choices, "drop-page|stale-device|kill-stream",
+	[MIG_OPT_FAULT] = { "fault", "fault", MIG_OPT_CHOICE, 0, 5, 0, 0,
+	    fault_choices,
+	    "drop-page|stale-device|kill-stream|bad-tag|bad-tag-ignored",
 	    "inject a fault the destination's check must catch",
 	    MIG_OPTF_TESTBED },
 };
@@ -374,7 +376,9 @@ apply(struct mig_params *p, int id, uint64_t v)
 	case MIG_OPT_FAULT:
 		p->fault = v == 1 ? MIG_FAULT_DROP_DIRTY_PAGE :
 		    v == 2 ? MIG_FAULT_STALE_DEVICE_STATE :
-		    v == 3 ? MIG_FAULT_KILL_STREAM : MIG_FAULT_NONE;
+		    v == 3 ? MIG_FAULT_KILL_STREAM :
+		    v == 4 ? MIG_FAULT_BAD_TAG :
+		    v == 5 ? MIG_FAULT_BAD_TAG_IGNORED : MIG_FAULT_NONE;
 		break;
 	}
 }
@@ -591,12 +595,12 @@ mig_event_encode(const struct mig_event *ev)
 		fprintf(f, "{\"event\":\"round\",\"index\":%" PRIu32
 		    ",\"final\":%s,\"dirty_pages\":%" PRIu64 ",\"pages_sent\":%"
 		    PRIu64 ",\"zero_pages\":%" PRIu64 ",\"unpopulated_pages\":%"
-		    PRIu64 ",\"rewritten_pages\":%" PRIu64 ",\"bytes\":%" PRIu64
-		    ",\"duration_us\":%" PRIu64 ",\"throttle_pct\":%" PRIu32
-		    ",\"est_downtime_us\":%" PRIu64, r->index,
-		    r->final ? "true" : "false", r->dirty_pages, r->pages_sent,
-		    r->zero_pages, r->unpopulated_pages, r->rewritten_pages,
-		    r->bytes, r->duration_us,
+		    PRIu64 ",\"rewritten_pages\":%" PRIu64 ",\"owed_pages\":%"
+		    PRIu64 ",\"bytes\":%" PRIu64 ",\"duration_us\":%" PRIu64
+		    ",\"throttle_pct\":%" PRIu32 ",\"est_downtime_us\":%" PRIu64,
+		    r->index, r->final ? "true" : "false", r->dirty_pages,
+		    r->pages_sent, r->zero_pages, r->unpopulated_pages,
+		    r->rewritten_pages, r->owed_pages, r->bytes, r->duration_us,
 		    r->throttle_pct,
 		    r->est_downtime_us);
 		fprintf(f, ",\"disk_dirty_blocks\":%" PRIu64
@@ -800,6 +804,8 @@ mig_event_decode(const char *line, struct mig_event *ev, char *msg,
 		(void)mig_json_get_u64(line, "disk_zero_blocks",
 		    &r->disk_zero_blocks);
 		(void)mig_json_get_u64(line, "disk_bytes", &r->disk_bytes);
+		/* Absent from controllers older than MIG_CAP_OWED. */
+		(void)mig_json_get_u64(line, "owed_pages", &r->owed_pages);
 		break;
 	case MIG_EV_PROGRESS:
 		ev->phase = dec_name(&d, "phase", phase_ids, MIG_PHASE_COUNT);

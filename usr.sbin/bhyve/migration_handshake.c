@@ -128,6 +128,7 @@ hs_negotiate(struct hs_state *hs, uint32_t nstreams, uint32_t *version,
 	hs->ch->zero_ranges = (common & MIG_CAP_ZERO_RANGES) != 0;
 	hs->ch->hold = (common & MIG_CAP_HOLD) != 0;
 	hs->ch->poly1305 = (common & MIG_CAP_POLY1305) != 0;
+	hs->ch->owed = (common & MIG_CAP_OWED) != 0;
 	hs->ch->check_only = hs->ch->role == MIG_ROLE_DEST &&
 	    (hs->peer.caps & MIG_CAP_CHECK_ONLY) != 0;
 	hs->ch->streams = hs->ch->role == MIG_ROLE_DEST &&
@@ -165,6 +166,8 @@ mig_handshake(struct mig_chan *ch, const struct mig_params *p,
 	    version, &encrypt)) != 0)
 		return (error);
 	encrypt = encrypt || p->encrypt || require_encrypt;
+	/* Encryption reads each page once: its tags always match. */
+	ch->owed = ch->owed && !encrypt;
 
 	/* The transcript orders the HELLOs source first on both ends. */
 	if (ch->role == MIG_ROLE_SOURCE)

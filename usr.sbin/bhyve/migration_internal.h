@@ -57,11 +57,14 @@ int	mig_expect(struct mig_chan *, struct mig_error *, enum mig_phase,
 	    uint16_t want, const char *doing, void **payload, uint32_t *len);
 /*
  * Destination: the rest of a PAGES frame of len bytes, straight into
- * the guest memory local describes; counts into r and *pages.
+ * the guest memory local describes; counts into r and *pages.  With
+ * owed (MIG_CAP_OWED), a live round's frame that fails its tag is owed.
  */
+struct mig_owed;
 int	mig_recv_pages(struct mig_chan *, const struct mig_vminfo *local,
-	    struct mig_round_stats *r, uint64_t *pages, uint32_t len,
-	    struct mig_error *, enum mig_phase, const char *doing);
+	    struct mig_owed *owed, struct mig_round_stats *r, uint64_t *pages,
+	    uint32_t len, struct mig_error *, enum mig_phase,
+	    const char *doing);
 /* Tell the peer why this side gives up; best effort. */
 void	mig_tell_peer(struct mig_chan *, const struct mig_error *);
 /* The side a role stands for, and its name in messages. */

@@ -12,13 +12,16 @@
  * whole, READY only when everything arrived).  Page data is read straight
  * into guest memory; a frame that then fails its tag check ends the
  * migration and the caller discards the guest, so unverified bytes never
- * run.
+ * run.  With MIG_CAP_OWED a live round's frame may fail instead: its
+ * pages are owed (migration_owed.h), and the guest runs only once every
+ * one came again in a frame that passed.
  */
 
 #include <sys/types.h>
 #include <sys/uio.h>
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +31,7 @@
 #include "migration_backend.h"
 #include "migration_disk.h"
 #include "migration_internal.h"
+#include "migration_owed.h"
 #include "migration_streams.h"
 #include "migration_wire.h"
 
@@ -40,6 +44,7 @@ struct mig_conn {
 	struct mig_stats *st;
 	struct mig_backend *be;
 	struct mig_disk_recv *disks;
+	struct mig_owed	owed;		/* with MIG_CAP_OWED */
 	enum mig_phase	phase;
 	uint32_t	version;
 	uint64_t	rtt_us;
@@ -203,6 +208,7 @@ mig_conn_free(struct mig_conn *c)
 	mig_rxstreams_free(c->streams);
 	mig_chan_destroy(&c->ch);
 	mig_disk_recv_free(c->disks);
+	mig_owed_free(&c->owed);
 	free(c->section);
 	free(c);
 }
@@ -250,6 +256,8 @@ check_compat(struct mig_conn *c)
 	}
 	for (i = 0; i < c->local.nsegs; i++)
 		c->st->memory_bytes += c->local.segs[i].len;
+	if (c->ch.owed && (error = mig_owed_init(&c->owed, &c->local)) != 0)
+		return (local_fail(c, error, "could not track owed pages"));
 	if ((error = mig_disk_recv_begin(&c->disks, c->be, &c->peer, c->err,
 	    &c->phase, c->ch.check_only)) != 0)
 		return (error);
@@ -281,6 +289,8 @@ on_round_begin(struct mig_conn *c, void *payload, uint32_t len)
 	c->round->dirty_pages = rb.pages;
 	c->round_pages = 0;
 	c->round_t0 = mig_now_us();
+	/* The streams read it once this round began (under their lock). */
+	c->owed.live = !c->round->final;
 	if (c->streams != NULL)
 		mig_rxstreams_round_begin(c->streams, rb.index);
 	if (rb.final) {
@@ -331,8 +341,9 @@ pages_fail(struct mig_chan *ch, struct mig_error *err, enum mig_phase phase,
 
 int
 mig_recv_pages(struct mig_chan *ch, const struct mig_vminfo *local,
-    struct mig_round_stats *r, uint64_t *pages, uint32_t len,
-    struct mig_error *err, enum mig_phase phase, const char *doing)
+    struct mig_owed *owed, struct mig_round_stats *r, uint64_t *pages,
+    uint32_t len, struct mig_error *err, enum mig_phase phase,
+    const char *doing)
 {
 	struct iovec iov[MIG_PAGES_PER_MSG];
 	struct mig_pages_hdr ph;
@@ -380,9 +391,17 @@ mig_recv_pages(struct mig_chan *ch, const struct mig_vminfo *local,
 			iov[n++].iov_len = MIG_PAGE_SIZE;
 		}
 	}
-	if ((n > 0 && (error = mig_chan_recv_bodyv(ch, iov, (int)n)) != 0) ||
-	    (error = mig_chan_recv_end(ch)) != 0)
+	if (n > 0 && (error = mig_chan_recv_bodyv(ch, iov, (int)n)) != 0)
 		goto fail;
+	error = mig_chan_recv_end(ch);
+	if (error == EBADMSG && owed != NULL && owed->live) {
+		/* The guest wrote a page while it was on its way. */
+		mig_owed_fail(owed, ph.seg, idx, ph.count);
+		mig_chan_recv_forgo(ch);
+	} else if (error != 0)
+		goto fail;
+	else if (owed != NULL)
+		mig_owed_pass(owed, ph.seg, idx, ph.count);
 	r->pages_sent += ndata;
 	*pages += ph.count;
 	r->bytes += MIG_HDR_LEN + len + MIG_TAG_LEN;
@@ -398,8 +417,9 @@ on_pages(struct mig_conn *c, uint32_t len)
 
 	if (c->round == NULL)
 		return (proto_fail(c, "pages arrived outside a round"));
-	return (mig_recv_pages(&c->ch, &c->local, c->round, &c->round_pages,
-	    len, c->err, c->phase, "receiving memory"));
+	return (mig_recv_pages(&c->ch, &c->local, c->ch.owed ? &c->owed :
+	    NULL, c->round, &c->round_pages, len, c->err, c->phase,
+	    "receiving memory"));
 }
 
 /* Round 1 only: the pages are zero here already, left untouched. */
@@ -467,6 +487,20 @@ on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 		    "match the pages received"));
 	c->round->duration_us = mig_now_us() - c->round_t0;
 	c->pages_total += c->round_pages;
+	if (c->ch.owed) {
+		c->round->owed_pages = mig_owed_merge(&c->owed);
+		if (c->round->final && c->owed.count > 0) {
+			mig_fail(c->err, MIG_SIDE_SOURCE, c->phase, EBADMSG,
+			    "%ju pages of memory came only in frames that "
+			    "failed their integrity check (altered on the way, "
+			    "or not sent again)", (uintmax_t)c->owed.count);
+			return (EBADMSG);
+		}
+		if (!c->round->final && (error = mig_owed_send(&c->owed,
+		    &c->ch, re.index)) != 0)
+			return (chan_fail(c, error, "reporting the pages to "
+			    "send again"));
+	}
 	if (c->round->final) {
 		c->final_done = true;
 		c->phase = MIG_PHASE_STATE;
@@ -588,7 +622,8 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 	if ((error = check_compat(c)) != 0 || c->ch.check_only)
 		goto out;
 	if (c->streams != NULL && (error = mig_rxstreams_start(c->streams,
-	    &c->local, c->ch.fd, MIG_PHASE_PRECOPY)) != 0) {
+	    &c->local, c->ch.owed ? &c->owed : NULL, c->ch.fd,
+	    MIG_PHASE_PRECOPY)) != 0) {
 		local_fail(c, error, "could not start the stream receivers");
 		goto out;
 	}

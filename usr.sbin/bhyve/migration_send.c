@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,14 +274,33 @@ collect(struct sender *s, uint64_t *count)
 }
 
 /*
- * A page the running guest writes between its tag and its send would
- * fail the tag check: with integrity only, live rounds send a copy.
- * Encryption reads each page once, and a paused guest writes nothing.
+ * A page the running guest writes between its tag and its send fails
+ * the tag check: with integrity only, live rounds send a copy, unless
+ * the destination owes such pages instead (MIG_CAP_OWED).  Encryption
+ * reads each page once, and a paused guest writes nothing.
  */
 static bool
 frozen_copy_needed(const struct sender *s)
 {
-	return (!s->ch.encrypt && !s->paused);
+	return (!s->ch.encrypt && !s->paused && !s->ch.owed);
+}
+
+/*
+ * Test only: the first frame of memory with data goes with a spoilt
+ * tag, as if the guest had written a page of it on its way.
+ */
+static bool
+bad_tag_fault(struct txstream *t, uint32_t ndata)
+{
+	struct sender *s;
+
+	s = t->s;
+	if ((s->p->fault != MIG_FAULT_BAD_TAG &&
+	    s->p->fault != MIG_FAULT_BAD_TAG_IGNORED) || s->fault_done ||
+	    t->index != 0 || s->round->index != 1 || ndata == 0)
+		return (false);
+	s->fault_done = true;
+	return (true);
 }
 
 static int	cancel_check(const struct sender *, struct mig_error *);
@@ -433,9 +453,12 @@ flush_pages(struct txstream *t, struct mig_txslot **slotp, uint32_t seg,
 		parts[n].iov_base = slot->buf;
 		parts[n++].iov_len = (size_t)ndata * MIG_PAGE_SIZE;
 	}
-	if ((error = mig_txpipe_submit(&t->pipe, slot, MIG_MSG_PAGES, parts,
+	if ((error = mig_txpipe_seal(&t->pipe, slot, MIG_MSG_PAGES, parts,
 	    n)) != 0)
 		return (tx_fail(t, error, "sealing a frame of memory"));
+	if (bad_tag_fault(t, ndata))
+		slot->f.tag[0] ^= 0x01;
+	mig_txpipe_queue(&t->pipe);
 	t->part.bytes += slot->f.wirelen;
 	if ((error = mig_txpipe_slot(&t->pipe, slotp)) != 0)
 		return (pipe_fail(t, error));
@@ -772,6 +795,72 @@ send_parts(struct sender *s, struct mig_round_stats *r, uint64_t *sent)
 	return (s->err->code);
 }
 
+/* The peer broke the protocol in what it answered. */
+static int __attribute__((__format__(__printf__, 3, 4)))
+answer_fail(struct sender *s, const char *doing, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->ch.why, sizeof(s->ch.why), fmt, ap);
+	va_end(ap);
+	return (chan_fail(s, EPROTO, doing));
+}
+
+/*
+ * MIG_CAP_OWED, after a live round: the pages whose frames failed their
+ * tag at the destination, in this round or before, go again next round.
+ */
+static int
+recv_owed(struct sender *s, struct mig_round_stats *r)
+{
+	static const char doing[] = "reading the pages to send again";
+	struct mig_zero_ranges z;
+	struct mig_round_end end;
+	struct mig_hdr hdr;
+	void *payload;
+	uint64_t n, page;
+	uint32_t i;
+	int error;
+
+	n = 0;
+	for (;;) {
+		if ((error = mig_chan_recv(&s->ch, &hdr, &payload)) != 0)
+			return (chan_fail(s, error, doing));
+		if (hdr.type == MIG_MSG_ERROR) {
+			mig_fail_peer(s->err, &s->ch, payload, hdr.len);
+			return (s->err->code);
+		}
+		if (hdr.type == MIG_MSG_OWED_END)
+			break;
+		if (hdr.type != MIG_MSG_OWED)
+			return (answer_fail(s, doing, "unexpected %s message",
+			    mig_msg_name(hdr.type)));
+		if ((error = mig_owed_decode(payload, hdr.len, &s->vi, &z,
+		    s->ch.why, sizeof(s->ch.why))) != 0)
+			return (chan_fail(s, error, doing));
+		for (i = 0; i < z.count; i++) {
+			n += z.r[i].npages;
+			/* Test only: a source that ignores its debts. */
+			if (s->p->fault == MIG_FAULT_BAD_TAG_IGNORED)
+				continue;
+			for (page = z.r[i].first;
+			    page < z.r[i].first + z.r[i].npages; page++)
+				s->next[z.seg][page / BITS_PER_WORD] |=
+				    1ull << (page % BITS_PER_WORD);
+		}
+	}
+	if ((error = mig_round_end_decode(payload, hdr.len, &end, s->ch.why,
+	    sizeof(s->ch.why))) != 0)
+		return (chan_fail(s, error, doing));
+	if (end.index != r->index || end.pages != n)
+		return (answer_fail(s, doing, "OWED_END counts %ju pages of "
+		    "round %u, the OWED frames of round %u named %ju",
+		    (uintmax_t)end.pages, end.index, r->index, (uintmax_t)n));
+	r->owed_pages = n;
+	return (0);
+}
+
 /* Send every page marked in todo, clearing todo as it goes. */
 static int
 send_round(struct sender *s, struct mig_round_stats *r)
@@ -810,6 +899,8 @@ send_round(struct sender *s, struct mig_round_stats *r)
 	    mig_round_end_encode(buf, sizeof(buf), &re))) != 0)
 		return (chan_fail(s, error, "ending a round"));
 	r->bytes += s->ch.bytes_tx - before;
+	if (!r->final && s->ch.owed && (error = recv_owed(s, r)) != 0)
+		return (error);
 	s->pages_total += sent;
 	r->duration_us = mig_now_us() - t0;
 	return (0);

@@ -124,6 +124,7 @@ struct mig_rxstreams {
 	uint8_t		session[MIG_HASH_LEN];
 	enum mig_suite	suite;
 	const struct mig_vminfo *local;
+	struct mig_owed	*owed;		/* with MIG_CAP_OWED, or NULL */
 	int		ctlfd;
 	enum mig_phase	phase;
 	pthread_mutex_t	mtx;
@@ -383,9 +384,9 @@ rx_loop(struct rxstream *x)
 		}
 		switch (hdr.type) {
 		case MIG_MSG_PAGES:
-			error = mig_recv_pages(&x->ch, x->rs->local, &x->part,
-			    &x->pages, hdr.len, &x->err, x->rs->phase,
-			    x->doing);
+			error = mig_recv_pages(&x->ch, x->rs->local,
+			    x->rs->owed, &x->part, &x->pages, hdr.len, &x->err,
+			    x->rs->phase, x->doing);
 			(void)__atomic_add_fetch(&x->rs->frames, 1,
 			    __ATOMIC_RELAXED);
 			break;
@@ -443,13 +444,14 @@ rx_thread(void *arg)
 
 int
 mig_rxstreams_start(struct mig_rxstreams *rs, const struct mig_vminfo *local,
-    int ctlfd, enum mig_phase phase)
+    struct mig_owed *owed, int ctlfd, enum mig_phase phase)
 {
 	struct rxstream *x;
 	uint32_t i;
 	int error;
 
 	rs->local = local;
+	rs->owed = owed;
 	rs->ctlfd = ctlfd;
 	rs->phase = phase;
 	for (i = 1; i < rs->n; i++) {

@@ -74,11 +74,14 @@ int	mig_stream_join_proven(const struct mig_chan *jch,
 	    const uint8_t key[MIG_KEY_LEN], char *msg, size_t msglen);
 /*
  * Start one receiver thread per joined stream, writing pages into the
- * guest memory local describes.  ctlfd is stream 0's socket, shut for
- * reading when a stream fails so that the main loop notices.
+ * guest memory local describes, owing pages into owed if not NULL.
+ * ctlfd is stream 0's socket, shut for reading when a stream fails so
+ * that the main loop notices.
  */
+struct mig_owed;
 int	mig_rxstreams_start(struct mig_rxstreams *,
-	    const struct mig_vminfo *local, int ctlfd, enum mig_phase phase);
+	    const struct mig_vminfo *local, struct mig_owed *owed, int ctlfd,
+	    enum mig_phase phase);
 /*
  * Stream 0's ROUND_BEGIN of round index: the streams read their part of
  * it (until then they idle, reading nothing, whatever a HOLD lasts).

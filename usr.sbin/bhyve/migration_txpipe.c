@@ -125,19 +125,22 @@ mig_txpipe_slot(struct mig_txpipe *tp, struct mig_txslot **slotp)
 }
 
 int
-mig_txpipe_submit(struct mig_txpipe *tp, struct mig_txslot *slot,
+mig_txpipe_seal(struct mig_txpipe *tp, struct mig_txslot *slot,
     uint16_t type, const struct iovec *parts, int nparts)
 {
-	int error;
 
-	if ((error = mig_chan_seal(tp->ch, type, parts, nparts, slot->buf,
-	    &slot->f)) != 0)
-		return (error);
+	return (mig_chan_seal(tp->ch, type, parts, nparts, slot->buf,
+	    &slot->f));
+}
+
+void
+mig_txpipe_queue(struct mig_txpipe *tp)
+{
+
 	pthread_mutex_lock(&tp->mtx);
 	tp->sealed++;
 	pthread_cond_broadcast(&tp->cv);
 	pthread_mutex_unlock(&tp->mtx);
-	return (0);
 }
 
 int

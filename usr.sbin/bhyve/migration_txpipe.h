@@ -62,9 +62,11 @@ int	mig_txpipe_start(struct mig_txpipe *, struct mig_chan *);
  * that stopped the writer.
  */
 int	mig_txpipe_slot(struct mig_txpipe *, struct mig_txslot **);
-/* Seal the slot's frame from parts and queue it; its buf and meta stay. */
-int	mig_txpipe_submit(struct mig_txpipe *, struct mig_txslot *,
+/* Seal the slot's frame from parts; its buf and meta stay. */
+int	mig_txpipe_seal(struct mig_txpipe *, struct mig_txslot *,
 	    uint16_t type, const struct iovec *parts, int nparts);
+/* Hand the sealed frame to the writer. */
+void	mig_txpipe_queue(struct mig_txpipe *);
 /*
  * Wait until every queued frame is written or the writer failed: its
  * error, or 0.  Then the writer is idle and the channel the caller's

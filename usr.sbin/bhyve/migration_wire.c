@@ -238,6 +238,8 @@ static const char *const msg_names[MIG_MSG_TYPE_MAX] = {
 	[MIG_MSG_JOIN] = "JOIN",
 	[MIG_MSG_JOINED] = "JOINED",
 	[MIG_MSG_PART_END] = "PART_END",
+	[MIG_MSG_OWED] = "OWED",
+	[MIG_MSG_OWED_END] = "OWED_END",
 };
 
 const char *
@@ -912,6 +914,15 @@ mig_zero_ranges_decode(void *buf, size_t len, const struct mig_vminfo *vi,
 	return (ranges_decode(buf, len, "ZERO_RANGES", "memory segment",
 	    "pages", vi->nsegs, seg_pages, vi, &z->seg, &z->count, z->r, msg,
 	    msglen));
+}
+
+int
+mig_owed_decode(void *buf, size_t len, const struct mig_vminfo *vi,
+    struct mig_zero_ranges *z, char *msg, size_t msglen)
+{
+
+	return (ranges_decode(buf, len, "OWED", "memory segment", "pages",
+	    vi->nsegs, seg_pages, vi, &z->seg, &z->count, z->r, msg, msglen));
 }
 
 uint64_t

@@ -49,11 +49,16 @@
 #define	MIG_CAP_STREAMS		0x00000020u
 /* Frames without encryption are tagged with ChaCha20-Poly1305. */
 #define	MIG_CAP_POLY1305	0x00000040u
+/*
+ * Live-round PAGES frames are tagged straight from the running guest's
+ * memory: a frame whose tag then fails is owed, not fatal (OWED).
+ */
+#define	MIG_CAP_OWED		0x00000080u
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
 #define	MIG_CAP_CHECK_ONLY	0x40000000u	/* source: a dry run */
 #define	MIG_CAPS_SUPPORTED	(MIG_CAP_AEAD | MIG_CAP_ZERO_PAGES | \
 				    MIG_CAP_ZERO_RANGES | MIG_CAP_HOLD | \
-				    MIG_CAP_POLY1305)
+				    MIG_CAP_POLY1305 | MIG_CAP_OWED)
 
 /* In a PAGES index entry: the page is all zero and carries no data. */
 #define	MIG_PAGE_ZERO		(1ull << 63)
@@ -79,6 +84,8 @@ enum mig_msg_type {
 	MIG_MSG_JOIN = 18,	/* source: a further stream joins a session */
 	MIG_MSG_JOINED = 19,	/* destination: the stream is part of it */
 	MIG_MSG_PART_END = 20,	/* source: one stream's part of a round */
+	MIG_MSG_OWED = 21,	/* destination: runs of pages to send again */
+	MIG_MSG_OWED_END = 22,	/* destination: a live round's debt, all */
 	MIG_MSG_TYPE_MAX
 };
 
@@ -152,6 +159,14 @@ struct mig_pages_hdr {
  * Only in round 1, only with MIG_CAP_ZERO_RANGES: the destination's
  * memory is fresh, so the pages are zero there already.  Ranges are
  * non-empty, ascending and disjoint, inside the segment.
+ */
+/*
+ * OWED, with MIG_CAP_OWED, destination to source after each live round's
+ * ROUND_END: the same layout, the pages whose PAGES frames failed their
+ * tag in this or an earlier round and have not since come in a frame
+ * that passed.  The source sends them again next round.  OWED_END (the
+ * layout of ROUND_END: round index, pages owed in all) closes the list.
+ * None may be owed when the final round ends.
  */
 #define	MIG_ZERO_RANGES_MAX	256u
 #define	MIG_ZERO_RANGES_HDR_LEN	8
@@ -297,6 +312,9 @@ int	mig_pages_index_check(const uint64_t *idx, uint32_t count,
 size_t	mig_zero_ranges_encode(void *, size_t, const struct mig_zero_ranges *);
 /* Checks the segment and the ranges against the guest's memory too. */
 int	mig_zero_ranges_decode(void *, size_t, const struct mig_vminfo *,
+	    struct mig_zero_ranges *, char *, size_t);
+/* OWED: the layout of ZERO_RANGES, encoded by mig_zero_ranges_encode. */
+int	mig_owed_decode(void *, size_t, const struct mig_vminfo *,
 	    struct mig_zero_ranges *, char *, size_t);
 
 /* A disk's blocks, one block's length, entries per DISK_BLOCKS frame. */
