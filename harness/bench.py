@@ -24,7 +24,7 @@ import shutil
 import statistics
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest
@@ -91,6 +91,7 @@ class BenchRow:
     ratio_to_tcp_parallel: float = 0.0  # stream_mb_s / iperf3 -P streams
     # Median over the runs of each run's stream over the iperf3 run just before it
     paired_ratio_to_tcp: float = 0.0
+    failures: list[str] = field(default_factory=list)  # why each run not verified failed
 
 
 def raw_tcp_mb_s(nbytes: int = 1 << 30, runs: int = 3, parallel: int = 1,
@@ -196,7 +197,17 @@ def run_case(
         streams=case.streams,
         paired_ratio_to_tcp=round(statistics.median(
             s / t for s, t in zip(streams, tcp_before, strict=True) if t > 0), 3),
+        failures=[_failure(i, r) for i, r in enumerate(reports)
+                  if r["status"] != "completed" or not r["verification"].get("ok")],
     )  # fmt: skip
+
+
+def _failure(index: int, report: dict[str, Any]) -> str:
+    """Why run index of a case was not verified, in a line."""
+    if report["status"] != "completed":
+        return f"run {index + 1}: {report['status']}: {(report.get('error') or {}).get('message')}"
+    errors = report["verification"].get("errors") or []
+    return f"run {index + 1}: verification failed: {'; '.join(errors[:3])}"
 
 
 def _extra_mib(reports: list[dict[str, Any]], side: str) -> float | None:
@@ -229,6 +240,7 @@ def table(tcp: float, tcp_runs: list[float], rows: list[BenchRow],
             f"{_opt(r.source_extra_mib, '.1f'):>7s} {_opt(r.destination_extra_mib, '.1f'):>7s} "
             f"{_opt(None if r.extra_share is None else 100 * r.extra_share, '.2f'):>5s}"
         )
+    lines += [f"{r.case}: {f}" for r in rows for f in r.failures]
     lines.append("/ TCP, / -P N: median stream over the median raw TCP of the whole run; "
                  "paired: median of each run's stream over the iperf3 run just before it")
     lines.append("src+MiB, dst+MiB: peak resident memory beyond the guest's (VmHWM less the "

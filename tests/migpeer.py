@@ -26,6 +26,7 @@ PAGE_ZERO = 1 << 63
 CAP_AEAD, CAP_ZERO, CAP_HOLD, CAP_WANT_ENCRYPT = 0x1, 0x2, 0x10, 0x80000000
 CAP_STREAMS = 0x20  # destination: takes several streams; source: STREAMS follows AUTH
 CAP_POLY1305 = 0x40  # both sides: frames without encryption tagged with ChaCha20-Poly1305
+CAP_OWED = 0x80  # both sides: a live frame that fails its tag is owed, sent again
 ROLE_SOURCE, ROLE_DEST = 0, 1
 DIR_S2D, DIR_D2S = 0x53324400, 0x44325300
 
@@ -33,6 +34,7 @@ DIR_S2D, DIR_D2S = 0x53324400, 0x44325300
  RUNNING, ZERO_RANGES, DISK_BLOCKS, DISK_ZERO) = range(1, 16)  # fmt: skip
 HOLD = 16
 STREAMS, JOIN, JOINED, PART_END = 17, 18, 19, 20
+OWED, OWED_END = 21, 22
 STREAM_LABEL = b"bhyve-mig v1 stream"
 
 

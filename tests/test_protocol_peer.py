@@ -90,6 +90,57 @@ def test_source_tags_with_poly1305_for_a_peer_that_speaks_it(endpoints, captured
     assert capture_vminfo(endpoints, caps) == captured_vminfo
 
 
+def test_source_refuses_an_owed_range_beyond_the_guest(endpoints) -> None:
+    """A destination that speaks owed pages (0x80) answers round 1 with an OWED range past
+    the guest's memory: the real source names it, sends ERROR and resumes the guest."""
+    src_ep = endpoints[0]
+    key = secrets.token_bytes(32)
+    key_path = f"{src_ep.runner.workdir}/owed.key"
+    src_ep.runner.put_text(key_path, key.hex() + "\n")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    got: dict[str, int | bytes] = {}
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        peer = migpeer.Peer(conn, key, role=migpeer.ROLE_DEST)
+        caps = migpeer.CAP_AEAD | migpeer.CAP_ZERO | migpeer.CAP_OWED
+        peer.handshake(migpeer.hello_payload(migpeer.ROLE_DEST, caps=caps))
+        assert peer.recv()[0] == migpeer.VMINFO
+        peer.send(migpeer.ACCEPT)
+        pages = 0
+        while (frame := peer.recv())[0] != migpeer.ROUND_END:
+            if frame[0] == migpeer.PAGES:
+                pages += struct.unpack_from("<I", frame[1], 4)[0]
+        got["pages"] = pages
+        peer.send(migpeer.OWED, struct.pack("<IIQQ", 0, 1, NPAGES, 1))
+        got["answer"], got["body"] = peer.recv()
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    # An idle guest: no page changes while its tag is computed, so every frame passes.
+    idle = Guest(name="o", memory=GUEST.memory, vcpus=1,
+                 testbed=TestbedGuest(workload="idle", fill="pattern"))  # fmt: skip
+    src = start_guest(src_ep, idle, FlowOptions(), "owed")
+    try:
+        res = src.tbctl("migrate", "--to", f"127.0.0.1:{port}", "--key-file", key_path,
+                        check=False, timeout=60)  # fmt: skip
+        thread.join(10)
+        result = last_json(res.stdout, "tbctl migrate")
+        assert res.returncode == 1, res.stdout
+        assert result["guest_runs_on"] == "source"
+        message = result["error"]["message"]
+        assert "OWED entry 0" in message and f"beyond the memory segment's {NPAGES}" in message
+        assert src.verify()["ok"]
+    finally:
+        src.stop()
+        listener.close()
+    assert got["pages"] == NPAGES
+    assert got["answer"] == migpeer.ERROR
+    assert b"OWED" in bytes(got["body"])
+
+
 def test_engine_vminfo_matches_the_documented_format(captured_vminfo: bytes) -> None:
     ncpus, page, nsegs = struct.unpack_from("<III", captured_vminfo)
     assert (ncpus, page, nsegs) == (1, 4096, 1)

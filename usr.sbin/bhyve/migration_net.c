@@ -182,6 +182,7 @@ io_errno(int error)
 struct io_deadline {
 	int		opt;
 	uint64_t	start_us;
+	bool		read;		/* saved holds the socket's timeout */
 	bool		shortened;
 	struct timeval	saved;
 };
@@ -192,32 +193,51 @@ io_deadline_start(struct io_deadline *dl, int opt)
 
 	dl->opt = opt;
 	dl->start_us = mig_now_us();
+	dl->read = false;
 	dl->shortened = false;
+}
+
+/* What is left of the deadline, in us; UINT64_MAX without a timeout. */
+static int
+io_deadline_left(int fd, struct io_deadline *dl, uint64_t *left_us)
+{
+	socklen_t len;
+	uint64_t limit, spent;
+
+	*left_us = 0;
+	if (!dl->read) {
+		len = sizeof(dl->saved);
+		if (getsockopt(fd, SOL_SOCKET, dl->opt, &dl->saved,
+		    &len) != 0)
+			return (errno);
+		dl->read = true;
+	}
+	limit = (uint64_t)dl->saved.tv_sec * 1000000 +
+	    (uint64_t)dl->saved.tv_usec;
+	if (limit == 0) {
+		*left_us = UINT64_MAX;	/* no timeout on this socket */
+		return (0);
+	}
+	spent = mig_now_us() - dl->start_us;
+	if (spent >= limit)
+		return (ETIMEDOUT);
+	*left_us = limit - spent;
+	return (0);
 }
 
 static int
 io_deadline_next(int fd, struct io_deadline *dl)
 {
 	struct timeval tv;
-	socklen_t len;
-	uint64_t limit, spent;
+	uint64_t left;
+	int error;
 
-	if (!dl->shortened) {
-		len = sizeof(dl->saved);
-		if (getsockopt(fd, SOL_SOCKET, dl->opt, &dl->saved,
-		    &len) != 0)
-			return (errno);
-	}
-	limit = (uint64_t)dl->saved.tv_sec * 1000000 +
-	    (uint64_t)dl->saved.tv_usec;
-	if (limit == 0)
-		return (0);	/* no timeout on this socket */
-	spent = mig_now_us() - dl->start_us;
-	if (spent >= limit)
-		return (ETIMEDOUT);
-	limit -= spent;
-	tv.tv_sec = (time_t)(limit / 1000000);
-	tv.tv_usec = (suseconds_t)(limit % 1000000);
+	if ((error = io_deadline_left(fd, dl, &left)) != 0)
+		return (error);
+	if (left == UINT64_MAX)
+		return (0);
+	tv.tv_sec = (time_t)(left / 1000000);
+	tv.tv_usec = (suseconds_t)(left % 1000000);
 	if (setsockopt(fd, SOL_SOCKET, dl->opt, &tv, sizeof(tv)) != 0)
 		return (errno);
 	dl->shortened = true;
@@ -310,34 +330,103 @@ mig_writev_full(int fd, struct iovec *iov, int iovcnt,
 	return (io_deadline_end(fd, &dl, 0));
 }
 
+/*
+ * A large read waits until MIG_RCVLOWAT_MAX bytes are queued rather than
+ * waking per segment the kernel receives: each wakeup of a sleeping
+ * reader costs the sender an interprocessor wakeup.  The wait is poll's,
+ * before the read takes anything: a blocking read that took part of the
+ * queue would then wait for the low-water mark in full, more than a
+ * frame's last bytes may come to.  The mark never exceeds what is left.
+ */
+#define	MIG_RCVLOWAT_MIN	(64 * 1024)
+#define	MIG_RCVLOWAT_MAX	(512 * 1024)
+
+static void
+set_rcvlowat(int fd, int want, int *cur)
+{
+
+	if (want == *cur)
+		return;
+	/* Only a hint: without it, reads wake more often. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want));
+	*cur = want;
+}
+
+/* Until lowat bytes are queued (or the peer closed), within the deadline. */
+static int
+wait_queued(int fd, struct io_deadline *dl)
+{
+	struct pollfd pfd;
+	uint64_t left;
+	int error, n;
+
+	if ((error = io_deadline_left(fd, dl, &left)) != 0)
+		return (error);
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	n = poll(&pfd, 1, left == UINT64_MAX ? -1 :
+	    (int)(left / 1000 < INT_MAX ? (left + 999) / 1000 : INT_MAX));
+	if (n < 0)
+		return (errno == EINTR ? 0 : errno);
+	return (n == 0 ? ETIMEDOUT : 0);
+}
+
+static size_t
+iov_total(const struct iovec *iov, int iovcnt)
+{
+	size_t len;
+	int i;
+
+	len = 0;
+	for (i = 0; i < iovcnt; i++)
+		len += iov[i].iov_len;
+	return (len);
+}
+
 int
 mig_readv_full(int fd, struct iovec *iov, int iovcnt)
 {
 	struct io_deadline dl;
 	struct msghdr mh;
+	size_t left;
 	ssize_t n;
-	bool first;
-	int error;
+	bool first, large;
+	int error, lowat;
 
 	iov_advance(&iov, &iovcnt, 0);
 	io_deadline_start(&dl, SO_RCVTIMEO);
+	left = iov_total(iov, iovcnt);
+	lowat = 1;
+	error = 0;
 	for (first = true; iovcnt > 0; first = false) {
-		if (!first && (error = io_deadline_next(fd, &dl)) != 0)
-			return (io_deadline_end(fd, &dl, error));
+		large = left >= MIG_RCVLOWAT_MIN;
+		set_rcvlowat(fd, large ? (int)(left < MIG_RCVLOWAT_MAX ? left :
+		    MIG_RCVLOWAT_MAX) : 1, &lowat);
+		if (large)
+			error = wait_queued(fd, &dl);
+		else if (!first)
+			error = io_deadline_next(fd, &dl);
+		if (error != 0)
+			break;
 		memset(&mh, 0, sizeof(mh));
 		mh.msg_iov = iov;
 		mh.msg_iovlen = iovcnt < MIG_IOV_BATCH ? iovcnt : MIG_IOV_BATCH;
-		n = recvmsg(fd, &mh, MSG_WAITALL);
+		n = recvmsg(fd, &mh, large ? MSG_DONTWAIT : MSG_WAITALL);
 		if (n < 0) {
-			if (errno == EINTR)
+			if (errno == EINTR || (large && errno == EAGAIN))
 				continue;
-			return (io_deadline_end(fd, &dl, io_errno(errno)));
+			error = io_errno(errno);
+			break;
 		}
-		if (n == 0)
-			return (io_deadline_end(fd, &dl, ECONNRESET));
+		if (n == 0) {
+			error = ECONNRESET;
+			break;
+		}
 		iov_advance(&iov, &iovcnt, (size_t)n);
+		left -= (size_t)n;
 	}
-	return (io_deadline_end(fd, &dl, 0));
+	set_rcvlowat(fd, 1, &lowat);
+	return (io_deadline_end(fd, &dl, error));
 }
 
 int

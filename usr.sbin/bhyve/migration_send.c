@@ -275,14 +275,17 @@ collect(struct sender *s, uint64_t *count)
 
 /*
  * A page the running guest writes between its tag and its send fails
- * the tag check: with integrity only, live rounds send a copy, unless
- * the destination owes such pages instead (MIG_CAP_OWED).  Encryption
- * reads each page once, and a paused guest writes nothing.
+ * the tag check: with integrity only, live rounds send a copy.  Round 1
+ * need not when the destination owes such pages instead (MIG_CAP_OWED):
+ * most of its pages are cold.  A later round's were all written lately,
+ * and one failed page costs its frame's 256, so they are copied still.
+ * Encryption reads each page once, and a paused guest writes nothing.
  */
 static bool
 frozen_copy_needed(const struct sender *s)
 {
-	return (!s->ch.encrypt && !s->paused && !s->ch.owed);
+	return (!s->ch.encrypt && !s->paused &&
+	    (!s->ch.owed || s->round->index > 1));
 }
 
 /*
