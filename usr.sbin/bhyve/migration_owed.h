@@ -5,7 +5,7 @@
  */
 
 /*
- * The destination's debt of pages (MIG_CAP_OWED).  Live rounds tag
+ * The destination's debt of pages (MIG_CAP_OWED).  Live rounds may tag
  * frames straight from the running guest's memory, so a page the guest
  * writes between its tag and its send fails the check.  Such a frame is
  * not fatal: every page it landed on is owed, the source learns which

@@ -50,7 +50,7 @@
 /* Frames without encryption are tagged with ChaCha20-Poly1305. */
 #define	MIG_CAP_POLY1305	0x00000040u
 /*
- * Live-round PAGES frames are tagged straight from the running guest's
+ * Live-round PAGES frames may be tagged straight from the running guest's
  * memory: a frame whose tag then fails is owed, not fatal (OWED).
  */
 #define	MIG_CAP_OWED		0x00000080u
