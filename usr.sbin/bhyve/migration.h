@@ -68,6 +68,7 @@ enum mig_fault {
 	MIG_FAULT_KILL_STREAM,		/* the last stream dies in round 1 */
 	MIG_FAULT_BAD_TAG,		/* round 1's first frame: a bad tag */
 	MIG_FAULT_BAD_TAG_IGNORED,	/* and the source resends nothing */
+	MIG_FAULT_BAD_INDEX_TAG,	/* round 1's first index: a bad tag */
 };
 
 /* Round policy. */

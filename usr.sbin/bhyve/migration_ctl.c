@@ -28,7 +28,7 @@
 
 static const char *const fault_choices[] = {
 	"none", "drop-page", "stale-device", "kill-stream", "bad-tag",
-	"bad-tag-ignored", NULL
+	"bad-tag-ignored", "bad-index-tag", NULL
 };
 
 const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
@@ -72,9 +72,10 @@ const struct mig_opt mig_opts[MIG_OPT_COUNT] = {
 	[MIG_OPT_STREAMS] = { "streams", "streams", MIG_OPT_UINT, 1,
 	    MIG_STREAMS_MAX, 1, 0, NULL, "n",
 	    "move memory over this many connections at once", 0 },
-	[MIG_OPT_FAULT] = { "fault", "fault", MIG_OPT_CHOICE, 0, 5, 0, 0,
+	[MIG_OPT_FAULT] = { "fault", "fault", MIG_OPT_CHOICE, 0, 6, 0, 0,
 	    fault_choices,
-	    "drop-page|stale-device|kill-stream|bad-tag|bad-tag-ignored",
+	    "drop-page|stale-device|kill-stream|bad-tag|bad-tag-ignored|"
+	    "bad-index-tag",
 	    "inject a fault the destination's check must catch",
 	    MIG_OPTF_TESTBED },
 };
@@ -378,7 +379,8 @@ apply(struct mig_params *p, int id, uint64_t v)
 		    v == 2 ? MIG_FAULT_STALE_DEVICE_STATE :
 		    v == 3 ? MIG_FAULT_KILL_STREAM :
 		    v == 4 ? MIG_FAULT_BAD_TAG :
-		    v == 5 ? MIG_FAULT_BAD_TAG_IGNORED : MIG_FAULT_NONE;
+		    v == 5 ? MIG_FAULT_BAD_TAG_IGNORED :
+		    v == 6 ? MIG_FAULT_BAD_INDEX_TAG : MIG_FAULT_NONE;
 		break;
 	}
 }

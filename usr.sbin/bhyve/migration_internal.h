@@ -15,6 +15,8 @@
 #include "migration.h"
 #include "migration_chan.h"
 
+struct mig_owed;
+
 /* Dirty bitmaps, memory's and disks': 64 pages or blocks a word. */
 #define	BITS_PER_WORD	64
 
@@ -57,11 +59,21 @@ int	mig_expect(struct mig_chan *, struct mig_error *, enum mig_phase,
 	    uint16_t want, const char *doing, void **payload, uint32_t *len);
 /*
  * Destination: the rest of a PAGES frame of len bytes, straight into
- * the guest memory local describes; counts into r and *pages.  With
- * owed (MIG_CAP_OWED), a live round's frame that fails its tag is owed.
+ * the guest memory local describes; counts into r and *pages.  Every
+ * frame must pass its tag; with owed (MIG_CAP_OWED) its pages are owed
+ * no longer.
  */
-struct mig_owed;
 int	mig_recv_pages(struct mig_chan *, const struct mig_vminfo *local,
+	    struct mig_owed *owed, struct mig_round_stats *r, uint64_t *pages,
+	    uint32_t len, struct mig_error *, enum mig_phase,
+	    const char *doing);
+/*
+ * The same for a PAGES_INDEX of len bytes, read whole and verified into
+ * the channel's buffer, and the PAGES_DATA that must follow it.  In a
+ * live round, a PAGES_DATA that fails its tag owes exactly the pages of
+ * that verified index.
+ */
+int	mig_recv_pages_split(struct mig_chan *, const struct mig_vminfo *local,
 	    struct mig_owed *owed, struct mig_round_stats *r, uint64_t *pages,
 	    uint32_t len, struct mig_error *, enum mig_phase,
 	    const char *doing);

@@ -344,7 +344,17 @@ mig_writev_full(int fd, struct iovec *iov, int iovcnt,
 static void
 set_rcvlowat(int fd, int want, int *cur)
 {
+	socklen_t len;
+	int rcvbuf;
 
+	/*
+	 * Within half the receive buffer: FreeBSD clamps the mark to the
+	 * buffer, which window rules may keep from ever filling.
+	 */
+	len = sizeof(rcvbuf);
+	if (want > 1 && getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+	    &len) == 0 && want > rcvbuf / 2)
+		want = rcvbuf / 2 > 1 ? rcvbuf / 2 : 1;
 	if (want == *cur)
 		return;
 	/* Only a hint: without it, reads wake more often. */

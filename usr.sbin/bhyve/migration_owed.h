@@ -6,13 +6,13 @@
 
 /*
  * The destination's debt of pages (MIG_CAP_OWED).  Live rounds may tag
- * frames straight from the running guest's memory, so a page the guest
- * writes between its tag and its send fails the check.  Such a frame is
- * not fatal: every page it landed on is owed, the source learns which
- * after the round (OWED) and sends them again, and the guest may not
- * run here while any is owed.  A frame altered on the way is owed the
- * same way; the source does not resend what it did not see written, so
- * the migration ends refused before the guest runs.
+ * data straight from the running guest's memory, so a page the guest
+ * writes between its tag and its send fails the check.  Such frames come
+ * as a PAGES_INDEX, which must pass, and its PAGES_DATA, which may fail:
+ * then every page of the verified index is owed, the source learns which
+ * after the round (OWED) and sends them again, and the guest may not run
+ * here while any is owed.  Data altered on the way costs a resend; an
+ * altered index fails the migration.
  *
  * Within a round, a failed frame only sets bits (failed) and a passed
  * one only clears bits owed from earlier rounds (owed), so that a failed

@@ -21,8 +21,8 @@
 #include <sys/uio.h>
 
 #include <errno.h>
-#include <stdint.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,42 +339,51 @@ pages_fail(struct mig_chan *ch, struct mig_error *err, enum mig_phase phase,
 	return (EPROTO);
 }
 
-int
-mig_recv_pages(struct mig_chan *ch, const struct mig_vminfo *local,
-    struct mig_owed *owed, struct mig_round_stats *r, uint64_t *pages,
-    uint32_t len, struct mig_error *err, enum mig_phase phase,
-    const char *doing)
+/*
+ * A PAGES or PAGES_INDEX header and its index entries, in meta: decoded
+ * in place and checked against the segment and against payload_len, the
+ * bytes of the whole frame (of both frames, for PAGES_INDEX).
+ */
+static int
+pages_index(struct mig_chan *ch, const struct mig_vminfo *local,
+    uint8_t *meta, uint32_t payload_len, struct mig_pages_hdr *ph,
+    uint64_t **idxp, uint32_t *ndata)
 {
-	struct iovec iov[MIG_PAGES_PER_MSG];
-	struct mig_pages_hdr ph;
-	uint8_t *meta, *host, *page;
-	uint64_t *idx, v;
-	uint32_t i, n, ndata;
+	uint64_t *idx;
+	uint32_t i;
 	int error;
 
-	meta = ch->rxbuf;
-	if (len < MIG_PAGES_HDR_LEN)
-		return (pages_fail(ch, err, phase, doing,
-		    "PAGES message is truncated"));
-	if ((error = mig_chan_recv_body(ch, meta, MIG_PAGES_HDR_LEN)) != 0 ||
-	    (error = mig_pages_hdr_decode(meta, MIG_PAGES_HDR_LEN, len, &ph,
-	    ch->why, sizeof(ch->why))) != 0)
-		goto fail;
-	if (ph.seg >= local->nsegs)
-		return (pages_fail(ch, err, phase, doing,
-		    "PAGES names a memory segment that does not exist"));
+	if ((error = mig_pages_hdr_decode(meta, MIG_PAGES_HDR_LEN, payload_len,
+	    ph, ch->why, sizeof(ch->why))) != 0)
+		return (error);
+	if (ph->seg >= local->nsegs) {
+		snprintf(ch->why, sizeof(ch->why), "PAGES names a memory "
+		    "segment that does not exist");
+		return (EPROTO);
+	}
 	idx = (uint64_t *)(void *)(meta + MIG_PAGES_HDR_LEN);
-	if ((error = mig_chan_recv_body(ch, idx, 8 * (size_t)ph.count)) != 0)
-		goto fail;
-	for (i = 0; i < ph.count; i++)
+	for (i = 0; i < ph->count; i++)
 		idx[i] = mig_le64dec(&idx[i]);
-	if ((error = mig_pages_index_check(idx, ph.count,
-	    local->segs[ph.seg].len / MIG_PAGE_SIZE, len, &ndata,
-	    ch->why, sizeof(ch->why))) != 0)
-		goto fail;
-	host = local->segs[ph.seg].host;
+	*idxp = idx;
+	return (mig_pages_index_check(idx, ph->count,
+	    local->segs[ph->seg].len / MIG_PAGE_SIZE, payload_len, ndata,
+	    ch->why, sizeof(ch->why)));
+}
+
+/* The entries' pages: zero ones cleared here, data read into the rest. */
+static int
+pages_land(struct mig_chan *ch, const struct mig_vminfo *local,
+    const struct mig_pages_hdr *ph, const uint64_t *idx,
+    struct mig_round_stats *r)
+{
+	struct iovec iov[MIG_PAGES_PER_MSG];
+	uint8_t *host, *page;
+	uint64_t v;
+	uint32_t i, n;
+
+	host = local->segs[ph->seg].host;
 	n = 0;
-	for (i = 0; i < ph.count; i++) {
+	for (i = 0; i < ph->count; i++) {
 		v = idx[i];
 		page = host + (v & ~MIG_PAGE_ZERO) * MIG_PAGE_SIZE;
 		if ((v & MIG_PAGE_ZERO) != 0) {
@@ -391,20 +400,87 @@ mig_recv_pages(struct mig_chan *ch, const struct mig_vminfo *local,
 			iov[n++].iov_len = MIG_PAGE_SIZE;
 		}
 	}
-	if (n > 0 && (error = mig_chan_recv_bodyv(ch, iov, (int)n)) != 0)
+	return (n > 0 ? mig_chan_recv_bodyv(ch, iov, (int)n) : 0);
+}
+
+int
+mig_recv_pages(struct mig_chan *ch, const struct mig_vminfo *local,
+    struct mig_owed *owed, struct mig_round_stats *r, uint64_t *pages,
+    uint32_t len, struct mig_error *err, enum mig_phase phase,
+    const char *doing)
+{
+	struct mig_pages_hdr ph;
+	uint8_t *meta;
+	uint64_t *idx;
+	uint32_t ndata;
+	int error;
+
+	/* The index is read before its tag: every entry is checked first. */
+	meta = ch->rxbuf;
+	if (len < MIG_PAGES_HDR_LEN)
+		return (pages_fail(ch, err, phase, doing,
+		    "PAGES message is truncated"));
+	if ((error = mig_chan_recv_body(ch, meta, MIG_PAGES_HDR_LEN)) != 0 ||
+	    (error = mig_pages_hdr_decode(meta, MIG_PAGES_HDR_LEN, len, &ph,
+	    ch->why, sizeof(ch->why))) != 0 ||
+	    (error = mig_chan_recv_body(ch, meta + MIG_PAGES_HDR_LEN,
+	    8 * (size_t)ph.count)) != 0 ||
+	    (error = pages_index(ch, local, meta, len, &ph, &idx,
+	    &ndata)) != 0 ||
+	    (error = pages_land(ch, local, &ph, idx, r)) != 0 ||
+	    (error = mig_chan_recv_end(ch)) != 0) {
+		mig_fail_chan(err, ch, phase, error, doing);
+		return (error);
+	}
+	if (owed != NULL)
+		mig_owed_pass(owed, ph.seg, idx, ph.count);
+	r->pages_sent += ndata;
+	*pages += ph.count;
+	r->bytes += MIG_HDR_LEN + len + MIG_TAG_LEN;
+	return (0);
+}
+
+int
+mig_recv_pages_split(struct mig_chan *ch, const struct mig_vminfo *local,
+    struct mig_owed *owed, struct mig_round_stats *r, uint64_t *pages,
+    uint32_t len, struct mig_error *err, enum mig_phase phase,
+    const char *doing)
+{
+	struct mig_pages_hdr ph;
+	struct mig_hdr data;
+	uint64_t *idx;
+	uint32_t ndata;
+	int error;
+
+	if (owed == NULL)
+		return (pages_fail(ch, err, phase, doing,
+		    "PAGES_INDEX without the capability"));
+	if ((error = mig_chan_recv_hdr(ch, &data)) != 0)
+		goto fail;
+	if (data.type != MIG_MSG_PAGES_DATA)
+		return (pages_fail(ch, err, phase, doing,
+		    "PAGES_INDEX is not followed by its PAGES_DATA"));
+	/* Both are at most MIG_PAYLOAD_MAX: the sum fits. */
+	if ((error = pages_index(ch, local, ch->rxbuf, len + data.len, &ph,
+	    &idx, &ndata)) != 0)
+		goto fail;
+	if (len != MIG_PAGES_HDR_LEN + 8 * ph.count)
+		return (pages_fail(ch, err, phase, doing,
+		    "PAGES_INDEX carries bytes past its entries"));
+	if ((error = pages_land(ch, local, &ph, idx, r)) != 0)
 		goto fail;
 	error = mig_chan_recv_end(ch);
-	if (error == EBADMSG && owed != NULL && owed->live) {
+	if (error == EBADMSG && owed->live) {
 		/* The guest wrote a page while it was on its way. */
 		mig_owed_fail(owed, ph.seg, idx, ph.count);
 		mig_chan_recv_forgo(ch);
 	} else if (error != 0)
 		goto fail;
-	else if (owed != NULL)
+	else
 		mig_owed_pass(owed, ph.seg, idx, ph.count);
 	r->pages_sent += ndata;
 	*pages += ph.count;
-	r->bytes += MIG_HDR_LEN + len + MIG_TAG_LEN;
+	r->bytes += 2 * (MIG_HDR_LEN + MIG_TAG_LEN) + len + data.len;
 	return (0);
 fail:
 	mig_fail_chan(err, ch, phase, error, doing);
@@ -412,14 +488,19 @@ fail:
 }
 
 static int
-on_pages(struct mig_conn *c, uint32_t len)
+on_pages(struct mig_conn *c, uint16_t type, uint32_t len)
 {
+	struct mig_owed *owed;
 
 	if (c->round == NULL)
 		return (proto_fail(c, "pages arrived outside a round"));
-	return (mig_recv_pages(&c->ch, &c->local, c->ch.owed ? &c->owed :
-	    NULL, c->round, &c->round_pages, len, c->err, c->phase,
-	    "receiving memory"));
+	owed = c->ch.owed ? &c->owed : NULL;
+	if (type == MIG_MSG_PAGES_INDEX)
+		return (mig_recv_pages_split(&c->ch, &c->local, owed, c->round,
+		    &c->round_pages, len, c->err, c->phase,
+		    "receiving memory"));
+	return (mig_recv_pages(&c->ch, &c->local, owed, c->round,
+	    &c->round_pages, len, c->err, c->phase, "receiving memory"));
 }
 
 /* Round 1 only: the pages are zero here already, left untouched. */
@@ -490,7 +571,7 @@ on_round_end(struct mig_conn *c, void *payload, uint32_t len)
 	if (c->ch.owed) {
 		c->round->owed_pages = mig_owed_merge(&c->owed);
 		if (c->round->final && c->owed.count > 0) {
-			mig_fail(c->err, MIG_SIDE_SOURCE, c->phase, EBADMSG,
+			mig_fail(c->err, MIG_SIDE_LINK, c->phase, EBADMSG,
 			    "%ju pages of memory came only in frames that "
 			    "failed their integrity check (altered on the way, "
 			    "or not sent again)", (uintmax_t)c->owed.count);
@@ -667,7 +748,8 @@ mig_recv_run(struct mig_conn *c, struct mig_backend *be,
 			error = on_round_begin(c, payload, hdr.len);
 			break;
 		case MIG_MSG_PAGES:
-			error = on_pages(c, hdr.len);
+		case MIG_MSG_PAGES_INDEX:
+			error = on_pages(c, hdr.type, hdr.len);
 			break;
 		case MIG_MSG_ZERO_RANGES:
 			error = on_zero_ranges(c, payload, hdr.len);

@@ -274,36 +274,50 @@ collect(struct sender *s, uint64_t *count)
 }
 
 /*
+ * Round 1 with MIG_CAP_OWED goes uncopied: most of its pages are cold.
+ * Each frame is then a PAGES_INDEX, which must pass its tag, and the
+ * PAGES_DATA of those entries, which may fail and be owed: an index
+ * altered on the way cannot move data to pages it does not name.
+ */
+static bool
+uncopied(const struct sender *s)
+{
+	return (s->ch.owed && !s->paused && s->round->index == 1);
+}
+
+/*
  * A page the running guest writes between its tag and its send fails
- * the tag check: with integrity only, live rounds send a copy.  Round 1
- * need not when the destination owes such pages instead (MIG_CAP_OWED):
- * most of its pages are cold.  A later round's were all written lately,
+ * the tag check: with integrity only, live rounds send a copy, but for
+ * an uncopied round 1.  A later round's pages were all written lately,
  * and one failed page costs its frame's 256, so they are copied still.
  * Encryption reads each page once, and a paused guest writes nothing.
  */
 static bool
 frozen_copy_needed(const struct sender *s)
 {
-	return (!s->ch.encrypt && !s->paused &&
-	    (!s->ch.owed || s->round->index > 1));
+	return (!s->ch.encrypt && !s->paused && !uncopied(s));
 }
 
 /*
- * Test only: the first frame of memory with data goes with a spoilt
- * tag, as if the guest had written a page of it on its way.
+ * Test only: round 1's first frame with data goes with a spoilt tag on
+ * its data (as if the guest had written a page of it on its way) or on
+ * its index.
  */
-static bool
-bad_tag_fault(struct txstream *t, uint32_t ndata)
+static void
+bad_tag_fault(struct txstream *t, struct mig_txslot *slot, uint32_t ndata)
 {
 	struct sender *s;
+	enum mig_fault f;
 
 	s = t->s;
-	if ((s->p->fault != MIG_FAULT_BAD_TAG &&
-	    s->p->fault != MIG_FAULT_BAD_TAG_IGNORED) || s->fault_done ||
+	f = s->p->fault;
+	if ((f != MIG_FAULT_BAD_TAG && f != MIG_FAULT_BAD_TAG_IGNORED &&
+	    f != MIG_FAULT_BAD_INDEX_TAG) || s->fault_done ||
 	    t->index != 0 || s->round->index != 1 || ndata == 0)
-		return (false);
+		return;
 	s->fault_done = true;
-	return (true);
+	slot->f[f == MIG_FAULT_BAD_INDEX_TAG ? 0 :
+	    slot->nframes - 1].tag[0] ^= 0x01;
 }
 
 static int	cancel_check(const struct sender *, struct mig_error *);
@@ -441,10 +455,17 @@ flush_pages(struct txstream *t, struct mig_txslot **slotp, uint32_t seg,
 	n = 0;
 	parts[n].iov_base = slot->meta;
 	parts[n++].iov_len = MIG_PAGES_HDR_LEN + 8 * (size_t)count;
+	if (uncopied(s)) {
+		if ((error = mig_txpipe_seal(&t->pipe, slot,
+		    MIG_MSG_PAGES_INDEX, parts, 1)) != 0)
+			return (tx_fail(t, error, "sealing a frame of memory"));
+		n = 0;
+	}
 	if (!frozen_copy_needed(s)) {
 		for (i = 0; i < ndata; i++) {
 			/* Adjacent pages: one part, one copy for the kernel. */
-			if (n > 1 && (const uint8_t *)parts[n - 1].iov_base +
+			if (n > 0 && parts[n - 1].iov_base != slot->meta &&
+			    (const uint8_t *)parts[n - 1].iov_base +
 			    parts[n - 1].iov_len == datapages[i]) {
 				parts[n - 1].iov_len += MIG_PAGE_SIZE;
 				continue;
@@ -456,13 +477,13 @@ flush_pages(struct txstream *t, struct mig_txslot **slotp, uint32_t seg,
 		parts[n].iov_base = slot->buf;
 		parts[n++].iov_len = (size_t)ndata * MIG_PAGE_SIZE;
 	}
-	if ((error = mig_txpipe_seal(&t->pipe, slot, MIG_MSG_PAGES, parts,
-	    n)) != 0)
+	if ((error = mig_txpipe_seal(&t->pipe, slot, uncopied(s) ?
+	    MIG_MSG_PAGES_DATA : MIG_MSG_PAGES, parts, n)) != 0)
 		return (tx_fail(t, error, "sealing a frame of memory"));
-	if (bad_tag_fault(t, ndata))
-		slot->f.tag[0] ^= 0x01;
+	bad_tag_fault(t, slot, ndata);
 	mig_txpipe_queue(&t->pipe);
-	t->part.bytes += slot->f.wirelen;
+	for (i = 0; i < (uint32_t)slot->nframes; i++)
+		t->part.bytes += slot->f[i].wirelen;
 	if ((error = mig_txpipe_slot(&t->pipe, slotp)) != 0)
 		return (pipe_fail(t, error));
 	return (0);
@@ -810,9 +831,28 @@ answer_fail(struct sender *s, const char *doing, const char *fmt, ...)
 	return (chan_fail(s, EPROTO, doing));
 }
 
+/* Set bits [first, first + n) of a bitmap, a word at a time. */
+static void
+set_bits(uint64_t *bits, uint64_t first, uint64_t n)
+{
+	uint64_t end, len, w;
+	uint32_t b;
+
+	for (end = first + n; first < end; first += len) {
+		w = first / BITS_PER_WORD;
+		b = (uint32_t)(first % BITS_PER_WORD);
+		len = end - first < BITS_PER_WORD - b ? end - first :
+		    BITS_PER_WORD - b;
+		bits[w] |= len == BITS_PER_WORD ? ~0ull :
+		    ((1ull << len) - 1) << b;
+	}
+}
+
 /*
- * MIG_CAP_OWED, after a live round: the pages whose frames failed their
- * tag at the destination, in this round or before, go again next round.
+ * MIG_CAP_OWED, after a live round: the pages whose data failed its tag
+ * at the destination, in this round or before, go again next round.  A
+ * destination may owe no more than the guest's pages in all, and an
+ * operator's cancel is heard between its frames.
  */
 static int
 recv_owed(struct sender *s, struct mig_round_stats *r)
@@ -822,12 +862,17 @@ recv_owed(struct sender *s, struct mig_round_stats *r)
 	struct mig_round_end end;
 	struct mig_hdr hdr;
 	void *payload;
-	uint64_t n, page;
-	uint32_t i;
+	uint64_t guest, n;
+	uint32_t i, seg;
 	int error;
 
+	guest = 0;
+	for (seg = 0; seg < s->vi.nsegs; seg++)
+		guest += s->npages[seg];
 	n = 0;
 	for (;;) {
+		if ((error = cancel_check(s, s->err)) != 0)
+			return (error);
 		if ((error = mig_chan_recv(&s->ch, &hdr, &payload)) != 0)
 			return (chan_fail(s, error, doing));
 		if (hdr.type == MIG_MSG_ERROR) {
@@ -843,14 +888,16 @@ recv_owed(struct sender *s, struct mig_round_stats *r)
 		    s->ch.why, sizeof(s->ch.why))) != 0)
 			return (chan_fail(s, error, doing));
 		for (i = 0; i < z.count; i++) {
+			/* Each range is inside its segment: no overflow. */
 			n += z.r[i].npages;
+			if (n > guest)
+				return (answer_fail(s, doing, "OWED names more "
+				    "than the guest's %ju pages",
+				    (uintmax_t)guest));
 			/* Test only: a source that ignores its debts. */
-			if (s->p->fault == MIG_FAULT_BAD_TAG_IGNORED)
-				continue;
-			for (page = z.r[i].first;
-			    page < z.r[i].first + z.r[i].npages; page++)
-				s->next[z.seg][page / BITS_PER_WORD] |=
-				    1ull << (page % BITS_PER_WORD);
+			if (s->p->fault != MIG_FAULT_BAD_TAG_IGNORED)
+				set_bits(s->next[z.seg], z.r[i].first,
+				    z.r[i].npages);
 		}
 	}
 	if ((error = mig_round_end_decode(payload, hdr.len, &end, s->ch.why,

@@ -390,6 +390,7 @@ rx_loop(struct rxstream *x)
 			(void)__atomic_add_fetch(&x->rs->frames, 1,
 			    __ATOMIC_RELAXED);
 			break;
+		case MIG_MSG_PAGES_INDEX:
 		case MIG_MSG_PART_END:
 		case MIG_MSG_ERROR:
 			if ((error = mig_chan_recv_body(&x->ch, x->ch.rxbuf,
@@ -397,6 +398,15 @@ rx_loop(struct rxstream *x)
 			    (error = mig_chan_recv_end(&x->ch)) != 0) {
 				mig_fail_chan(&x->err, &x->ch, x->rs->phase,
 				    error, x->doing);
+				break;
+			}
+			if (hdr.type == MIG_MSG_PAGES_INDEX) {
+				error = mig_recv_pages_split(&x->ch,
+				    x->rs->local, x->rs->owed, &x->part,
+				    &x->pages, hdr.len, &x->err, x->rs->phase,
+				    x->doing);
+				(void)__atomic_add_fetch(&x->rs->frames, 1,
+				    __ATOMIC_RELAXED);
 				break;
 			}
 			if (hdr.type == MIG_MSG_ERROR) {

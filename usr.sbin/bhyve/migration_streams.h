@@ -29,6 +29,8 @@
 #include "migration.h"
 #include "migration_chan.h"
 
+struct mig_owed;
+
 /* Words of the page bitmap (64 pages each) per chunk of a stream. */
 #define	MIG_STREAM_CHUNK_WORDS	64
 
@@ -78,7 +80,6 @@ int	mig_stream_join_proven(const struct mig_chan *jch,
  * ctlfd is stream 0's socket, shut for reading when a stream fails so
  * that the main loop notices.
  */
-struct mig_owed;
 int	mig_rxstreams_start(struct mig_rxstreams *,
 	    const struct mig_vminfo *local, struct mig_owed *owed, int ctlfd,
 	    enum mig_phase phase);

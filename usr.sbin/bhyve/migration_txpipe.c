@@ -59,8 +59,8 @@ static void *
 writer_main(void *arg)
 {
 	struct mig_txpipe *tp = arg;
-	struct mig_frame *f;
-	int error;
+	struct mig_txslot *slot;
+	int error, i;
 
 	pthread_mutex_lock(&tp->mtx);
 	for (;;) {
@@ -68,9 +68,11 @@ writer_main(void *arg)
 			pthread_cond_wait(&tp->cv, &tp->mtx);
 		if (tp->written == tp->sealed)
 			break;
-		f = &tp->slot[tp->written % MIG_TXPIPE_SLOTS].f;
+		slot = &tp->slot[tp->written % MIG_TXPIPE_SLOTS];
 		pthread_mutex_unlock(&tp->mtx);
-		error = mig_chan_write(tp->ch, f);
+		error = 0;
+		for (i = 0; i < slot->nframes && error == 0; i++)
+			error = mig_chan_write(tp->ch, &slot->f[i]);
 		pthread_mutex_lock(&tp->mtx);
 		if (error != 0) {
 			tp->error = error;
@@ -119,6 +121,7 @@ mig_txpipe_slot(struct mig_txpipe *tp, struct mig_txslot **slotp)
 	    tp->sealed - tp->written == MIG_TXPIPE_SLOTS)
 		pthread_cond_wait(&tp->cv, &tp->mtx);
 	*slotp = &tp->slot[tp->sealed % MIG_TXPIPE_SLOTS];
+	(*slotp)->nframes = 0;
 	error = tp->error;
 	pthread_mutex_unlock(&tp->mtx);
 	return (error);
@@ -128,9 +131,15 @@ int
 mig_txpipe_seal(struct mig_txpipe *tp, struct mig_txslot *slot,
     uint16_t type, const struct iovec *parts, int nparts)
 {
+	int error;
 
-	return (mig_chan_seal(tp->ch, type, parts, nparts, slot->buf,
-	    &slot->f));
+	if (slot->nframes == MIG_TXSLOT_FRAMES)
+		return (EINVAL);
+	if ((error = mig_chan_seal(tp->ch, type, parts, nparts, slot->buf,
+	    &slot->f[slot->nframes])) != 0)
+		return (error);
+	slot->nframes++;
+	return (0);
 }
 
 void

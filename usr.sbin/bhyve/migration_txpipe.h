@@ -31,8 +31,15 @@
  */
 #define	MIG_TXPIPE_SLOTS	2
 
+/*
+ * A slot holds one PAGES frame, or a PAGES_INDEX and its PAGES_DATA
+ * (MIG_CAP_OWED), written in the order sealed.
+ */
+#define	MIG_TXSLOT_FRAMES	2
+
 struct mig_txslot {
-	struct mig_frame f;
+	struct mig_frame f[MIG_TXSLOT_FRAMES];
+	int		nframes;
 	/* Frozen copies of pages, or the ciphertext when encrypting. */
 	uint8_t		*buf;
 	uint8_t		meta[MIG_PAGES_HDR_LEN + 8 * MIG_PAGES_PER_MSG];
@@ -58,14 +65,17 @@ void	mig_txpipe_destroy(struct mig_txpipe *);
 /* Start the writer on ch, for good; 0 or an errno. */
 int	mig_txpipe_start(struct mig_txpipe *, struct mig_chan *);
 /*
- * The slot to fill next, once the writer has let go of it; or the error
- * that stopped the writer.
+ * The slot to fill next, once the writer has let go of it, empty; or
+ * the error that stopped the writer.
  */
 int	mig_txpipe_slot(struct mig_txpipe *, struct mig_txslot **);
-/* Seal the slot's frame from parts; its buf and meta stay. */
+/*
+ * Seal the slot's next frame from parts; its buf and meta stay.  Only
+ * the last of a slot's frames may be encrypted into buf.
+ */
 int	mig_txpipe_seal(struct mig_txpipe *, struct mig_txslot *,
 	    uint16_t type, const struct iovec *parts, int nparts);
-/* Hand the sealed frame to the writer. */
+/* Hand the slot's sealed frames to the writer. */
 void	mig_txpipe_queue(struct mig_txpipe *);
 /*
  * Wait until every queued frame is written or the writer failed: its

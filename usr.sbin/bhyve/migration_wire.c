@@ -240,6 +240,8 @@ static const char *const msg_names[MIG_MSG_TYPE_MAX] = {
 	[MIG_MSG_PART_END] = "PART_END",
 	[MIG_MSG_OWED] = "OWED",
 	[MIG_MSG_OWED_END] = "OWED_END",
+	[MIG_MSG_PAGES_INDEX] = "PAGES_INDEX",
+	[MIG_MSG_PAGES_DATA] = "PAGES_DATA",
 };
 
 const char *

@@ -50,8 +50,9 @@
 /* Frames without encryption are tagged with ChaCha20-Poly1305. */
 #define	MIG_CAP_POLY1305	0x00000040u
 /*
- * Live-round PAGES frames may be tagged straight from the running guest's
- * memory: a frame whose tag then fails is owed, not fatal (OWED).
+ * Live rounds may be sent straight from the running guest's memory, as
+ * PAGES_INDEX and PAGES_DATA pairs: a PAGES_DATA whose tag then fails is
+ * owed, not fatal (OWED).
  */
 #define	MIG_CAP_OWED		0x00000080u
 #define	MIG_CAP_WANT_ENCRYPT	0x80000000u	/* this side asks for it */
@@ -86,6 +87,8 @@ enum mig_msg_type {
 	MIG_MSG_PART_END = 20,	/* source: one stream's part of a round */
 	MIG_MSG_OWED = 21,	/* destination: runs of pages to send again */
 	MIG_MSG_OWED_END = 22,	/* destination: a live round's debt, all */
+	MIG_MSG_PAGES_INDEX = 23, /* source: PAGES' header and index alone */
+	MIG_MSG_PAGES_DATA = 24, /* source: the data pages of that index */
 	MIG_MSG_TYPE_MAX
 };
 
