@@ -448,6 +448,7 @@ mig_recv_pages_split(struct mig_chan *ch, const struct mig_vminfo *local,
 {
 	struct mig_pages_hdr ph;
 	struct mig_hdr data;
+	uint8_t hdr[MIG_PAGES_HDR_LEN];
 	uint64_t *idx;
 	uint32_t ndata;
 	int error;
@@ -457,17 +458,19 @@ mig_recv_pages_split(struct mig_chan *ch, const struct mig_vminfo *local,
 		    "PAGES_INDEX without the capability"));
 	if ((error = mig_chan_recv_hdr(ch, &data)) != 0)
 		goto fail;
-	if (data.type != MIG_MSG_PAGES_DATA)
+	if (data.type != MIG_MSG_PAGES_DATA || data.len < MIG_PAGES_HDR_LEN)
 		return (pages_fail(ch, err, phase, doing,
 		    "PAGES_INDEX is not followed by its PAGES_DATA"));
 	/* Both are at most MIG_PAYLOAD_MAX: the sum fits. */
-	if ((error = pages_index(ch, local, ch->rxbuf, len + data.len, &ph,
-	    &idx, &ndata)) != 0)
+	if ((error = pages_index(ch, local, ch->rxbuf, len + data.len -
+	    MIG_PAGES_HDR_LEN, &ph, &idx, &ndata)) != 0)
 		goto fail;
 	if (len != MIG_PAGES_HDR_LEN + 8 * ph.count)
 		return (pages_fail(ch, err, phase, doing,
 		    "PAGES_INDEX carries bytes past its entries"));
-	if ((error = pages_land(ch, local, &ph, idx, r)) != 0)
+	/* The repeated header: compared once its tag passed. */
+	if ((error = mig_chan_recv_body(ch, hdr, sizeof(hdr))) != 0 ||
+	    (error = pages_land(ch, local, &ph, idx, r)) != 0)
 		goto fail;
 	error = mig_chan_recv_end(ch);
 	if (error == EBADMSG && owed->live) {
@@ -476,6 +479,9 @@ mig_recv_pages_split(struct mig_chan *ch, const struct mig_vminfo *local,
 		mig_chan_recv_forgo(ch);
 	} else if (error != 0)
 		goto fail;
+	else if (mig_le32dec(hdr) != ph.seg || mig_le32dec(hdr + 4) != ph.count)
+		return (pages_fail(ch, err, phase, doing,
+		    "PAGES_DATA does not repeat its PAGES_INDEX's header"));
 	else
 		mig_owed_pass(owed, ph.seg, idx, ph.count);
 	r->pages_sent += ndata;
