@@ -132,14 +132,25 @@ mig_chan_seal(struct mig_chan *ch, uint16_t type, const struct iovec *parts,
 }
 
 int
-mig_chan_write(struct mig_chan *ch, struct mig_frame *f)
+mig_chan_write(struct mig_chan *ch, struct mig_frame *f, int nframes)
 {
-	int error;
+	struct iovec iov[MIG_WRITE_FRAMES * (MIG_MAX_PARTS + 2)];
+	size_t wirelen;
+	int error, i, n;
 
-	if ((error = mig_writev_full(ch->fd, f->iov, f->iovcnt, &ch->rl)) !=
-	    0)
+	if (nframes < 1 || nframes > MIG_WRITE_FRAMES)
+		return (EINVAL);
+	/* One call for all: a small frame alone would be a wakeup alone. */
+	n = 0;
+	wirelen = 0;
+	for (i = 0; i < nframes; i++) {
+		memcpy(&iov[n], f[i].iov, sizeof(*iov) * f[i].iovcnt);
+		n += f[i].iovcnt;
+		wirelen += f[i].wirelen;
+	}
+	if ((error = mig_writev_full(ch->fd, iov, n, &ch->rl)) != 0)
 		return (error);
-	ch->bytes_tx += f->wirelen;
+	ch->bytes_tx += wirelen;
 	return (0);
 }
 
@@ -153,7 +164,7 @@ mig_chan_sendv(struct mig_chan *ch, uint16_t type, const struct iovec *parts,
 	if ((error = mig_chan_seal(ch, type, parts, nparts, ch->txbuf,
 	    &f)) != 0)
 		return (error);
-	return (mig_chan_write(ch, &f));
+	return (mig_chan_write(ch, &f, 1));
 }
 
 int

@@ -30,6 +30,9 @@
 /* Payload parts a frame may gather: one PAGES frame's, at most. */
 #define	MIG_MAX_PARTS		(2 * MIG_PAGES_PER_MSG + 4)
 
+/* Frames mig_chan_write() takes in one call. */
+#define	MIG_WRITE_FRAMES	2
+
 /* One frame ready for the socket: sealed, its tag computed. */
 struct mig_frame {
 	uint8_t		hdr[MIG_HDR_LEN];
@@ -82,7 +85,8 @@ int	mig_chan_key(struct mig_chan *, const struct mig_session_keys *,
 int	mig_chan_seal(struct mig_chan *, uint16_t type,
 	    const struct iovec *parts, int nparts, uint8_t *cipher,
 	    struct mig_frame *);
-int	mig_chan_write(struct mig_chan *, struct mig_frame *);
+/* Write nframes (1 to MIG_WRITE_FRAMES) sealed frames, in one call. */
+int	mig_chan_write(struct mig_chan *, struct mig_frame *, int nframes);
 int	mig_chan_sendv(struct mig_chan *, uint16_t type,
 	    const struct iovec *parts, int nparts);
 int	mig_chan_send(struct mig_chan *, uint16_t type, const void *,

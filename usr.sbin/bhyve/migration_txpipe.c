@@ -60,7 +60,7 @@ writer_main(void *arg)
 {
 	struct mig_txpipe *tp = arg;
 	struct mig_txslot *slot;
-	int error, i;
+	int error;
 
 	pthread_mutex_lock(&tp->mtx);
 	for (;;) {
@@ -70,9 +70,7 @@ writer_main(void *arg)
 			break;
 		slot = &tp->slot[tp->written % MIG_TXPIPE_SLOTS];
 		pthread_mutex_unlock(&tp->mtx);
-		error = 0;
-		for (i = 0; i < slot->nframes && error == 0; i++)
-			error = mig_chan_write(tp->ch, &slot->f[i]);
+		error = mig_chan_write(tp->ch, slot->f, slot->nframes);
 		pthread_mutex_lock(&tp->mtx);
 		if (error != 0) {
 			tp->error = error;

@@ -35,7 +35,7 @@
  * A slot holds one PAGES frame, or a PAGES_INDEX and its PAGES_DATA
  * (MIG_CAP_OWED), written in the order sealed.
  */
-#define	MIG_TXSLOT_FRAMES	2
+#define	MIG_TXSLOT_FRAMES	MIG_WRITE_FRAMES
 
 struct mig_txslot {
 	struct mig_frame f[MIG_TXSLOT_FRAMES];
