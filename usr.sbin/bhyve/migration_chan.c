@@ -140,15 +140,21 @@ mig_chan_write(struct mig_chan *ch, struct mig_frame *f, int nframes)
 
 	if (nframes < 1 || nframes > MIG_WRITE_FRAMES)
 		return (EINVAL);
-	/* One call for all: a small frame alone would be a wakeup alone. */
-	n = 0;
-	wirelen = 0;
-	for (i = 0; i < nframes; i++) {
-		memcpy(&iov[n], f[i].iov, sizeof(*iov) * f[i].iovcnt);
-		n += f[i].iovcnt;
-		wirelen += f[i].wirelen;
+	if (nframes == 1) {
+		error = mig_writev_full(ch->fd, f->iov, f->iovcnt, &ch->rl);
+		wirelen = f->wirelen;
+	} else {
+		/* One call for all: a small frame alone is a wakeup alone. */
+		n = 0;
+		wirelen = 0;
+		for (i = 0; i < nframes; i++) {
+			memcpy(&iov[n], f[i].iov, sizeof(*iov) * f[i].iovcnt);
+			n += f[i].iovcnt;
+			wirelen += f[i].wirelen;
+		}
+		error = mig_writev_full(ch->fd, iov, n, &ch->rl);
 	}
-	if ((error = mig_writev_full(ch->fd, iov, n, &ch->rl)) != 0)
+	if (error != 0)
 		return (error);
 	ch->bytes_tx += wirelen;
 	return (0);

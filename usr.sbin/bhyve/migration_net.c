@@ -341,25 +341,27 @@ mig_writev_full(int fd, struct iovec *iov, int iovcnt,
 #define	MIG_RCVLOWAT_MIN	(64 * 1024)
 #define	MIG_RCVLOWAT_MAX	(512 * 1024)
 
+/* *asked: the mark last asked for, so an unchanged one costs no call. */
 static void
-set_rcvlowat(int fd, int want, int *cur)
+set_rcvlowat(int fd, int want, int *asked)
 {
 	socklen_t len;
-	int rcvbuf;
+	int mark, rcvbuf;
 
+	if (want == *asked)
+		return;
+	*asked = want;
 	/*
 	 * Within half the receive buffer: FreeBSD clamps the mark to the
 	 * buffer, which window rules may keep from ever filling.
 	 */
+	mark = want;
 	len = sizeof(rcvbuf);
-	if (want > 1 && getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
-	    &len) == 0 && want > rcvbuf / 2)
-		want = rcvbuf / 2 > 1 ? rcvbuf / 2 : 1;
-	if (want == *cur)
-		return;
+	if (mark > 1 && getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+	    &len) == 0 && mark > rcvbuf / 2)
+		mark = rcvbuf / 2 > 1 ? rcvbuf / 2 : 1;
 	/* Only a hint: without it, reads wake more often. */
-	(void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want));
-	*cur = want;
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &mark, sizeof(mark));
 }
 
 /* Until lowat bytes are queued (or the peer closed), within the deadline. */

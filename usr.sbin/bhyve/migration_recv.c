@@ -340,22 +340,19 @@ pages_fail(struct mig_chan *ch, struct mig_error *err, enum mig_phase phase,
 }
 
 /*
- * A PAGES or PAGES_INDEX header and its index entries, in meta: decoded
- * in place and checked against the segment and against payload_len, the
- * bytes of the whole frame (of both frames, for PAGES_INDEX).
+ * The index entries after a PAGES or PAGES_INDEX header ph decoded from
+ * meta: decoded in place and checked against the segment and against
+ * payload_len, the bytes of the whole frame (of both frames, for
+ * PAGES_INDEX).
  */
 static int
 pages_index(struct mig_chan *ch, const struct mig_vminfo *local,
-    uint8_t *meta, uint32_t payload_len, struct mig_pages_hdr *ph,
+    uint8_t *meta, uint32_t payload_len, const struct mig_pages_hdr *ph,
     uint64_t **idxp, uint32_t *ndata)
 {
 	uint64_t *idx;
 	uint32_t i;
-	int error;
 
-	if ((error = mig_pages_hdr_decode(meta, MIG_PAGES_HDR_LEN, payload_len,
-	    ph, ch->why, sizeof(ch->why))) != 0)
-		return (error);
 	if (ph->seg >= local->nsegs) {
 		snprintf(ch->why, sizeof(ch->why), "PAGES names a memory "
 		    "segment that does not exist");
@@ -462,7 +459,9 @@ mig_recv_pages_split(struct mig_chan *ch, const struct mig_vminfo *local,
 		return (pages_fail(ch, err, phase, doing,
 		    "PAGES_INDEX is not followed by its PAGES_DATA"));
 	/* Both are at most MIG_PAYLOAD_MAX: the sum fits. */
-	if ((error = pages_index(ch, local, ch->rxbuf, len + data.len -
+	if ((error = mig_pages_hdr_decode(ch->rxbuf, MIG_PAGES_HDR_LEN, len +
+	    data.len - MIG_PAGES_HDR_LEN, &ph, ch->why, sizeof(ch->why))) != 0 ||
+	    (error = pages_index(ch, local, ch->rxbuf, len + data.len -
 	    MIG_PAGES_HDR_LEN, &ph, &idx, &ndata)) != 0)
 		goto fail;
 	if (len != MIG_PAGES_HDR_LEN + 8 * ph.count)
