@@ -16,7 +16,7 @@ import time
 
 import migpeer
 import pytest
-from test_protocol_peer import GUEST, Receiver
+from test_protocol_peer import GUEST, Receiver, fake_destination
 
 from harness.local import local_endpoints
 from harness.migrate import FlowOptions, last_json, start_guest
@@ -71,11 +71,7 @@ def test_preauth_error_frame_does_not_end_the_listener(endpoints) -> None:
 def test_source_does_not_trust_a_fake_destinations_error(endpoints) -> None:
     """A fake destination's ERROR before AUTH never becomes the source's reported outcome."""
     src_ep = endpoints[0]
-    key = secrets.token_bytes(32)
-    key_path = f"{src_ep.runner.workdir}/fake.key"
-    src_ep.runner.put_text(key_path, key.hex() + "\n")
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    key, key_path, listener, port = fake_destination(src_ep, "fake")
 
     def lie() -> None:
         conn, _ = listener.accept()

@@ -33,15 +33,21 @@ def endpoints(tmp_path_factory):
     return local_endpoints(tmp_path_factory.mktemp("peer"))
 
 
+def fake_destination(ep, name: str) -> tuple[bytes, str, socket.socket, int]:
+    """For a Python peer playing a real source's destination: a fresh key, its file
+    (name.key) on the source's host, and a loopback listener with its port."""
+    key = secrets.token_bytes(32)
+    key_path = f"{ep.runner.workdir}/{name}.key"
+    ep.runner.put_text(key_path, key.hex() + "\n")
+    listener = socket.create_server(("127.0.0.1", 0))
+    return key, key_path, listener, listener.getsockname()[1]
+
+
 def capture_vminfo(endpoints, caps: int) -> bytes:
     """Act as the destination for a real source with these HELLO caps: read its
     VMINFO (its tag checked in the suite the caps choose), then refuse."""
     src_ep = endpoints[0]
-    key = secrets.token_bytes(32)
-    key_path = f"{src_ep.runner.workdir}/cap.key"
-    src_ep.runner.put_text(key_path, key.hex() + "\n")
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    key, key_path, listener, port = fake_destination(src_ep, "cap")
     got: dict[str, bytes] = {}
 
     def serve() -> None:
@@ -94,11 +100,7 @@ def test_source_refuses_an_owed_range_beyond_the_guest(endpoints) -> None:
     """A destination that speaks owed pages (0x80) answers round 1 with an OWED range past
     the guest's memory: the real source names it, sends ERROR and resumes the guest."""
     src_ep = endpoints[0]
-    key = secrets.token_bytes(32)
-    key_path = f"{src_ep.runner.workdir}/owed.key"
-    src_ep.runner.put_text(key_path, key.hex() + "\n")
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    key, key_path, listener, port = fake_destination(src_ep, "owed")
     got: dict[str, int | bytes] = {}
 
     def serve() -> None:

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import struct
 import threading
 import time
@@ -31,7 +30,7 @@ from test_migration_local import (
     make_guest,
     migrate,
 )
-from test_protocol_peer import Receiver, captured_vminfo  # noqa: F401 (fixture)
+from test_protocol_peer import Receiver, captured_vminfo, fake_destination  # noqa: F401 (fixture)
 
 from harness.config import MigrationPolicy
 from harness.local import local_endpoints
@@ -287,11 +286,7 @@ def test_a_missing_stream_fails_the_receive_after_the_deadline(
 def test_a_destination_without_streams_is_refused_by_the_source(endpoints) -> None:
     """A destination whose HELLO lacks the streams capability: refused before any memory."""
     src_ep = endpoints[0]
-    key = secrets.token_bytes(32)
-    key_path = f"{src_ep.runner.workdir}/nostreams.key"
-    src_ep.runner.put_text(key_path, key.hex() + "\n")
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    key, key_path, listener, port = fake_destination(src_ep, "nostreams")
 
     def one_stream_destination() -> None:
         conns = [listener.accept()[0] for _ in range(2)]
