@@ -457,7 +457,10 @@ class SSHRunner:
                 while chan.recv_stderr_ready():
                     err.feed(chan.recv_stderr(65536))
                     busy = True
-                if chan.exit_status_ready() and not (chan.recv_ready() or chan.recv_stderr_ready()):
+                # sshd may send the exit status before the last output: done once EOF
+                # (after which no data comes) or the close has arrived too.
+                if (chan.exit_status_ready() and (chan.eof_received or chan.closed)
+                        and not (chan.recv_ready() or chan.recv_stderr_ready())):
                     break
                 if time.monotonic() > deadline:
                     if pid:
