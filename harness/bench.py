@@ -14,6 +14,13 @@ run just before it (the same stream count), and the median of those pairs'
 ratios is the figure least moved by drift.  iperf3 writes 128 KiB at a time;
 the engine's frames are 1 MiB, and raw TCP with 1 MiB writes is printed too as
 the higher ceiling it is on loopback.
+
+The stream is authenticated, and on loopback both ends share this machine's
+cores, so a tag computed by the sender and checked by the receiver costs the
+stream directly.  tb_tagstream (testbed/) measures that ceiling: 1 MiB frames
+with the engine's tags over loopback and nothing else, beside the same frames
+untagged, and the tag alone on one core.  A case's "/ tagged" is its stream over
+that ceiling: what the engine itself loses.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest
+from harness.engine_build import build_testbed_programs
 from harness.errors import HarnessError
 from harness.migrate import Endpoint, FlowOptions, migrate_once, quiet, start_guest
 
@@ -91,6 +99,8 @@ class BenchRow:
     ratio_to_tcp_parallel: float = 0.0  # stream_mb_s / iperf3 -P streams
     # Median over the runs of each run's stream over the iperf3 run just before it
     paired_ratio_to_tcp: float = 0.0
+    # Median over the runs of each run's stream over a tb_tagstream run just before it
+    ratio_to_tagged: float = 0.0
     failures: list[str] = field(default_factory=list)  # why each run not verified failed
 
 
@@ -122,6 +132,52 @@ def raw_tcp_mb_s(nbytes: int = 1 << 30, runs: int = 3, parallel: int = 1,
             server.kill()
             server.wait()
     return statistics.median(rates)
+
+
+@dataclass
+class TaggedCeiling:
+    """Medians of tb_tagstream's runs, MB/s: 1 MiB frames over loopback with the engine's
+    tags computed and checked, the same frames without, and the tag alone on one core."""
+
+    tagged_mb_s: float
+    untagged_mb_s: float
+    tag_mb_s: float
+    suite: str
+
+    def line(self, tcp: float) -> str:
+        cost = 1 - self.tagged_mb_s / self.untagged_mb_s if self.untagged_mb_s else 0.0
+        per_gib = (1 << 30) / (self.tag_mb_s * 1e6) if self.tag_mb_s else 0.0
+        return (
+            f"authenticated ceiling (tb_tagstream, 1 MiB frames, {self.suite}): median "
+            f"{self.tagged_mb_s:.0f} MB/s, {self.tagged_mb_s / tcp:.2f} of raw TCP; untagged "
+            f"{self.untagged_mb_s:.0f} MB/s, so the tags cost {100 * cost:.0f} % of the "
+            f"stream; the tag alone: {self.tag_mb_s:.0f} MB/s on one core, {per_gib:.2f} s of "
+            f"a core per GiB on each side"
+        )
+
+
+def tagstream_run(tagged: bool = True) -> dict[str, Any]:
+    """One run of tb_tagstream over 1 GiB: its JSON line."""
+    program = build_testbed_programs(targets=("tb_tagstream",)) / "tb_tagstream"
+    proc = subprocess.run([str(program), *([] if tagged else ["-u"])],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    if proc.returncode != 0:
+        raise HarnessError(f"tb_tagstream failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+def tagged_ceiling(runs: int) -> TaggedCeiling:
+    """tb_tagstream runs times tagged and untagged (see the module's docstring)."""
+    tagged, untagged = [], []
+    for _ in range(runs):
+        tagged.append(tagstream_run())
+        untagged.append(tagstream_run(tagged=False))
+    return TaggedCeiling(
+        tagged_mb_s=statistics.median(r["stream_mb_s"] for r in tagged),
+        untagged_mb_s=statistics.median(r["stream_mb_s"] for r in untagged),
+        tag_mb_s=statistics.median(r["tag_mb_s"] for r in tagged),
+        suite=tagged[0]["suite"],
+    )
 
 
 def memory_scan_mb_s(nbytes: int, runs: int = 3) -> float:
@@ -163,9 +219,10 @@ def run_case(
         testbed=TestbedGuest(workload=case.workload_for(memory), fill=case.fill,
                              segments=segments, lazy_memory=case.scale > 1),
     )  # fmt: skip
-    reports, tcp_before = [], []
+    reports, tcp_before, tagged_before = [], [], []
     for i in range(repeats):
         tcp_before.append(raw_tcp_mb_s(runs=1, parallel=case.streams))
+        tagged_before.append(tagstream_run()["stream_mb_s"])
         reports.append(_one_run(guest, endpoints, f"{tag}{i}", case.streams))
     firsts = [(r.get("rounds") or [{}])[0] for r in reports]
     streams = [f.get("bytes", 0) / (f.get("duration_us") or 1) for f in firsts]
@@ -197,6 +254,8 @@ def run_case(
         streams=case.streams,
         paired_ratio_to_tcp=round(statistics.median(
             s / t for s, t in zip(streams, tcp_before, strict=True) if t > 0), 3),
+        ratio_to_tagged=round(statistics.median(
+            s / t for s, t in zip(streams, tagged_before, strict=True) if t > 0), 3),
         failures=[_failure(i, r) for i, r in enumerate(reports)
                   if r["status"] != "completed" or not r["verification"].get("ok")],
     )  # fmt: skip
@@ -218,7 +277,8 @@ def _extra_mib(reports: list[dict[str, Any]], side: str) -> float | None:
 
 
 def table(tcp: float, tcp_runs: list[float], rows: list[BenchRow],
-          parallel: dict[int, float] | None = None, tcp_1mib: float = 0.0) -> str:  # fmt: skip
+          parallel: dict[int, float] | None = None, tcp_1mib: float = 0.0,
+          ceiling: TaggedCeiling | None = None) -> str:  # fmt: skip
     spread = f"{min(tcp_runs):.0f}-{max(tcp_runs):.0f}"
     lines = [
         f"raw TCP (iperf3, 1 stream, loopback): median {tcp:.0f} MB/s of {len(tcp_runs)} runs "
@@ -226,23 +286,29 @@ def table(tcp: float, tcp_runs: list[float], rows: list[BenchRow],
     ]
     lines += [f"raw TCP (iperf3 -P {n}, loopback): median {rate:.0f} MB/s"
               for n, rate in sorted((parallel or {}).items())]  # fmt: skip
+    if ceiling is not None:
+        lines.append(ceiling.line(tcp))
     lines.append(
         f"{'case':16s} {'ok':3s} {'runs':>4s} {'rounds':>6s} {'total ms':>9s} {'downtime':>9s} "
         f"{'probe':>8s} {'MiB sent':>9s} {'wire MB/s':>9s} {'mem MB/s':>9s} {'/ TCP':>6s} "
-        f"{'/ -P N':>6s} {'paired':>6s} {'src+MiB':>7s} {'dst+MiB':>7s} {'+%':>5s}"
+        f"{'/ -P N':>6s} {'paired':>6s} {'/ tagd':>6s} {'src+MiB':>7s} {'dst+MiB':>7s} "
+        f"{'+%':>5s}"
     )
     for r in rows:
         lines.append(
             f"{r.case:16s} {'yes' if r.verified else 'NO':3s} {r.runs:4d} {r.rounds:6d} "
             f"{r.total_ms:9.1f} {_ms(r.downtime_ms):>9s} {_ms(r.probe_downtime_ms):>8s} "
             f"{r.mib_sent:9.1f} {r.stream_mb_s:9.0f} {r.memory_mb_s:9.0f} {r.ratio_to_tcp:6.2f} "
-            f"{r.ratio_to_tcp_parallel:6.2f} {r.paired_ratio_to_tcp:6.2f} "
+            f"{r.ratio_to_tcp_parallel:6.2f} {r.paired_ratio_to_tcp:6.2f} {r.ratio_to_tagged:6.2f} "
             f"{_opt(r.source_extra_mib, '.1f'):>7s} {_opt(r.destination_extra_mib, '.1f'):>7s} "
             f"{_opt(None if r.extra_share is None else 100 * r.extra_share, '.2f'):>5s}"
         )
     lines += [f"{r.case}: {f}" for r in rows for f in r.failures]
-    lines.append("/ TCP, / -P N: median stream over the median raw TCP of the whole run; "
-                 "paired: median of each run's stream over the iperf3 run just before it")
+    lines.append(
+        "/ TCP, / -P N: median stream over the median raw TCP of the whole run; "
+        "paired: median of each run's stream over the iperf3 run just before it; "
+        "/ tagd: the same, over a tb_tagstream run (one stream) just before it"
+    )
     lines.append("src+MiB, dst+MiB: peak resident memory beyond the guest's (VmHWM less the "
                  "guest mappings' Rss); +%: the larger over the guest's size")  # fmt: skip
     return "\n".join(lines)
@@ -277,6 +343,7 @@ def run_bench(
     tcp_runs = [raw_tcp_mb_s(runs=1) for _ in range(repeats)]
     big_writes = [raw_tcp_mb_s(runs=1, write_len=1 << 20) for _ in range(repeats)]
     par_runs = {n: [raw_tcp_mb_s(runs=1, parallel=n) for _ in range(repeats)] for n in counts}
+    ceiling = tagged_ceiling(repeats)
     rows = [run_case(case, memory, vcpus, endpoints, repeats) for case in cases]
     tcp_runs += [raw_tcp_mb_s(runs=1) for _ in range(repeats)]
     big_writes += [raw_tcp_mb_s(runs=1, write_len=1 << 20) for _ in range(repeats)]
@@ -297,8 +364,9 @@ def run_bench(
         "raw_tcp_runs_mb_s": [round(t, 1) for t in tcp_runs],
         "raw_tcp_1mib_writes_mb_s": round(tcp_1mib, 1),
         "raw_tcp_parallel_mb_s": {str(n): round(parallel[n], 1) for n in counts},
+        "authenticated_ceiling": asdict(ceiling),
         "rows": [asdict(r) for r in rows],
-        "table": table(tcp, tcp_runs, rows, {n: parallel[n] for n in counts}, tcp_1mib)
+        "table": table(tcp, tcp_runs, rows, {n: parallel[n] for n in counts}, tcp_1mib, ceiling)
         + f"\nmemory scan (resident memory, read for a "
         f"non-zero word): {scan:.0f} MB/s; mem MB/s above it means memory was skipped, not read",
     }

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
-from harness.bench import CASES, run_bench
+from harness.bench import CASES, run_bench, tagstream_run
+from harness.engine_build import build_testbed_programs
 from harness.local import local_endpoints
 
 pytestmark = [
@@ -27,7 +29,22 @@ def test_bench_small(tmp_path) -> None:
     assert rows["idle-x64"]["memory_mib"] == 64 * 64
     assert rows["idle-x64"]["mib_sent"] < 1.0
     assert result["raw_tcp_mb_s"] > 0 and result["raw_tcp_1mib_writes_mb_s"] > 0
-    # The cases that move all of memory have a stream to pair with raw TCP.
-    assert all(rows[c]["paired_ratio_to_tcp"] > 0 for c in ("full", "full-2streams"))
+    ceiling = result["authenticated_ceiling"]
+    assert ceiling["tagged_mb_s"] > 0 and ceiling["untagged_mb_s"] > 0 and ceiling["tag_mb_s"] > 0
+    # The cases that move all of memory have a stream to pair with raw TCP and the ceiling.
+    assert all(rows[c]["paired_ratio_to_tcp"] > 0 and rows[c]["ratio_to_tagged"] > 0
+               for c in ("full", "full-2streams"))  # fmt: skip
     # Each side's memory beyond the guest's is measured (printed, not held to a bound).
     assert all(r["source_extra_mib"] and r["destination_extra_mib"] for r in rows.values())
+
+
+def test_tagstream_checks_its_tags_and_options() -> None:
+    """The ceiling's reader checks every frame's tag with the engine's suite: a run
+    completes, one spoilt tag fails it; a bad size is a usage error naming the option."""
+    run = tagstream_run()
+    assert run["tagged"] and run["bytes"] == 1 << 30 and run["suite"] == "ChaCha20-Poly1305 tags"
+    program = build_testbed_programs(targets=("tb_tagstream",)) / "tb_tagstream"
+    spoilt = subprocess.run([str(program), "-x", "-n", "16"], capture_output=True, text=True)
+    assert spoilt.returncode == 1 and "frame 0 failed its tag check" in spoilt.stderr
+    proc = subprocess.run([str(program), "-n", "lots"], capture_output=True, text=True)
+    assert proc.returncode == 64 and "-n: 'lots' is not a size in MiB" in proc.stderr
