@@ -10,8 +10,9 @@
  * data and the engine's tag (mig_aead, as the channel computes it; by
  * default ChaCha20-Poly1305, the suite two current engines agree on) to a
  * loopback TCP connection; a second process reads each frame straight
- * into its memory and checks the tag.  Nothing else runs: no guest, no
- * page scan, no index.  With -u the tags are left out, which is raw TCP
+ * into its memory and checks the tag.  Each side's memory is as large as
+ * the stream, up to 1 GiB, so that it comes from and goes to DRAM as a
+ * guest's does.  Nothing else runs: no guest, no page scan, no index.  With -u the tags are left out, which is raw TCP
  * with the engine's frame size; -x spoils the first frame's tag, which the
  * reader must refuse (a test).  Before the stream, the tag alone is
  * timed on one core over the same data.  Prints one JSON line:
@@ -48,11 +49,16 @@
 
 #define	FRAME_DATA	(1U << 20)	/* as the engine's PAGES frames */
 #define	FRAME_HDR	16
-#define	WINDOW		(64U << 20)	/* cycled through, beyond caches */
+/*
+ * Memory each side cycles through: as much as the bench's guest, so the
+ * data comes from and goes to DRAM as the engine's does, not a cache.
+ */
+#define	WINDOW_MAX	(1ULL << 30)
 #define	TAG_PASS_BYTES	(256ULL << 20)
 
 struct stream_opts {
 	uint64_t	bytes;
+	uint64_t	window;		/* bytes, at most WINDOW_MAX */
 	enum mig_suite	suite;
 	bool		tagged;
 	bool		spoil;		/* the first frame's tag */
@@ -68,25 +74,25 @@ now_s(void)
 }
 
 static uint8_t *
-window_map(void)
+window_map(uint64_t len)
 {
 	uint8_t *w;
 
-	w = mmap(NULL, WINDOW, PROT_READ | PROT_WRITE,
+	w = mmap(NULL, len, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (w == MAP_FAILED)
-		err(EX_OSERR, "mapping %u bytes", WINDOW);
+		err(EX_OSERR, "mapping %ju bytes", (uintmax_t)len);
 	return (w);
 }
 
 /* Incompressible, as the bench's full guest. */
 static void
-window_fill(uint8_t *w)
+window_fill(uint8_t *w, uint64_t len)
 {
 	uint64_t x, i;
 
 	x = 0x9e3779b97f4a7c15ULL;
-	for (i = 0; i < WINDOW / 8; i++) {
+	for (i = 0; i < len / 8; i++) {
 		x ^= x << 13;
 		x ^= x >> 7;
 		x ^= x << 17;
@@ -119,7 +125,7 @@ frame_tag(struct mig_aead *a, const uint8_t *hdr, const uint8_t *data,
 
 /* MB/s of the tag alone on this core. */
 static double
-tag_rate(const uint8_t *w, enum mig_suite suite)
+tag_rate(const uint8_t *w, const struct stream_opts *o)
 {
 	struct mig_aead a;
 	uint8_t hdr[FRAME_HDR], tag[MIG_TAG_LEN];
@@ -127,10 +133,10 @@ tag_rate(const uint8_t *w, enum mig_suite suite)
 	double t0;
 
 	memset(hdr, 0, sizeof(hdr));
-	aead_start(&a, suite, true);
+	aead_start(&a, o->suite, true);
 	t0 = now_s();
 	for (off = 0; off < TAG_PASS_BYTES; off += FRAME_DATA)
-		if (frame_tag(&a, hdr, w + off % WINDOW, tag) != 0)
+		if (frame_tag(&a, hdr, w + off % o->window, tag) != 0)
 			errx(EX_SOFTWARE, "tagging failed");
 	mig_aead_free(&a);
 	return ((double)TAG_PASS_BYTES / (now_s() - t0) / 1e6);
@@ -146,10 +152,13 @@ receive(int fd, const struct stream_opts *o)
 	uint64_t off;
 	int error;
 
-	w = window_map();
+	w = window_map(o->window);
 	aead_start(&a, o->suite, false);
+	/* Mapped and faulted in: the clock may start. */
+	if (send(fd, "r", 1, 0) != 1)
+		err(1, "telling the writer to start");
 	for (off = 0; off < o->bytes; off += FRAME_DATA) {
-		data = w + off % WINDOW;
+		data = w + off % o->window;
 		if ((error = mig_read_full(fd, hdr, sizeof(hdr))) != 0 ||
 		    (error = mig_read_full(fd, data, FRAME_DATA)) != 0 ||
 		    (o->tagged &&
@@ -179,11 +188,14 @@ send_stream(int fd, pid_t reader, const uint8_t *w,
 	uint64_t off;
 	double t0;
 	int error, status;
+	char ready;
 
 	aead_start(&a, o->suite, true);
+	if ((error = mig_read_full(fd, &ready, 1)) != 0)
+		errx(1, "waiting for the reader: %s", strerror(error));
 	t0 = now_s();
 	for (off = 0; off < o->bytes; off += FRAME_DATA) {
-		data = w + off % WINDOW;
+		data = w + off % o->window;
 		mig_le64enc(hdr, off / FRAME_DATA);
 		mig_le64enc(hdr + 8, FRAME_DATA);
 		if (o->tagged && frame_tag(&a, hdr, data, tag) != 0)
@@ -290,9 +302,10 @@ main(int argc, char **argv)
 	/* A reader that refused a frame is reported, not a SIGPIPE. */
 	signal(SIGPIPE, SIG_IGN);
 
-	w = window_map();
-	window_fill(w);
-	tags = tag_rate(w, o.suite);
+	o.window = o.bytes < WINDOW_MAX ? o.bytes : WINDOW_MAX;
+	w = window_map(o.window);
+	window_fill(w, o.window);
+	tags = tag_rate(w, &o);
 	connect_pair(&sfd, &rfd);
 	if ((reader = fork()) < 0)
 		err(EX_OSERR, "fork");
