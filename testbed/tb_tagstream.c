@@ -12,12 +12,14 @@
  * loopback TCP connection; a second process reads each frame straight
  * into its memory and checks the tag.  Each side's memory is as large as
  * the stream, up to 1 GiB, so that it comes from and goes to DRAM as a
- * guest's does.  Nothing else runs: no guest, no page scan, no index.  With -u the tags are left out, which is raw TCP
- * with the engine's frame size; -x spoils the first frame's tag, which the
- * reader must refuse (a test).  Before the stream, the tag alone is
- * timed on one core over the same data.  Prints one JSON line:
+ * guest's does.  Nothing else runs: no guest, no page scan, no index.
+ * With -u the tags are left out, which is raw TCP with the engine's frame
+ * size; -x spoils the first frame's tag, which the reader must refuse (a
+ * test).  Before the stream, the tag alone is timed on one core over the
+ * same data.  Prints one JSON line:
  *
- *	{"stream_mb_s": X, "tag_mb_s": Y, "bytes": N, "suite": "..."}
+ *	{"stream_mb_s": X, "tag_mb_s": Y, "bytes": N, "tagged": B,
+ *	    "suite": "..."}
  *
  * Exit status 0, 1 if the stream failed (a tag did not check out), 64 on
  * a usage error.
@@ -110,7 +112,10 @@ aead_start(struct mig_aead *a, enum mig_suite suite, bool seal)
 		errx(EX_SOFTWARE, "cannot set up %s", mig_suite_name(suite));
 }
 
-/* One frame's tag over hdr and data, into tag; 0 or an errno. */
+/*
+ * One frame's header and data through the AEAD, which then seals (the
+ * writer) or checks (the reader) tag; 0 or an errno.
+ */
 static int
 frame_tag(struct mig_aead *a, const uint8_t *hdr, const uint8_t *data,
     uint8_t tag[MIG_TAG_LEN])
@@ -120,7 +125,7 @@ frame_tag(struct mig_aead *a, const uint8_t *hdr, const uint8_t *data,
 	if ((error = mig_aead_begin(a, hdr, FRAME_HDR)) != 0 ||
 	    (error = mig_aead_update(a, data, NULL, FRAME_DATA)) != 0)
 		return (error);
-	return (mig_aead_seal(a, tag));
+	return (a->seal ? mig_aead_seal(a, tag) : mig_aead_open(a, tag));
 }
 
 /* MB/s of the tag alone on this core. */
@@ -165,10 +170,7 @@ receive(int fd, const struct stream_opts *o)
 		    (error = mig_read_full(fd, tag, sizeof(tag))) != 0))
 			errx(1, "reading frame %ju: %s",
 			    (uintmax_t)(off / FRAME_DATA), strerror(error));
-		if (o->tagged && ((error = mig_aead_begin(&a, hdr,
-		    sizeof(hdr))) != 0 || (error = mig_aead_update(&a, data,
-		    NULL, FRAME_DATA)) != 0 || (error = mig_aead_open(&a,
-		    tag)) != 0))
+		if (o->tagged && frame_tag(&a, hdr, data, tag) != 0)
 			errx(1, "frame %ju failed its tag check",
 			    (uintmax_t)(off / FRAME_DATA));
 	}
