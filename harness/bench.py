@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.config import Guest, MigrationPolicy, TestbedGuest
@@ -159,9 +160,13 @@ class TaggedCeiling:
         )
 
 
-def tagstream_run(tagged: bool = True) -> dict[str, Any]:
+def tagstream_program() -> Path:
+    """tb_tagstream, built if out of date."""
+    return build_testbed_programs(targets=("tb_tagstream",)) / "tb_tagstream"
+
+
+def tagstream_run(program: Path, tagged: bool = True) -> dict[str, Any]:
     """One run of tb_tagstream over 1 GiB: its JSON line."""
-    program = build_testbed_programs(targets=("tb_tagstream",)) / "tb_tagstream"
     proc = subprocess.run([str(program), *([] if tagged else ["-u"])],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     if proc.returncode != 0:
@@ -169,12 +174,12 @@ def tagstream_run(tagged: bool = True) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def tagged_ceiling(runs: int) -> TaggedCeiling:
+def tagged_ceiling(program: Path, runs: int) -> TaggedCeiling:
     """tb_tagstream runs times tagged and untagged (see the module's docstring)."""
     tagged, untagged = [], []
     for _ in range(runs):
-        tagged.append(tagstream_run())
-        untagged.append(tagstream_run(tagged=False))
+        tagged.append(tagstream_run(program))
+        untagged.append(tagstream_run(program, tagged=False))
     return TaggedCeiling(
         tagged_mb_s=statistics.median(r["stream_mb_s"] for r in tagged),
         untagged_mb_s=statistics.median(r["stream_mb_s"] for r in untagged),
@@ -211,7 +216,8 @@ def _one_run(guest: Guest, endpoints: tuple[Endpoint, Endpoint], tag: str,
 
 
 def run_case(
-    case: BenchCase, memory: int, vcpus: int, endpoints: tuple[Endpoint, Endpoint], repeats: int
+    case: BenchCase, memory: int, vcpus: int, endpoints: tuple[Endpoint, Endpoint], repeats: int,
+    tagstream: Path,
 ) -> BenchRow:  # fmt: skip
     name = case.label(memory)
     memory *= case.scale
@@ -225,7 +231,7 @@ def run_case(
     reports, tcp_before, tagged_before = [], [], []
     for i in range(repeats):
         tcp_before.append(raw_tcp_mb_s(runs=1, parallel=case.streams))
-        tagged_before.append(tagstream_run()["stream_mb_s"])
+        tagged_before.append(tagstream_run(tagstream)["stream_mb_s"])
         reports.append(_one_run(guest, endpoints, f"{tag}{i}", case.streams))
     firsts = [(r.get("rounds") or [{}])[0] for r in reports]
     streams = [f.get("bytes", 0) / (f.get("duration_us") or 1) for f in firsts]
@@ -346,8 +352,9 @@ def run_bench(
     tcp_runs = [raw_tcp_mb_s(runs=1) for _ in range(repeats)]
     big_writes = [raw_tcp_mb_s(runs=1, write_len=1 << 20) for _ in range(repeats)]
     par_runs = {n: [raw_tcp_mb_s(runs=1, parallel=n) for _ in range(repeats)] for n in counts}
-    ceiling = tagged_ceiling(repeats)
-    rows = [run_case(case, memory, vcpus, endpoints, repeats) for case in cases]
+    tagstream = tagstream_program()
+    ceiling = tagged_ceiling(tagstream, repeats)
+    rows = [run_case(case, memory, vcpus, endpoints, repeats, tagstream) for case in cases]
     tcp_runs += [raw_tcp_mb_s(runs=1) for _ in range(repeats)]
     big_writes += [raw_tcp_mb_s(runs=1, write_len=1 << 20) for _ in range(repeats)]
     tcp_1mib = statistics.median(big_writes)

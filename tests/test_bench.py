@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 
-from harness.bench import CASES, run_bench, tagstream_run
-from harness.engine_build import build_testbed_programs
+from harness.bench import CASES, run_bench, tagstream_program, tagstream_run
 from harness.local import local_endpoints
 
 pytestmark = [
@@ -41,9 +40,9 @@ def test_bench_small(tmp_path) -> None:
 def test_tagstream_checks_its_tags_and_options() -> None:
     """The ceiling's reader checks every frame's tag with the engine's suite: a run
     completes, one spoilt tag fails it; a bad size is a usage error naming the option."""
-    run = tagstream_run()
+    program = tagstream_program()
+    run = tagstream_run(program)
     assert run["tagged"] and run["bytes"] == 1 << 30 and run["suite"] == "ChaCha20-Poly1305 tags"
-    program = build_testbed_programs(targets=("tb_tagstream",)) / "tb_tagstream"
     spoilt = subprocess.run([str(program), "-x", "-n", "16"], capture_output=True, text=True)
     assert spoilt.returncode == 1 and "frame 0 failed its tag check" in spoilt.stderr
     proc = subprocess.run([str(program), "-n", "lots"], capture_output=True, text=True)
